@@ -1,0 +1,44 @@
+# Everything a newcomer needs, on a fresh Debian/Ubuntu machine with Python 3.11+.
+#   make study  -> set up .venv and run the default comparison study (HTML report in studies/default)
+#   make test   -> set up .venv, install the system parts the tests use, run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system test study bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: these builds are the ones the project is tested with
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST and Chromium come from Debian where apt is available (tests skip, saying why, elsewhere).
+system:
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium >/dev/null; \
+	  fi; \
+	else echo "apt-get not available as root: Fashion-MNIST / Chromium tests may skip"; fi
+
+test: setup system
+	$(BIN)/python -m pytest -q
+
+study: setup
+	-@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; fi
+	$(BIN)/cnnarena study --out studies/default
+
+bench: setup system
+	$(BIN)/python -m benchmarks
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs studies .pytest_cache

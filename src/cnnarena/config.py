@@ -1,0 +1,100 @@
+"""The resolved configuration of one run: data + model + training, from defaults < YAML file < CLI.
+
+Saved as config.yaml in every run directory, so a run can be understood and repeated from it alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.augment import parse_augment
+from .errors import UserError
+from .train.config import TrainConfig
+
+
+@dataclass
+class RunConfig:
+    data: str = "digits"
+    data_dir: str | None = None
+    image_size: int | None = None  # folder/CSV images are resized to this once (default 64)
+    grayscale: bool | None = None
+    class_map: str | None = None
+    strict: bool = False
+    split: str | None = None  # reuse a split manifest so several runs see the same images
+    val_frac: float = 0.2
+    test_frac: float = 0.2  # ignored when the dataset has an official test split
+    split_seed: int = 0
+    fraction: float = 1.0  # use this stratified share of the training set
+    model: str = "simple-2conv"
+    pretrained: bool = True
+    weights: str | None = None
+    input_size: int | None = None  # resolution a pretrained network runs at (default: its own)
+    head_hidden: list[int] = field(default_factory=list)
+    head_dropout: float = 0.0
+    freeze_epochs: int = 0  # fine-tuning: epochs with the backbone frozen (fastai's freeze_epochs)
+    unfreeze: str = "all"  # then unfreeze the last K stages ("2") or "all"
+    finetune_lr_scale: float = 0.1  # phase-2 learning rate = lr × this
+    layer_decay: float | None = None  # phase 2: each earlier stage gets lr × decay^depth
+    feature_cache: bool = True  # phase 1 without augmentation: train the head on cached features
+    out: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["train"]["augment"] = {k: v for k, v in d["train"]["augment"].items() if v}
+        return d
+
+    def save(self, path: Path) -> None:
+        from .data.split import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train"}
+TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None) -> RunConfig:
+    """Merge a config file's values and CLI values (None = not given) over the defaults."""
+    merged: dict[str, Any] = {}
+    for source in (file_values or {}, cli_values or {}):
+        for key, value in source.items():
+            if key == "train" and isinstance(value, dict):  # nested form, as saved in config.yaml
+                merged.update({k: v for k, v in value.items() if v is not None})
+            elif value is not None:
+                merged[key.replace("-", "_")] = value
+    unknown = set(merged) - RUN_KEYS - TRAIN_KEYS
+    if unknown:
+        raise UserError(f"unknown config key {sorted(unknown)[0]!r}; known keys: {', '.join(sorted(RUN_KEYS | TRAIN_KEYS))}")
+    train_values = {k: merged.pop(k) for k in list(merged) if k in TRAIN_KEYS}
+    train_values["augment"] = parse_augment(train_values.get("augment"))
+    try:
+        train = TrainConfig(**train_values).validate()
+        cfg = RunConfig(**merged, train=train)
+    except TypeError as e:
+        raise UserError(f"bad config: {e}") from None
+    if not 0 < cfg.fraction <= 1:
+        raise UserError(f"--fraction must be in (0, 1], got {cfg.fraction}")
+    return cfg
+
+
+def load_config_file(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of option: value")
+    return data
+

@@ -1,0 +1,140 @@
+"""Augmentation as whole-batch tensor operations, on whatever device the batch is on.
+
+Each op draws one random vector per batch (not per-sample Python) and applies it with
+broadcasting, gather or a single grid_sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = False  # horizontal flip with p=0.5 (wrong for digits, right for clothes/photos)
+    translate: int = 0  # random shift of up to this many pixels (reflect-padded), like a random crop
+    rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
+    zoom: float = 0.0  # scale uniform in [1-zoom, 1+zoom]
+    shear: float = 0.0  # degrees
+    brightness: float = 0.0  # multiply by uniform [1-b, 1+b]
+    contrast: float = 0.0  # blend with the image mean by uniform [1-c, 1+c]
+    saturation: float = 0.0  # blend with grayscale (RGB only)
+
+    @property
+    def active(self) -> bool:
+        return any(v for v in asdict(self).values())
+
+
+PRESETS = {
+    "none": AugmentConfig(),
+    "flip": AugmentConfig(flip=True),
+    "light": AugmentConfig(flip=True, translate=2),
+    "standard": AugmentConfig(flip=True, translate=3, rotation=10, zoom=0.1),
+    "strong": AugmentConfig(flip=True, translate=4, rotation=15, zoom=0.15, shear=8,
+                            brightness=0.2, contrast=0.2, saturation=0.2),
+}
+
+
+def parse_augment(value: str | dict | AugmentConfig | None) -> AugmentConfig:
+    """A preset name, 'flip,translate=2,rotation=10', or a dict (from a YAML config)."""
+    if value is None:
+        return AugmentConfig()
+    if isinstance(value, AugmentConfig):
+        return value
+    fields = AugmentConfig.__dataclass_fields__
+    if isinstance(value, dict):
+        unknown = set(value) - set(fields)
+        if unknown:
+            raise UserError(f"unknown augmentation {sorted(unknown)[0]!r}; known: {', '.join(fields)}")
+        return AugmentConfig(**value)
+    if value in PRESETS:
+        return PRESETS[value]
+    out: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, _, num = part.partition("=")
+        if name not in fields:
+            raise UserError(f"unknown augmentation {name!r}: use a preset ({', '.join(PRESETS)}) "
+                            f"or a list like 'flip,translate=2,rotation=10'")
+        try:
+            out[name] = True if name == "flip" else (int(num) if name == "translate" else float(num))
+        except ValueError:
+            raise UserError(f"augmentation {name!r} needs a number, e.g. {name}=2") from None
+    return AugmentConfig(**out)
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    return (torch.rand(n, generator=g) * (hi - lo) + lo).to(device)
+
+
+def flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    mask = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(mask, x.flip(3), x)
+
+
+def translate(x: torch.Tensor, pixels: int, g: torch.Generator) -> torch.Tensor:
+    """Per-sample integer shifts via one gather from a reflect-padded batch."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pixels,) * 4, mode="reflect")
+    dy = torch.randint(0, 2 * pixels + 1, (n, 1), generator=g).to(x.device)
+    dx = torch.randint(0, 2 * pixels + 1, (n, 1), generator=g).to(x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h) + dy).view(n, 1, h, 1)
+    cols = (torch.arange(w, device=x.device).view(1, w) + dx).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols]
+
+
+def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """Rotation, zoom and shear in one grid_sample."""
+    n, dev = x.shape[0], x.device
+    angle = _uniform(n, -cfg.rotation, cfg.rotation, g, dev) * (math.pi / 180)
+    scale = _uniform(n, 1 - cfg.zoom, 1 + cfg.zoom, g, dev)
+    shear = _uniform(n, -cfg.shear, cfg.shear, g, dev) * (math.pi / 180)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin + torch.tan(shear) * cos
+    theta[:, 1, 0], theta[:, 1, 1] = sin, cos
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def colour(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    n, dev = x.shape[0], x.device
+    if cfg.brightness:
+        x = x * _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, g, dev).view(-1, 1, 1, 1)
+    if cfg.contrast:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = mean + (x - mean) * _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g, dev).view(-1, 1, 1, 1)
+    if cfg.saturation and x.shape[1] == 3:
+        gray = x.mean(dim=1, keepdim=True)
+        x = gray + (x - gray) * _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g, dev).view(-1, 1, 1, 1)
+    return x.clamp_(0, 1)
+
+
+class BatchAugment:
+    """Callable(batch, generator) -> augmented batch, built from an AugmentConfig."""
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        c = self.cfg
+        if c.flip:
+            x = flip(x, g)
+        if c.translate:
+            x = translate(x, c.translate, g)
+        if c.rotation or c.zoom or c.shear:
+            x = affine(x, c, g)
+        if c.brightness or c.contrast or c.saturation:
+            x = colour(x, c, g)
+        return x
+
+
+def build_augment(cfg: AugmentConfig) -> BatchAugment | None:
+    return BatchAugment(cfg) if cfg.active else None

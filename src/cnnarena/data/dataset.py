@@ -1,0 +1,73 @@
+"""The in-memory form every source is turned into: one uint8 tensor of images plus labels.
+
+Small-image datasets fit in memory whole, so the hot path is just slicing tensors
+(no DataLoader, no PIL, no per-sample Python).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageSet:
+    """A set of labelled images.
+
+    images: uint8, shape N×C×H×W, C is 1 (grayscale) or 3 (RGB); every image has the same size.
+    labels: int64, shape N, values in range(len(classes)).
+    ids:    one stable string per sample (relative file path, or "train/123" for array datasets);
+            split manifests are written in ids so another run can reuse the exact same split.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    ids: list[str]
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        assert self.images.dtype == torch.uint8 and self.images.ndim == 4, self.images.shape
+        assert self.labels.shape == (n,) and len(self.ids) == n, (self.labels.shape, len(self.ids), n)
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.images.shape[2], self.images.shape[3]
+
+    def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageSet(self.images[index], self.labels[index], self.classes, [self.ids[i] for i in index.tolist()])
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+@dataclass
+class Source:
+    """What a dataset source yields.
+
+    pool: the samples a split is carved from (for datasets with an official test split, its train part).
+    test: the official test split, when the dataset has one; then only validation is carved from pool.
+    skipped: (path, reason) for files that could not be read (reported, not fatal unless --strict).
+    original_sizes: (height, width) of each pool+test image before resizing, for `inspect` statistics.
+    """
+
+    name: str
+    pool: ImageSet
+    test: ImageSet | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    original_sizes: list[tuple[int, int]] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.pool.classes

@@ -1,0 +1,122 @@
+"""Stratified, seeded train/val/test splits, written as a manifest another run can reuse.
+
+Every model in a comparison must see the same images, so the split is data (a JSON file of
+sample ids), not a seed that happens to be shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .dataset import ImageSet, Source
+
+
+@dataclass
+class Split:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def _stratified_cut(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, cut) with `frac` of every class in `cut`."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    if frac <= 0:
+        return index, index[:0]
+    try:
+        kept, cut = train_test_split(index, test_size=frac, random_state=seed, stratify=labels)
+    except ValueError as e:  # a class too small to appear on both sides
+        raise UserError(f"cannot make a stratified split: {e}") from None
+    return np.sort(kept), np.sort(cut)
+
+
+def make_split(source: Source, *, val_frac: float = 0.2, test_frac: float = 0.2, seed: int = 0) -> Split:
+    """Official test split kept when the dataset has one; otherwise carve test from the pool too."""
+    if not (0 < val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise UserError(f"bad split fractions val={val_frac} test={test_frac}: each in (0,1), sum below 1")
+    pool = source.pool
+    labels = pool.labels.numpy()
+    if source.test is not None:
+        train_idx, val_idx = _stratified_cut(labels, val_frac, seed)
+        return Split(pool.subset(train_idx), pool.subset(val_idx), source.test)
+    if test_frac <= 0:
+        raise UserError(f"{source.name} has no official test split: --test-frac must be above 0")
+    rest, test_idx = _stratified_cut(labels, test_frac, seed)
+    # val_frac is a share of the whole pool, so 0.2/0.2 gives the reports' 60/20/20.
+    train_idx, val_idx = _stratified_cut(labels[rest], val_frac / (1 - test_frac), seed)
+    return Split(pool.subset(rest[train_idx]), pool.subset(rest[val_idx]), pool.subset(test_idx))
+
+
+def subsample(data: ImageSet, fraction: float, seed: int) -> ImageSet:
+    """A stratified `fraction` of a training set (for data-fraction learning curves)."""
+    if fraction >= 1:
+        return data
+    _, keep = _stratified_cut(data.labels.numpy(), fraction, seed)
+    return data.subset(keep)
+
+
+def write_manifest(split: Split, path: Path, *, source_name: str, seed: int) -> None:
+    manifest = {
+        "source": source_name,
+        "seed": seed,
+        "classes": split.train.classes,
+        "sizes": split.sizes(),
+        "train": split.train.ids,
+        "val": split.val.ids,
+        "test": split.test.ids,
+    }
+    atomic_write_text(path, json.dumps(manifest))
+
+
+def load_manifest(path: Path, source: Source) -> Split:
+    """Rebuild a split from a manifest's ids; every id must exist in this source."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+        parts = {k: manifest[k] for k in ("train", "val", "test")}
+    except FileNotFoundError:
+        raise UserError(f"split manifest not found: {path}") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{path} is not a cnnarena split manifest (needs train/val/test id lists)") from None
+    if manifest.get("classes") not in (None, source.classes):
+        raise UserError(f"split {path} was made for classes {manifest['classes']}, data has {source.classes}")
+    sets = [source.pool] + ([source.test] if source.test is not None else [])
+    where = {sid: (s, i) for s in range(len(sets)) for i, sid in enumerate(sets[s].ids)}
+    out = {}
+    for part, ids in parts.items():
+        missing = [sid for sid in ids if sid not in where]
+        if missing:
+            raise UserError(f"split {path}: {len(missing)} {part} ids not in this dataset (first: {missing[0]})")
+        chosen = torch.tensor([where[sid] for sid in ids], dtype=torch.long).view(-1, 2)
+        set_of, index = chosen[:, 0], chosen[:, 1]
+        first = sets[0]
+        images = torch.empty((len(ids), *first.images.shape[1:]), dtype=torch.uint8)
+        labels = torch.empty(len(ids), dtype=torch.long)
+        for s, data in enumerate(sets):  # gather per source set, vectorised
+            mask = set_of == s
+            images[mask] = data.images[index[mask]]
+            labels[mask] = data.labels[index[mask]]
+        out[part] = ImageSet(images, labels, source.classes, list(ids))
+    return Split(out["train"], out["val"], out["test"])
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file + rename so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

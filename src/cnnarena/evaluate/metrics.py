@@ -1,0 +1,57 @@
+"""Test metrics from logits: loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import classification_report, confusion_matrix
+
+
+def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
+    labels = labels.long()
+    pred = logits.argmax(1)
+    k_values = [k for k in (3, 5) if k < len(classes)]
+    topk = {f"test_top{k}_accuracy": (logits.topk(k, 1).indices == labels[:, None]).any(1).float().mean().item()
+            for k in k_values}
+    index = list(range(len(classes)))
+    report = classification_report(labels.numpy(), pred.numpy(), labels=index, target_names=classes,
+                                   output_dict=True, zero_division=0)
+    per_class = {c: {m: report[c][m] for m in ("precision", "recall", "f1-score", "support")} for c in classes}
+    cm = confusion_matrix(labels.numpy(), pred.numpy(), labels=index)
+    return {
+        "test_loss": F.cross_entropy(logits, labels).item(),
+        "test_accuracy": (pred == labels).float().mean().item(),
+        **topk,
+        "macro_precision": report["macro avg"]["precision"],
+        "macro_recall": report["macro avg"]["recall"],
+        "macro_f1": report["macro avg"]["f1-score"],
+        "weighted_precision": report["weighted avg"]["precision"],
+        "weighted_recall": report["weighted avg"]["recall"],
+        "weighted_f1": report["weighted avg"]["f1-score"],
+        "test_samples": int(labels.numel()),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def format_per_class(metrics: dict[str, Any]) -> str:
+    """The per-class table a person reads (like sklearn's classification_report)."""
+    rows = metrics["per_class"]
+    width = max(12, *(len(c) for c in rows))
+    lines = [f"{'class':<{width}}  precision  recall  f1-score  support"]
+    for c, r in rows.items():
+        lines.append(f"{c:<{width}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1-score']:8.4f}  {int(r['support']):7d}")
+    n = metrics["test_samples"]
+    for avg in ("macro", "weighted"):
+        lines.append(f"{avg + ' avg':<{width}}  {metrics[avg + '_precision']:9.4f}  {metrics[avg + '_recall']:6.4f}  "
+                     f"{metrics[avg + '_f1']:8.4f}  {n:7d}")
+    lines.append(f"{'accuracy':<{width}}  {'':9}  {'':6}  {metrics['test_accuracy']:8.4f}  {n:7d}")
+    return "\n".join(lines)
+
+
+def normalised_confusion(cm: list[list[int]]) -> np.ndarray:
+    m = np.asarray(cm, dtype=float)
+    return m / np.maximum(m.sum(1, keepdims=True), 1)

@@ -1,0 +1,91 @@
+"""The wrapper every model lives in: input adaptation + network, with the metadata to rebuild it.
+
+Models take float images in [0, 1] at the dataset's stored resolution (N×C×H×W). The adapter does
+what differs between networks - channel count, resolution, normalisation - on the batch, on the
+device, so the data pipeline, export and serving never need to know which network they feed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelMeta:
+    """Everything needed to rebuild a model from a checkpoint (stored as JSON beside the weights)."""
+
+    name: str  # registry name: a custom preset, "custom" (spec), or a pretrained backbone name
+    num_classes: int
+    in_chans: int  # channels of the data the model is fed
+    data_size: tuple[int, int]  # (H, W) of the data the model is fed
+    input_size: tuple[int, int]  # (H, W) the network itself runs at (resized to by the adapter)
+    net_chans: int  # channels the network itself expects (grayscale is repeated to 3 when needed)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str] = field(default_factory=list)
+    spec: list[dict[str, Any]] | None = None  # custom layer spec, when name is a custom model
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific options (head, timm name...)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelMeta:
+        d = dict(d)
+        d["data_size"] = tuple(d["data_size"])
+        d["input_size"] = tuple(d["input_size"])
+        d["mean"] = tuple(d["mean"])
+        d["std"] = tuple(d["std"])
+        return cls(**d)
+
+
+class InputAdapter(nn.Module):
+    """[0,1] images at data resolution -> normalised tensor the network expects."""
+
+    def __init__(self, in_chans: int, net_chans: int, input_size: tuple[int, int],
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        if in_chans not in (1, 3) or net_chans not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {in_chans}->{net_chans}")
+        self.in_chans, self.net_chans = in_chans, net_chans
+        self.input_size = tuple(input_size)
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        std_t = torch.tensor(std, dtype=torch.float32)
+        if net_chans == 1 and mean_t.numel() == 3:  # RGB statistics for a grayscale network
+            mean_t, std_t = mean_t.mean(0, keepdim=True), std_t.mean(0, keepdim=True)
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1).expand(1, net_chans, 1, 1).clone())
+        self.register_buffer("std", std_t.view(1, -1, 1, 1).expand(1, net_chans, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_chans == 1 and self.net_chans == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif self.in_chans == 3 and self.net_chans == 1:
+            x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, True)
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=False)
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """adapter -> net. `net` maps the normalised batch to logits (N×num_classes)."""
+
+    def __init__(self, meta: ModelMeta, net: nn.Module) -> None:
+        super().__init__()
+        self.meta = meta
+        self.adapter = InputAdapter(meta.in_chans, meta.net_chans, meta.input_size, meta.mean, meta.std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.adapter(x))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

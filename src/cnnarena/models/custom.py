@@ -1,0 +1,206 @@
+"""Custom CNNs from a declarative layer spec (YAML/JSON), plus the presets the reports used.
+
+A spec is a list of layers; each is a name (`relu`) or a one-key mapping (`conv: {filters: 32}`,
+`dense: 128`). Shapes are tracked while building, so dense layers need no input size, and a final
+Linear to the number of classes is appended automatically. Presets are specs too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .base import Classifier, ModelMeta
+
+Spec = list[Any]
+
+# The three architectures the reports trained by hand, and one designed for accuracy per second.
+PRESETS: dict[str, Spec] = {
+    # (1) 2 conv blocks 32/64 3×3 + BN + ReLU + maxpool, dense 128 -> 64 -> classes.
+    "simple-2conv": [
+        {"conv": 32}, "batchnorm", "relu", "maxpool",
+        {"conv": 64}, "batchnorm", "relu", "maxpool",
+        "flatten", {"dense": 128}, "relu", {"dense": 64}, "relu",
+    ],
+    # (2) 3 conv blocks 32/64/128 5×5 pad 2 + BN + ReLU + maxpool, dense 64 + dropout 0.5.
+    "simple-3conv-5x5": [
+        {"conv": {"filters": 32, "kernel": 5, "padding": 2}}, "batchnorm", "relu", "maxpool",
+        {"conv": {"filters": 64, "kernel": 5, "padding": 2}}, "batchnorm", "relu", "maxpool",
+        {"conv": {"filters": 128, "kernel": 5, "padding": 2}}, "batchnorm", "relu", "maxpool",
+        "flatten", {"dense": 64}, "relu", {"dropout": 0.5},
+    ],
+    # (3) 3 conv 32/64/128 3×3 + BN + ReLU, maxpool after the first two, dense 512 + dropout 0.5.
+    "simple-3conv-dense512": [
+        {"conv": 32}, "batchnorm", "relu", "maxpool",
+        {"conv": 64}, "batchnorm", "relu", "maxpool",
+        {"conv": 128}, "batchnorm", "relu",
+        "flatten", {"dense": 512}, "relu", {"dropout": 0.5},
+    ],
+}
+# `fast` is defined in models/fast.py (it needs residual blocks); it registers itself here.
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
+               "leakyrelu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+LAYER_NAMES = ["conv", "batchnorm", "maxpool", "avgpool", "dropout", "flatten", "gap", "dense",
+               *ACTIVATIONS]
+
+
+def _parse(layer: Any) -> tuple[str, dict[str, Any]]:
+    """'relu' -> ('relu', {}); {'conv': 32} -> ('conv', {'filters': 32}); {'conv': {...}} -> as is."""
+    if isinstance(layer, str):
+        return layer.lower(), {}
+    if isinstance(layer, dict) and len(layer) == 1:
+        (name, args), = layer.items()
+        name = str(name).lower()
+        if isinstance(args, dict):
+            return name, dict(args)
+        if args is None:
+            return name, {}
+        first = {"conv": "filters", "dense": "units", "dropout": "rate", "maxpool": "size",
+                 "avgpool": "size"}.get(name)
+        if first is None:
+            raise UserError(f"layer {name!r} takes no value (got {args!r})")
+        return name, {first: args}
+    raise UserError(f"bad layer {layer!r}: use a name like 'relu' or a mapping like {{conv: 32}}")
+
+
+def _conv_padding(kernel: int, padding: Any) -> int:
+    if padding in (None, "same"):
+        return kernel // 2  # Keras 'same' for odd kernels
+    if padding == "valid":
+        return 0
+    if isinstance(padding, int) and padding >= 0:
+        return padding
+    raise UserError(f"conv padding must be 'same', 'valid' or a number, got {padding!r}")
+
+
+def build_layers(spec: Spec, in_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Build the layers of `spec` for inputs of shape (C, H, W), ending in Linear(num_classes)."""
+    if not isinstance(spec, list) or not spec:
+        raise UserError("a layer spec must be a non-empty list of layers")
+    shape: tuple[int, ...] = tuple(in_shape)
+    layers: list[nn.Module] = []
+    for i, raw in enumerate(spec):
+        name, args = _parse(raw)
+        try:
+            module, shape = _make_layer(name, args, shape)
+        except TypeError as e:
+            raise UserError(f"layer {i + 1} ({name}): bad options {args}: {e}") from None
+        layers.append(module)
+    if len(shape) == 3:  # still a feature map: flatten before the classifier, like Keras would need
+        layers.append(nn.Flatten())
+        shape = (shape[0] * shape[1] * shape[2],)
+    layers.append(nn.Linear(shape[0], num_classes))
+    return nn.Sequential(*layers)
+
+
+def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tuple[nn.Module, tuple[int, ...]]:
+    is_map = len(shape) == 3
+    if name in ("conv", "maxpool", "avgpool", "batchnorm", "gap") and not is_map:
+        raise UserError(f"layer {name!r} needs a feature map, but the input here is flat {shape}")
+    if name == "conv":
+        filters = int(args.pop("filters"))
+        kernel = int(args.pop("kernel", 3))
+        stride = int(args.pop("stride", 1))
+        pad = _conv_padding(kernel, args.pop("padding", "same"))
+        bias = bool(args.pop("bias", True))
+        _no_more(name, args)
+        c, h, w = shape
+        h, w = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+        if h <= 0 or w <= 0:
+            raise UserError(f"conv {kernel}×{kernel} stride {stride} leaves no pixels of a {shape[1]}×{shape[2]} map")
+        return nn.Conv2d(c, filters, kernel, stride, pad, bias=bias), (filters, h, w)
+    if name in ("maxpool", "avgpool"):
+        size = int(args.pop("size", 2))
+        stride = int(args.pop("stride", size))
+        _no_more(name, args)
+        c, h, w = shape
+        h, w = (h - size) // stride + 1, (w - size) // stride + 1
+        if h <= 0 or w <= 0:
+            raise UserError(f"{name} {size} leaves no pixels of a {shape[1]}×{shape[2]} map: input too small")
+        pool = nn.MaxPool2d(size, stride) if name == "maxpool" else nn.AvgPool2d(size, stride)
+        return pool, (c, h, w)
+    if name == "batchnorm":
+        _no_more(name, args)
+        return (nn.BatchNorm2d(shape[0]) if is_map else nn.BatchNorm1d(shape[0])), shape
+    if name in ACTIVATIONS:
+        _no_more(name, args)
+        return ACTIVATIONS[name](), shape
+    if name == "dropout":
+        rate = float(args.pop("rate", 0.5))
+        _no_more(name, args)
+        return (nn.Dropout2d(rate) if args.get("spatial") else nn.Dropout(rate)), shape
+    if name == "flatten":
+        _no_more(name, args)
+        size = 1
+        for s in shape:
+            size *= s
+        return nn.Flatten(), (size,)
+    if name == "gap":
+        _no_more(name, args)
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), (shape[0],)
+    if name == "dense":
+        units = int(args.pop("units"))
+        _no_more(name, args)
+        if is_map:
+            raise UserError("dense needs a flat input: add 'flatten' or 'gap' before it")
+        return nn.Linear(shape[0], units), (units,)
+    raise UserError(f"unknown layer {name!r}; known: {', '.join(LAYER_NAMES)}")
+
+
+def _no_more(name: str, args: dict[str, Any]) -> None:
+    if args:
+        raise UserError(f"layer {name!r} has unknown option(s): {', '.join(args)}")
+
+
+def load_spec(path: Path) -> Spec:
+    """A YAML or JSON file holding a list of layers (or {layers: [...]})."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except FileNotFoundError:
+        raise UserError(f"model spec not found: {path}") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"cannot parse model spec {path}: {str(e).splitlines()[0]}") from None
+    if isinstance(data, dict) and "layers" in data:
+        data = data["layers"]
+    if not isinstance(data, list):
+        raise UserError(f"model spec {path} must be a list of layers (or a mapping with 'layers')")
+    return data
+
+
+def build_custom(name: str, spec: Spec, *, num_classes: int, in_chans: int, data_size: tuple[int, int],
+                 classes: list[str]) -> Classifier:
+    """A custom CNN trained from scratch at the data's own resolution and channels."""
+    mean, std = (0.5,) * in_chans, (0.5,) * in_chans  # inputs centred to [-1, 1]
+    meta = ModelMeta(name=name, num_classes=num_classes, in_chans=in_chans, data_size=tuple(data_size),
+                     input_size=tuple(data_size), net_chans=in_chans, mean=mean, std=std,
+                     classes=list(classes), spec=spec)
+    return rebuild_custom(meta)
+
+
+def rebuild_custom(meta: ModelMeta) -> Classifier:
+    net = build_layers(json.loads(json.dumps(meta.spec)), (meta.net_chans, *meta.input_size), meta.num_classes)
+    _init_like_keras(net)
+    return Classifier(meta, net)
+
+
+def _init_like_keras(net: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases: what the reports' Keras models started from."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def output_shape(net: nn.Module, in_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    return tuple(net(torch.zeros(1, *in_shape)).shape[1:])

@@ -1,0 +1,50 @@
+"""One front door for every model, like timm's create_model: a name in, a Classifier out.
+
+Custom presets and spec files train from scratch; anything else is a pretrained backbone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .base import Classifier, ModelMeta
+from .custom import PRESETS, build_custom, load_spec, rebuild_custom
+
+
+def is_custom(name: str) -> bool:
+    return name in PRESETS or name.endswith((".yaml", ".yml", ".json"))
+
+
+def create_model(name: str, *, num_classes: int, in_chans: int, data_size: tuple[int, int], classes: list[str],
+                 pretrained: bool = True, weights: Path | None = None, input_size: int | None = None,
+                 head_hidden: tuple[int, ...] = (), head_dropout: float = 0.0) -> Classifier:
+    if name in PRESETS:
+        return build_custom(name, PRESETS[name], num_classes=num_classes, in_chans=in_chans,
+                            data_size=data_size, classes=classes)
+    if name.endswith((".yaml", ".yml", ".json")):
+        return build_custom(Path(name).stem, load_spec(Path(name)), num_classes=num_classes, in_chans=in_chans,
+                            data_size=data_size, classes=classes)
+    from .pretrained import build_pretrained, is_pretrained_name
+
+    if not is_pretrained_name(name):
+        raise UserError(f"unknown model {name!r}: use a custom preset ({', '.join(PRESETS)}), a layer-spec "
+                        f"YAML/JSON file, or a pretrained backbone (see `cnnarena models`)")
+    return build_pretrained(name, num_classes=num_classes, in_chans=in_chans, data_size=data_size, classes=classes,
+                            pretrained=pretrained, weights=weights, input_size=input_size,
+                            head_hidden=head_hidden, head_dropout=head_dropout)
+
+
+def rebuild(meta: ModelMeta) -> Classifier:
+    """The architecture described by `meta`, with untrained weights (a checkpoint is loaded next)."""
+    if meta.spec is not None:
+        return rebuild_custom(meta)
+    from .pretrained import rebuild_pretrained
+
+    return rebuild_pretrained(meta)
+
+
+def describe(meta: ModelMeta) -> dict[str, Any]:
+    return {"name": meta.name, "family": "custom" if meta.spec is not None else "pretrained",
+            "input_size": list(meta.input_size), "classes": meta.num_classes}

@@ -1,0 +1,59 @@
+"""A Keras-style model.summary(): layer, output shape, parameters, and the totals."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Classifier
+
+
+def _leaf_layers(module: nn.Module, depth: int, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    children = list(module.named_children())
+    if depth == 0 or not children:
+        return [(prefix, module)]
+    out = []
+    for name, child in children:
+        out += _leaf_layers(child, depth - 1, f"{prefix}.{name}" if prefix else name)
+    return out
+
+
+@torch.no_grad()
+def summarize(model: Classifier, input_shape: tuple[int, int, int], depth: int = 1) -> str:
+    """Table of the network's layers (down to `depth` levels) for one input of shape C×H×W."""
+    layers = _leaf_layers(model.net, depth)
+    shapes: dict[int, tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, k=id(m): shapes.__setitem__(k, tuple(o.shape[1:])))
+             for _, m in layers if isinstance(m, nn.Module)]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    rows = []
+    for name, m in layers:
+        params = sum(p.numel() for p in m.parameters())
+        shape = shapes.get(id(m))
+        rows.append((f"{name} ({type(m).__name__})", "—" if shape is None else "(None, " + ", ".join(map(str, shape)) + ")",
+                     f"{params:,}"))
+    w0 = max(len("Layer (type)"), *(len(r[0]) for r in rows))
+    w1 = max(len("Output Shape"), *(len(r[1]) for r in rows))
+    w2 = max(len("Param #"), *(len(r[2]) for r in rows))
+    line = "─" * (w0 + w1 + w2 + 6)
+    adapter = f"input {input_shape[0]}×{input_shape[1]}×{input_shape[2]} -> network input " \
+              f"{model.meta.net_chans}×{model.meta.input_size[0]}×{model.meta.input_size[1]} (normalised)"
+    out = [f'Model: "{model.meta.name}"   {adapter}', line,
+           f"{'Layer (type)':<{w0}}   {'Output Shape':<{w1}}   {'Param #':>{w2}}", line]
+    out += [f"{a:<{w0}}   {b:<{w1}}   {c:>{w2}}" for a, b, c in rows]
+    total = sum(p.numel() for p in model.net.parameters())
+    trainable = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
+    bn_stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.net.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
+    out += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {total - trainable:,}",
+            f"BatchNorm moving statistics: {bn_stats:,} (Keras counts these as non-trainable params: "
+            f"{total + bn_stats:,} in total)", line]
+    return "\n".join(out)

@@ -1,0 +1,198 @@
+"""One run, start to finish: data -> split -> model -> fit -> evaluate -> files in the run directory.
+
+A run directory holds everything needed to understand, resume and reuse the run:
+config.yaml, split.json, history.csv/.jsonl, checkpoints/, model.safetensors + model.json,
+metrics.json, predictions.csv and plots/. Re-running into the same directory resumes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+from .data.augment import build_augment
+from .data.dataset import Source
+from .data.loader import BatchLoader
+from .data.split import Split, atomic_write_text, load_manifest, make_split, subsample, write_manifest
+from .errors import UserError
+from .evaluate.inference import predict_logits
+from .evaluate.metrics import compute_metrics
+from .models.base import Classifier, count_parameters
+from .models.registry import create_model
+from .report import plots
+from .train.callbacks import Callback, Checkpoint, EarlyStopping, MetricsLog, ProgressBar, ReduceLROnPlateau
+from .train.checkpoint import load_trainer_state, load_weights, save_model
+from .train.loop import TrainState, fit, resolve_device, seed_everything
+
+
+@lru_cache(maxsize=4)
+def _cached_source(spec: str, data_dir: str | None, image_size: int | None, grayscale: bool | None,
+                   class_map: str | None, strict: bool) -> Source:
+    from .data.sources import load_source
+
+    return load_source(spec, data_dir=Path(data_dir) if data_dir else None, image_size=image_size,
+                       grayscale=grayscale, class_map=Path(class_map) if class_map else None, strict=strict)
+
+
+def load_data(cfg: RunConfig) -> Source:
+    """Decoded once per process: a study's runs share the same in-memory source."""
+    return _cached_source(cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict)
+
+
+def resolve_split(cfg: RunConfig, source: Source, run_dir: Path) -> Split:
+    """The run's own split.json (when resuming), else --split, else a new seeded split."""
+    own = run_dir / "split.json"
+    if own.exists():
+        return load_manifest(own, source)
+    if cfg.split:
+        return load_manifest(Path(cfg.split), source)
+    return make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed)
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    data = Path(cfg.data).name or "data"
+    model = Path(cfg.model).stem
+    return Path("runs") / f"{data}-{model}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def build_model(cfg: RunConfig, split: Split) -> Classifier:
+    train = split.train
+    return create_model(cfg.model, num_classes=len(train.classes), in_chans=train.channels, data_size=train.size,
+                        classes=train.classes, pretrained=cfg.pretrained,
+                        weights=Path(cfg.weights) if cfg.weights else None, input_size=cfg.input_size,
+                        head_hidden=tuple(cfg.head_hidden), head_dropout=cfg.head_dropout)
+
+
+def standard_callbacks(cfg: RunConfig, run_dir: Path, progress: bool) -> list[Callback]:
+    t = cfg.train
+    callbacks: list[Callback] = [MetricsLog(run_dir), Checkpoint(run_dir)]
+    if t.early_stopping:
+        callbacks.append(EarlyStopping(t.early_stopping))
+    if t.reduce_on_plateau:
+        callbacks.append(ReduceLROnPlateau(t.reduce_on_plateau))
+    if progress:
+        callbacks.append(ProgressBar())
+    return callbacks
+
+
+def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one run; returns metrics.json's content. A finished run is returned as is."""
+    run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
+    done = run_dir / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    source = load_data(cfg)
+    split = resolve_split(cfg, source, run_dir)
+    write_manifest(split, run_dir / "split.json", source_name=source.name, seed=cfg.split_seed)
+    cfg.save(run_dir / "config.yaml")
+    train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
+    data_seconds = time.perf_counter() - t_start
+
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg, split)
+    t = cfg.train
+    train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
+                               seed=t.seed, channels_last=t.channels_last)
+    val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last)
+    callbacks = standard_callbacks(cfg, run_dir, progress)
+
+    if cfg.freeze_epochs > 0 and model.meta.spec is None:
+        from .train.finetune import fine_tune
+
+        state, boundary = fine_tune(model, cfg, train_loader, val_loader, split, callbacks, run_dir)
+    else:
+        state, boundary = _fit_resumable(model, cfg, train_loader, val_loader, callbacks, run_dir), None
+    if state.messages and progress:
+        print("\n".join(state.messages), file=sys.stderr)
+    return finish_run(model, cfg, split, train_set, state, run_dir, data_seconds=data_seconds, boundary=boundary,
+                      wall_seconds=time.perf_counter() - t_start)
+
+
+def _fit_resumable(model: Classifier, cfg: RunConfig, train_loader, val_loader, callbacks, run_dir: Path) -> TrainState:
+    resume = load_trainer_state(run_dir / "checkpoints" / "trainer_state.pt")
+    best = None
+    if resume is not None:
+        load_weights(model, run_dir / "checkpoints" / "last")
+        best_model = build_model_like(model)
+        load_weights(best_model, run_dir / "checkpoints" / "best")
+        best = best_model.state_dict()
+        print(f"resuming {run_dir} after epoch {resume['epoch']}", file=sys.stderr)
+    return fit(model, train_loader, val_loader, cfg.train, callbacks=callbacks, resume=resume, resume_best=best)
+
+
+def build_model_like(model: Classifier) -> Classifier:
+    from .models.registry import rebuild
+
+    return rebuild(model.meta)
+
+
+def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, state: TrainState, run_dir: Path, *,
+               data_seconds: float, wall_seconds: float, boundary: int | None) -> dict[str, Any]:
+    """Evaluate the best weights on the test split and write model, metrics, predictions and plots."""
+    save_model(model, run_dir / "model", {"epoch": state.best_epoch})
+    test = split.test
+    t0 = time.perf_counter()
+    logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=cfg.train.tta)
+    metrics = compute_metrics(logits, test.labels, test.classes)
+    eval_seconds = time.perf_counter() - t0
+    total, trainable = count_parameters(model)
+    epochs_run = len(state.history)
+    train_seconds = sum(r["epoch_seconds"] for r in state.history)
+    metrics.update({
+        "model": model.meta.name,
+        "family": "custom" if model.meta.spec is not None else "pretrained",
+        "data": cfg.data,
+        "params_total": total,
+        "params_trainable_final": trainable,
+        "model_file_bytes": (run_dir / "model.safetensors").stat().st_size,
+        "epochs_run": epochs_run,
+        "best_epoch": state.history[state.best_epoch - 1]["epoch"] if state.best_epoch else None,
+        "best_val_accuracy": max((r["val_accuracy"] for r in state.history), default=None),
+        "stop_reason": state.stop_reason or "completed all epochs",
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
+        "data_seconds": round(data_seconds, 2),
+        "eval_seconds": round(eval_seconds, 3),
+        "wall_seconds": round(wall_seconds + eval_seconds, 2),
+        "train_samples": len(train_set),
+        "val_samples": len(split.val),
+        "device": str(next(model.parameters()).device),
+        "tta": cfg.train.tta,
+        "phase_boundary": boundary,
+    })
+    _write_predictions(run_dir / "predictions.csv", test, logits)
+    plot_dir = run_dir / "plots"
+    plots.training_curves(state.history, plot_dir / "curves.png", boundary, title=f"{model.meta.name} on {cfg.data}")
+    plots.confusion_matrices(metrics["confusion_matrix"], test.classes, plot_dir / "confusion_matrix.png")
+    plots.top_mistakes(test.images, test.labels, logits, test.classes, plot_dir / "top_mistakes.png")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _write_predictions(path: Path, test, logits: torch.Tensor) -> None:
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "true", "predicted", "confidence", "correct"])
+        for sid, y, p, c in zip(test.ids, test.labels.tolist(), pred.tolist(), conf.tolist(), strict=True):
+            w.writerow([sid, test.classes[y], test.classes[p], f"{c:.4f}", int(y == p)])
+
+
+def load_run_metrics(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        raise UserError(f"{run_dir} has no metrics.json: not a finished cnnarena run")
+    return json.loads(path.read_text())

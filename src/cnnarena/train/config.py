@@ -1,0 +1,56 @@
+"""Training hyper-parameters: one dataclass, validated with messages a user can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..data.augment import AugmentConfig
+from ..errors import UserError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "linear")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_size: int = 5  # 'step' schedule: epochs between decays
+    gamma: float = 0.5  # 'step' / 'exponential' decay factor
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global grad norm
+    early_stopping: int | None = None  # patience in epochs (restores the best epoch)
+    reduce_on_plateau: int | None = None  # patience in epochs; LR x0.5 when val loss stalls
+    monitor: str = "val_loss"  # val_loss or val_accuracy: what "best" means
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tta: bool = False  # average predictions over the image and its mirror at evaluation
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool | None = None  # bf16 autocast; None = on for CUDA only
+    channels_last: bool = True
+    device: str = "auto"
+    max_minutes: float | None = None  # time budget: stop after the epoch that crosses it
+    eval_batch_size: int = 1024
+
+    def validate(self) -> TrainConfig:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.lr > 0, f"--lr must be positive (got {self.lr})"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (self.monitor in ("val_loss", "val_accuracy"), "--monitor must be val_loss or val_accuracy"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self

@@ -1,0 +1,189 @@
+"""The training loop: data on the device, batches sliced from tensors, callbacks for everything else.
+
+fit() trains `model` for cfg.epochs on a train loader, measures on a val loader after every epoch,
+tracks the best epoch by cfg.monitor, and leaves the model holding the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.loader import BatchLoader
+from ..models.base import Classifier
+from .callbacks import Callback
+from .config import TrainConfig
+from .schedule import LRController, build_optimizer
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def autocast_for(device: torch.device, amp: bool | None):
+    """bf16 autocast on CUDA by default; plain fp32 elsewhere (CPU bf16 is slow without AMX)."""
+    use = (device.type == "cuda") if amp is None else amp
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use else nullcontext
+
+
+@dataclass
+class TrainState:
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    lr_ctl: LRController
+    cfg: TrainConfig
+    batch_size: int
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    stop_reason: str | None = None
+    train_seconds: float = 0.0
+    phase: str = ""
+    # running numbers of the current epoch, for the progress bar
+    epoch_t0: float = 0.0
+    epoch_seen: int = 0
+    running_loss: float = 0.0
+    running_acc: float = 0.0
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def phase_label(self) -> str:
+        return f"[{self.phase}] " if self.phase else ""
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
+
+    def improved(self, row: dict[str, Any]) -> bool:
+        value = row[self.cfg.monitor]
+        better = self.best_value is None or (
+            value < self.best_value - 1e-6 if self.cfg.monitor == "val_loss" else value > self.best_value + 1e-6)
+        if better:
+            self.best_value, self.best_epoch = value, row["epoch"]
+        return better
+
+    def resume_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "history": self.history, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "optimizer": self.optimizer.state_dict(),
+                "plateau_scale": self.lr_ctl.plateau_scale, "train_seconds": self.train_seconds,
+                "torch_rng": torch.get_rng_state()}
+
+
+@torch.no_grad()
+def evaluate_loader(model: Classifier, loader: BatchLoader, autocast=nullcontext) -> tuple[float, float]:
+    """(mean loss, accuracy) over a loader, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    for x, y in loader:
+        with autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    n = max(1, loader.num_samples)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfig, *,
+        callbacks: list[Callback] = (), param_groups: list[dict] | None = None,
+        resume: dict[str, Any] | None = None, resume_best: dict[str, torch.Tensor] | None = None,
+        phase: str = "", first_epoch_label: int = 0) -> TrainState:
+    """Train; returns the final state (history, best epoch, stop reason). The model ends on its best weights.
+
+    first_epoch_label offsets the epoch numbers written to history (for a second fine-tuning phase).
+    """
+    device = train.device
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg)
+    lr_ctl = LRController(optimizer, cfg, len(train))
+    state = TrainState(model, optimizer, lr_ctl, cfg, train.batch_size, phase=phase)
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        state.epoch, state.step, state.history = resume["epoch"], resume["step"], resume["history"]
+        state.best_value, state.best_epoch = resume["best_value"], resume["best_epoch"]
+        lr_ctl.plateau_scale, state.train_seconds = resume["plateau_scale"], resume["train_seconds"]
+        torch.set_rng_state(resume["torch_rng"])
+        state.best_weights = resume_best
+        train.generator.manual_seed(cfg.seed + 1000 * state.epoch)
+    autocast = autocast_for(device, cfg.amp)
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    while state.epoch < cfg.epochs and state.stop_reason is None:
+        row = _train_one_epoch(state, train, callbacks, autocast)
+        row["epoch"] = first_epoch_label + state.epoch + 1
+        row["val_loss"], row["val_accuracy"] = evaluate_loader(model, val, autocast)
+        state.epoch += 1
+        state.history.append(row)
+        if state.improved({**row, "epoch": state.epoch}):
+            state.best_weights = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+        if cfg.max_minutes is not None and state.train_seconds > 60 * cfg.max_minutes and state.stop_reason is None:
+            state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+    for cb in callbacks:
+        cb.on_train_end(state)
+    return state
+
+
+def _train_one_epoch(state: TrainState, train: BatchLoader, callbacks, autocast) -> dict[str, Any]:
+    model, cfg, opt = state.model, state.cfg, state.optimizer
+    model.train()
+    state.epoch_t0, state.epoch_seen = time.perf_counter(), 0
+    loss_sum = torch.zeros((), device=train.device)
+    correct = torch.zeros((), device=train.device, dtype=torch.long)
+    num_batches = len(train)
+    for b, (x, y) in enumerate(train, start=1):
+        lr = state.lr_ctl.set_step(state.step)
+        with autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        state.step += 1
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        state.epoch_seen += y.shape[0]
+        if callbacks and b % 10 == 0 or b == num_batches:  # .item() syncs a GPU: only now and then
+            state.running_loss = loss_sum.item() / state.epoch_seen
+            state.running_acc = correct.item() / state.epoch_seen
+            for cb in callbacks:
+                cb.on_batch_end(state, b, num_batches)
+    seconds = time.perf_counter() - state.epoch_t0
+    state.train_seconds += seconds
+    return {"train_loss": loss_sum.item() / max(1, state.epoch_seen),
+            "train_accuracy": correct.item() / max(1, state.epoch_seen),
+            "lr": lr, "epoch_seconds": round(seconds, 3),
+            "images_per_second": round(state.epoch_seen / max(seconds, 1e-9), 1)}
