@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 DATA_HELP = "digits, fashion-mnist, cifar10, or a path: class-folder directory, CSV of path,label, cifar-10-batches-py"
 
 
-def _csv_ints(value: Optional[str]) -> Optional[list[int]]:
+def _csv_ints(value: str | None) -> list[int] | None:
     if value is None:
         return None
     try:
@@ -32,68 +31,65 @@ def _csv_ints(value: Optional[str]) -> Optional[list[int]]:
 @app.command(epilog="Example: cnnarena train fashion-mnist --model fast --epochs 12 --out runs/fast")
 def train(
     data: str = typer.Argument(..., help=DATA_HELP),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="custom preset (simple-2conv, fast, ...), "
+    model: str | None = typer.Option(None, "--model", "-m", help="custom preset (simple-2conv, fast, ...), "
                                         "a layer-spec YAML/JSON, or a pretrained backbone (see `cnnarena models`)"),
-    epochs: Optional[int] = typer.Option(None, help="maximum epochs [10]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="[128]"),
-    lr: Optional[float] = typer.Option(None, help="learning rate [1e-3]"),
-    optimizer: Optional[str] = typer.Option(None, help="adam | adamw | sgd [adam]"),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum [0.9]"),
-    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="SGD Nesterov momentum"),
-    weight_decay: Optional[float] = typer.Option(None, help="[0]"),
-    schedule: Optional[str] = typer.Option(None, help="constant | step | exponential | cosine | onecycle | linear"),
-    warmup_epochs: Optional[float] = typer.Option(None, help="linear warm-up epochs [0]"),
-    label_smoothing: Optional[float] = typer.Option(None, help="[0]"),
-    grad_clip: Optional[float] = typer.Option(None, help="clip the global gradient norm to this"),
-    early_stopping: Optional[int] = typer.Option(None, help="patience in epochs; restores the best epoch"),
-    reduce_on_plateau: Optional[int] = typer.Option(None, help="patience in epochs before halving the LR"),
-    monitor: Optional[str] = typer.Option(None, help="val_loss | val_accuracy: what 'best epoch' means"),
-    augment: Optional[str] = typer.Option(None, help="none | flip | light | standard | strong, "
+    epochs: int | None = typer.Option(None, help="maximum epochs [10]"),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="[128]"),
+    lr: float | None = typer.Option(None, help="learning rate [1e-3]"),
+    optimizer: str | None = typer.Option(None, help="adam | adamw | sgd [adam]"),
+    momentum: float | None = typer.Option(None, help="SGD momentum [0.9]"),
+    nesterov: bool | None = typer.Option(None, "--nesterov/--no-nesterov", help="SGD Nesterov momentum"),
+    weight_decay: float | None = typer.Option(None, help="[0]"),
+    schedule: str | None = typer.Option(None, help="constant | step | exponential | cosine | onecycle | linear"),
+    warmup_epochs: float | None = typer.Option(None, help="linear warm-up epochs [0]"),
+    label_smoothing: float | None = typer.Option(None, help="[0]"),
+    grad_clip: float | None = typer.Option(None, help="clip the global gradient norm to this"),
+    early_stopping: int | None = typer.Option(None, help="patience in epochs; restores the best epoch"),
+    reduce_on_plateau: int | None = typer.Option(None, help="patience in epochs before halving the LR"),
+    monitor: str | None = typer.Option(None, help="val_loss | val_accuracy: what 'best epoch' means"),
+    augment: str | None = typer.Option(None, help="none | flip | light | standard | strong, "
                                           "or a list like 'flip,translate=2,rotation=10'"),
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="flip test-time augmentation"),
-    seed: Optional[int] = typer.Option(None, help="training seed [0]"),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic"),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on CUDA only)"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps [auto]"),
-    max_minutes: Optional[float] = typer.Option(None, help="time budget: stop after the epoch that crosses it"),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="flip test-time augmentation"),
+    seed: int | None = typer.Option(None, help="training seed [0]"),
+    deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic"),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on CUDA only)"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | mps [auto]"),
+    max_minutes: float | None = typer.Option(None, help="time budget: stop after the epoch that crosses it"),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="ImageNet weights for backbones (default on; never silently off)"),
-    weights: Optional[Path] = typer.Option(None, help="backbone weights file (safetensors or state dict)"),
-    input_size: Optional[int] = typer.Option(None, help="resolution a pretrained backbone runs at, e.g. 96"),
-    head_hidden: Optional[str] = typer.Option(None, help="hidden dense layers of a backbone's head, e.g. 256,128"),
-    head_dropout: Optional[float] = typer.Option(None, help="dropout in the head"),
-    freeze_epochs: Optional[int] = typer.Option(None, help="fine-tuning: epochs with the backbone frozen first"),
-    unfreeze: Optional[str] = typer.Option(None, help="then unfreeze the last K stages, or 'all'"),
-    finetune_lr_scale: Optional[float] = typer.Option(None, help="phase-2 LR = lr × this [0.1]"),
-    layer_decay: Optional[float] = typer.Option(None, help="phase 2: layer-wise LR decay per stage"),
-    data_dir: Optional[Path] = typer.Option(None, help="where datasets live (else $CNNARENA_DATA, system, cache)"),
-    image_size: Optional[int] = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
-    grayscale: Optional[bool] = typer.Option(None, "--grayscale/--rgb", help="force channel mode for folders"),
-    class_map: Optional[Path] = typer.Option(None, help="YAML/JSON mapping folder names to class names"),
-    strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="unreadable images are an error"),
-    split: Optional[Path] = typer.Option(None, help="reuse this split manifest (split.json of another run)"),
-    val_frac: Optional[float] = typer.Option(None, help="validation share [0.2]"),
-    test_frac: Optional[float] = typer.Option(None, help="test share when there is no official test set [0.2]"),
-    split_seed: Optional[int] = typer.Option(None, help="[0]"),
-    fraction: Optional[float] = typer.Option(None, help="train on this stratified share of the training set"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory [runs/DATA-MODEL-TIME]; "
+    weights: Path | None = typer.Option(None, help="backbone weights file (safetensors or state dict)"),
+    input_size: int | None = typer.Option(None, help="resolution a pretrained backbone runs at, e.g. 96"),
+    head_hidden: str | None = typer.Option(None, help="hidden dense layers of a backbone's head, e.g. 256,128"),
+    head_dropout: float | None = typer.Option(None, help="dropout in the head"),
+    freeze_epochs: int | None = typer.Option(None, help="fine-tuning: epochs with the backbone frozen first"),
+    unfreeze: str | None = typer.Option(None, help="then unfreeze the last K stages, or 'all'"),
+    finetune_lr_scale: float | None = typer.Option(None, help="phase-2 LR = lr × this [0.1]"),
+    layer_decay: float | None = typer.Option(None, help="phase 2: layer-wise LR decay per stage"),
+    data_dir: Path | None = typer.Option(None, help="where datasets live (else $CNNARENA_DATA, system, cache)"),
+    image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
+    grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="force channel mode for folders"),
+    class_map: Path | None = typer.Option(None, help="YAML/JSON mapping folder names to class names"),
+    strict: bool | None = typer.Option(None, "--strict/--lenient", help="unreadable images are an error"),
+    split: Path | None = typer.Option(None, help="reuse this split manifest (split.json of another run)"),
+    val_frac: float | None = typer.Option(None, help="validation share [0.2]"),
+    test_frac: float | None = typer.Option(None, help="test share when there is no official test set [0.2]"),
+    split_seed: int | None = typer.Option(None, help="[0]"),
+    fraction: float | None = typer.Option(None, help="train on this stratified share of the training set"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run directory [runs/DATA-MODEL-TIME]; "
                                        "an unfinished one is resumed"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of any of these options"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of any of these options"),
 ) -> None:
     """Train one model and evaluate it on the test split; everything lands in the run directory."""
+    values = {k: v for k, v in locals().items() if k != "config"}
     from .config import build_config, load_config_file
     from .evaluate.metrics import format_per_class
-    from .run import train_run
+    from .run import default_run_dir, train_run
 
-    values = {k: v for k, v in locals().items() if k not in ("config",)}
     values["head_hidden"] = _csv_ints(head_hidden)
     for key in ("weights", "data_dir", "class_map", "split", "out"):
         values[key] = str(values[key]) if values[key] is not None else None
     cfg = build_config(load_config_file(config), values)
-    run_dir = Path(cfg.out) if cfg.out else None
-    from .run import default_run_dir
-
-    run_dir = run_dir or default_run_dir(cfg)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     metrics = train_run(cfg, run_dir)
     print(format_per_class(metrics))
     print(f"\ntest accuracy {metrics['test_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
@@ -104,7 +100,7 @@ def train(
 @app.command(epilog="Example: cnnarena evaluate runs/fast --tta")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
-    data: Optional[str] = typer.Option(None, help="evaluate on this dataset's test split instead"),
+    data: str | None = typer.Option(None, help="evaluate on this dataset's test split instead"),
     tta: bool = typer.Option(False, "--tta/--no-tta", help="flip test-time augmentation"),
 ) -> None:
     """Re-evaluate a saved run's model on its test split (or on another dataset with the same classes)."""
@@ -121,9 +117,9 @@ def evaluate(
 def inspect(
     data: str = typer.Argument(..., help=DATA_HELP),
     out: Path = typer.Option(Path("inspect"), "--out", "-o", help="where the PNG charts go"),
-    data_dir: Optional[Path] = typer.Option(None, help="where datasets live"),
-    image_size: Optional[int] = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
-    class_map: Optional[Path] = typer.Option(None, help="YAML/JSON mapping folder names to class names"),
+    data_dir: Path | None = typer.Option(None, help="where datasets live"),
+    image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
+    class_map: Path | None = typer.Option(None, help="YAML/JSON mapping folder names to class names"),
     strict: bool = typer.Option(False, "--strict", help="unreadable images are an error"),
     as_json: bool = typer.Option(False, "--json", help="print the statistics as JSON"),
 ) -> None:
@@ -144,7 +140,7 @@ def summary(
     input: str = typer.Option("3x32x32", "--input", help="C×H×W of the data, e.g. 1x28x28"),
     classes: int = typer.Option(10, help="number of classes"),
     depth: int = typer.Option(1, help="how many module levels to expand (pretrained nets are deep)"),
-    input_size: Optional[int] = typer.Option(None, help="pretrained backbones: resolution they run at"),
+    input_size: int | None = typer.Option(None, help="pretrained backbones: resolution they run at"),
 ) -> None:
     """A Keras-style table: layer, output shape, parameters, with trainable / non-trainable totals."""
     from .models.registry import create_model
@@ -154,7 +150,8 @@ def summary(
         c, h, w = (int(v) for v in input.lower().replace("×", "x").split("x"))
     except ValueError:
         raise UserError(f"--input must look like 3x32x32, got {input!r}") from None
-    net = create_model(model, num_classes=classes, in_chans=c, data_size=(h, w), classes=[str(i) for i in range(classes)],
+    names = [str(i) for i in range(classes)]
+    net = create_model(model, num_classes=classes, in_chans=c, data_size=(h, w), classes=names,
                        pretrained=False, input_size=input_size)
     print(summarize(net, (c, h, w), depth=depth))
 

@@ -70,7 +70,8 @@ def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str
                 merged[key.replace("-", "_")] = value
     unknown = set(merged) - RUN_KEYS - TRAIN_KEYS
     if unknown:
-        raise UserError(f"unknown config key {sorted(unknown)[0]!r}; known keys: {', '.join(sorted(RUN_KEYS | TRAIN_KEYS))}")
+        known = ", ".join(sorted(RUN_KEYS | TRAIN_KEYS))
+        raise UserError(f"unknown config key {sorted(unknown)[0]!r}; known keys: {known}")
     train_values = {k: merged.pop(k) for k in list(merged) if k in TRAIN_KEYS}
     train_values["augment"] = parse_augment(train_values.get("augment"))
     try:

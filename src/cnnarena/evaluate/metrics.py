@@ -43,7 +43,8 @@ def format_per_class(metrics: dict[str, Any]) -> str:
     width = max(12, *(len(c) for c in rows))
     lines = [f"{'class':<{width}}  precision  recall  f1-score  support"]
     for c, r in rows.items():
-        lines.append(f"{c:<{width}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1-score']:8.4f}  {int(r['support']):7d}")
+        lines.append(f"{c:<{width}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1-score']:8.4f}  "
+                     f"{int(r['support']):7d}")
     n = metrics["test_samples"]
     for avg in ("macro", "weighted"):
         lines.append(f"{avg + ' avg':<{width}}  {metrics[avg + '_precision']:9.4f}  {metrics[avg + '_recall']:6.4f}  "

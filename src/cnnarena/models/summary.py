@@ -37,8 +37,8 @@ def summarize(model: Classifier, input_shape: tuple[int, int, int], depth: int =
     for name, m in layers:
         params = sum(p.numel() for p in m.parameters())
         shape = shapes.get(id(m))
-        rows.append((f"{name} ({type(m).__name__})", "—" if shape is None else "(None, " + ", ".join(map(str, shape)) + ")",
-                     f"{params:,}"))
+        shape_text = "—" if shape is None else "(None, " + ", ".join(map(str, shape)) + ")"
+        rows.append((f"{name} ({type(m).__name__})", shape_text, f"{params:,}"))
     w0 = max(len("Layer (type)"), *(len(r[0]) for r in rows))
     w1 = max(len("Output Shape"), *(len(r[1]) for r in rows))
     w2 = max(len("Param #"), *(len(r[2]) for r in rows))

@@ -70,6 +70,9 @@ def resolve_weights(name: str, spec: WeightsSpec, weights_file: Path | str | Non
     if weights_file is not None:
         path = Path(weights_file)
         return WeightsPlan("file", f"file:{path}", path=path, state_dict=read_state_file(path))
+    if not (spec.hf_hub_id or spec.url or spec.arch == LITE0_TIMM_NAME):
+        raise UserError(f"timm publishes no pretrained weights for '{name}': pass --weights FILE "
+                        "(safetensors or state dict) or use --no-pretrained")
     cached = find_cached(spec)
     if cached is not None:
         return WeightsPlan("cache", f"cache:{cached}", path=cached)
@@ -86,7 +89,7 @@ def offline_source(spec: WeightsSpec) -> str | None:
     cached = find_cached(spec)
     if cached is not None:
         return f"cache:{cached}"
-    if lite0_package_file() is not None and spec.arch == LITE0_TIMM_NAME:
+    if spec.arch == LITE0_TIMM_NAME and lite0_package_file() is not None:
         return f"package:{LITE0_PACKAGE}"
     return None
 

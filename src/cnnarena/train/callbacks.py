@@ -53,11 +53,12 @@ class ReduceLROnPlateau(Callback):
 class MetricsLog(Callback):
     """history.csv and history.jsonl in the run directory, rewritten after every epoch."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, earlier: list[dict] | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.earlier = earlier or []  # rows of an earlier phase (fine-tuning), kept in the same file
 
     def on_epoch_end(self, s: TrainState) -> None:
-        rows = s.history
+        rows = self.earlier + s.history
         keys = list(dict.fromkeys(k for row in rows for k in row))
         with open(self.run_dir / "history.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)

@@ -139,6 +139,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     while state.epoch < cfg.epochs and state.stop_reason is None:
         row = _train_one_epoch(state, train, callbacks, autocast)
         row["epoch"] = first_epoch_label + state.epoch + 1
+        if phase:
+            row["phase"] = phase
         row["val_loss"], row["val_accuracy"] = evaluate_loader(model, val, autocast)
         state.epoch += 1
         state.history.append(row)

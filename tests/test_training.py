@@ -1,0 +1,98 @@
+"""Real training runs on scikit-learn's digits: accuracy, early stopping, schedules, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnarena.config import build_config
+from cnnarena.run import train_run
+from cnnarena.train.config import TrainConfig
+from cnnarena.train.schedule import schedule_factor
+
+
+def digits_cfg(**kw):
+    return build_config(None, {"data": "digits", "model": "simple-2conv", "batch_size": 64, "lr": 2e-3, **kw})
+
+
+def test_short_real_training_beats_90_percent(tmp_path):
+    metrics = train_run(digits_cfg(epochs=6), tmp_path / "run", progress=False)
+    assert metrics["test_accuracy"] > 0.90
+    assert metrics["macro_f1"] > 0.90
+    for name in ("config.yaml", "split.json", "history.csv", "history.jsonl", "model.safetensors", "model.json",
+                 "predictions.csv", "plots/curves.png", "plots/confusion_matrix.png", "plots/top_mistakes.png",
+                 "checkpoints/best.safetensors", "checkpoints/last.safetensors"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test_accuracy"] == metrics["test_accuracy"]
+    assert set(saved["per_class"]) == {str(i) for i in range(10)}
+    assert sum(map(sum, saved["confusion_matrix"])) == saved["test_samples"] == 360
+
+
+def test_early_stopping_restores_best_epoch(tmp_path):
+    # 10% of digits and a high learning rate: validation loss turns up quickly.
+    cfg = digits_cfg(epochs=40, fraction=0.1, lr=1e-2, early_stopping=3, batch_size=16)
+    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    best = min(history, key=lambda r: r["val_loss"])
+    assert metrics["stop_reason"].startswith("early stopping")
+    assert metrics["best_epoch"] == best["epoch"]
+    assert len(history) == best["epoch"] + 3 < 40
+    # The saved model is the best epoch's weights, not the last epoch's.
+    final = load_file(tmp_path / "run" / "model.safetensors")
+    best_ckpt = load_file(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    last_ckpt = load_file(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(final[k], best_ckpt[k]) for k in final)
+    assert not all(torch.equal(final[k], last_ckpt[k]) for k in final)
+
+
+def test_reduce_on_plateau_lowers_lr(tmp_path):
+    cfg = digits_cfg(epochs=12, fraction=0.1, lr=1e-2, reduce_on_plateau=1, batch_size=16)
+    train_run(cfg, tmp_path / "run", progress=False)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert min(lrs) < 1e-2 and lrs[0] == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize("schedule, check", [
+    ("constant", lambda f: f[0] == f[-1] == 1.0),
+    ("cosine", lambda f: f[0] == 1.0 and f[-1] < 0.01),
+    ("step", lambda f: f[0] == 1.0 and f[-1] == pytest.approx(0.5)),
+    ("onecycle", lambda f: f[0] < 0.1 and max(f) == pytest.approx(1.0, abs=0.02) and f[-1] < 0.02),
+])
+def test_schedules(schedule, check):
+    cfg = TrainConfig(epochs=10, schedule=schedule, step_size=5)
+    factors = [schedule_factor(cfg, s, 10) for s in range(100)]
+    assert check(factors)
+
+
+def test_warmup_ramps_up():
+    cfg = TrainConfig(epochs=10, schedule="constant", warmup_epochs=2)
+    assert schedule_factor(cfg, 0, 10) == pytest.approx(0.05)
+    assert schedule_factor(cfg, 19, 10) == 1.0
+
+
+def test_killed_run_resumes_from_last_epoch(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cnnarena.cli", "train", "digits", "--epochs", "25", "--batch-size", "8",
+           "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    history = run / "history.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: like a power cut
+    proc.wait()
+    done_before = len(history.read_text().splitlines())
+    assert 3 <= done_before < 25 and not (run / "metrics.json").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr
+    epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
+    assert epochs == list(range(1, 26))
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] > 0.9
