@@ -156,6 +156,171 @@ def summary(
     print(summarize(net, (c, h, w), depth=depth))
 
 
+@app.command(epilog="Example: cnnarena predict runs/fast photos/ cat.jpg --top-k 3 --format csv --output preds.csv")
+def predict(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    paths: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="classes shown per image"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write to this file instead of the screen"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="images per forward pass"),
+) -> None:
+    """Top-k labels for image files, decoded exactly like the training data; unreadable files are reported."""
+    from .evaluate.predict import FORMATS, load_run_model, predict_files, render
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
+    rows = predict_files(load_run_model(run_dir), paths, top=top_k, batch_size=batch_size)
+    if not rows:
+        raise UserError(f"no image files found in {', '.join(map(str, paths))}")
+    text = render(rows, fmt)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {len(rows)} predictions to {output}", file=sys.stderr)
+    else:
+        print(text)
+    bad = sum(1 for r in rows if r.error)
+    if bad:
+        print(f"{bad} of {len(rows)} files could not be read", file=sys.stderr)
+
+
+@app.command(epilog="Example: cnnarena export runs/fast --format onnx --output deploy/fast.onnx")
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (the only format so far)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="the .onnx file [RUN_DIR/model.onnx]"),
+    exporter: str = typer.Option("torchscript", help="torchscript | dynamo (the latter needs onnxscript)"),
+    opset: int = typer.Option(17, help="ONNX opset (dynamo uses at least 18)"),
+) -> None:
+    """Export the whole model (input [0,1] N×C×H×W) to ONNX plus a model card, checked against PyTorch."""
+    from .export.onnx import export_onnx
+
+    if fmt != "onnx":
+        raise UserError(f"unknown --format {fmt!r}: only onnx is supported")
+    result = export_onnx(run_dir, output, exporter=exporter, opset=opset)
+    check = result.card["check"]
+    diffs = ", ".join(f"{d:.1e} at batch {n}" for n, d in check["max_abs_diff"].items())
+    print(f"wrote {result.onnx_path} (opset {result.card['opset']}) and {result.card_path}\n"
+          f"check passed: batch axis {check['batch_axis']!r} is dynamic; ONNX Runtime logits match PyTorch "
+          f"within {check['tolerance']:.0e} (max difference {diffs})")
+
+
+@app.command(epilog="Example: cnnarena serve runs/fast --port 8000, then open http://127.0.0.1:8000/")
+def serve(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 for every interface)"),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port"),
+    backend: str = typer.Option("onnx", help="onnx (ONNX Runtime) | torch (PyTorch eager)"),
+    max_batch: int = typer.Option(32, min=1, help="micro-batching: most images per inference"),
+    max_wait_ms: float = typer.Option(5.0, min=0, help="micro-batching: longest wait for a batch to fill"),
+    max_body_mb: float = typer.Option(10.0, min=0.001, help="largest request body in MiB (413 above)"),
+    max_pixels: int = typer.Option(40_000_000, min=1, help="largest image in pixels (413 above)"),
+    max_files: int = typer.Option(16, min=1, help="most images per request"),
+    top_k: int = typer.Option(5, min=1, help="classes returned per image unless ?top_k= says otherwise"),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug"),
+) -> None:
+    """HTTP API (POST /v1/predict, GET /v1/health, GET /v1/model) and a web page with webcam mode at /."""
+    import uvicorn
+
+    from .serve.app import create_app
+
+    web = create_app(run_dir, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                     max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, max_files=max_files,
+                     top_k=top_k)
+    print(f"serving {run_dir} with {backend} at http://{host}:{port}/ (Ctrl+C stops)", file=sys.stderr)
+    uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _csv_floats(value: str | None, name: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{name} expects comma-separated numbers, got {value!r}") from None
+
+
+@app.command(epilog="Examples:\n\n  cnnarena study                      # the default study (Fashion-MNIST if present, else digits)\n\n"
+             "  cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0 --lrs 1e-4,1e-3,1e-2,1e-1"
+             " --seeds 3 --fractions 0.1,0.25,0.5,1")
+def study(
+    data: str = typer.Argument("auto", help=DATA_HELP + "; auto = Fashion-MNIST when present, else digits"),
+    models: str | None = typer.Option(None, help="comma-separated models [simple-2conv,fast,efficientnet_lite0]"),
+    seeds: int | None = typer.Option(None, help="train every model with this many seeds [1]"),
+    fractions: str | None = typer.Option(None, help="training-set fractions for learning curves, e.g. 0.1,0.5,1"),
+    lrs: str | None = typer.Option(None, help="learning-rate comparison, e.g. 1e-4,1e-3,1e-2,1e-1"),
+    lr_models: str | None = typer.Option(None, help="models that get the LR comparison [the first]"),
+    lr_epochs: int | None = typer.Option(None, help="epochs per LR-comparison run [2]"),
+    lr_fraction: float | None = typer.Option(None, help="share of the training set for the LR comparison [1]"),
+    epochs: int | None = typer.Option(None, help="override every model's epochs"),
+    max_minutes: float | None = typer.Option(None, help="time budget per run"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
+    data_dir: Path | None = typer.Option(None, help="where datasets live"),
+    image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="study directory [studies/default]; rerun to resume"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="study YAML: data, models (with per-model "
+                                       "options), seeds, fractions, lrs, and run options for all models"),
+) -> None:
+    """Train several models on one shared split and write the comparison (Markdown, CSV, JSON, HTML report)."""
+    from .study.config import build_study_config, load_study_file
+    from .study.runner import check_models, run_study
+
+    cli_values = {
+        "data": None if data == "auto" and config else data,
+        "models": [m.strip() for m in models.split(",") if m.strip()] if models else None,
+        "seeds": seeds, "fractions": _csv_floats(fractions, "--fractions"), "lrs": _csv_floats(lrs, "--lrs"),
+        "lr_models": [m.strip() for m in lr_models.split(",")] if lr_models else None,
+        "lr_epochs": lr_epochs, "lr_fraction": lr_fraction, "epochs": epochs, "max_minutes": max_minutes,
+        "device": device, "data_dir": str(data_dir) if data_dir else None, "image_size": image_size,
+        "out": str(out) if out else None,
+    }
+    study_cfg = build_study_config(load_study_file(config) if config else default_study_values(), cli_values)
+    check_models(study_cfg)
+    comparison = run_study(study_cfg)
+    print((Path(study_cfg.out) / "comparison.md").read_text())
+    print(f"report: {Path(study_cfg.out) / 'report.html'}  ({comparison['study_seconds']:.0f} s)")
+
+
+def default_study_values() -> dict:
+    """The README's main job: a few minutes on a 2-core CPU."""
+    from .study.defaults import DEFAULT_STUDY
+
+    return dict(DEFAULT_STUDY)
+
+
+@app.command("lr-find", epilog="Example: cnnarena lr-find fashion-mnist --model simple-2conv --optimizer adam")
+def lr_find_command(
+    data: str = typer.Argument(..., help=DATA_HELP),
+    model: str = typer.Option("simple-2conv", "--model", "-m", help="model to probe"),
+    optimizer: str = typer.Option("adam", help="adam | adamw | sgd"),
+    batch_size: int = typer.Option(128, "--batch-size", "-b"),
+    steps: int = typer.Option(100, help="batches to probe"),
+    start_lr: float = typer.Option(1e-7), end_lr: float = typer.Option(10.0),
+    input_size: int | None = typer.Option(None, help="pretrained backbones: resolution they run at"),
+    data_dir: Path | None = typer.Option(None, help="where datasets live"),
+    out: Path = typer.Option(Path("lr_find.png"), "--out", "-o", help="where the plot goes"),
+) -> None:
+    """Learning-rate range test: the loss as the LR rises exponentially, with a suggested value."""
+    from .config import build_config
+    from .data.loader import BatchLoader
+    from .data.split import make_split
+    from .run import build_model, load_data
+    from .train.loop import resolve_device
+    from .train.lr_finder import lr_find, plot_lr_find
+
+    cfg = build_config(None, {"data": data, "model": model, "optimizer": optimizer, "batch_size": batch_size,
+                              "input_size": input_size, "data_dir": str(data_dir) if data_dir else None})
+    source = load_data(cfg)
+    split = make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed)
+    net = build_model(cfg, split)
+    loader = BatchLoader(split.train, batch_size, device=resolve_device(cfg.train.device), shuffle=True)
+    result = lr_find(net, loader, cfg.train, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    plot_lr_find(result, out)
+    print(f"suggested learning rate: {result.suggestion:.2e} (steepest descent); loss was lowest at "
+          f"{result.min_loss_lr:.2e}\nplot: {out}")
+
+
 def main() -> None:
     try:
         app()

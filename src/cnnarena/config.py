@@ -59,10 +59,15 @@ RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"train"}
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None) -> RunConfig:
-    """Merge a config file's values and CLI values (None = not given) over the defaults."""
+def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None, *,
+                 use_recipe: bool = True) -> RunConfig:
+    """Merge over the defaults: the model's recipe < a config file's values < CLI values (None = not given)."""
+    from .models.recipes import recipe_for
+
+    model = (cli_values or {}).get("model") or (file_values or {}).get("model") or RunConfig.model
+    layers = [recipe_for(model) if use_recipe else {}, file_values or {}, cli_values or {}]
     merged: dict[str, Any] = {}
-    for source in (file_values or {}, cli_values or {}):
+    for source in layers:
         for key, value in source.items():
             if key == "train" and isinstance(value, dict):  # nested form, as saved in config.yaml
                 merged.update({k: v for k, v in value.items() if v is not None})

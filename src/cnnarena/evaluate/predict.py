@@ -13,15 +13,16 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..data.folder import is_hidden
 from ..data.imageio import Unreadable, decode_image, is_image_name
 from ..errors import UserError
-from ..models.base import Classifier, ModelMeta
+
+if TYPE_CHECKING:  # torch is imported only when a model runs: a mistyped path fails in a blink
+    from ..models.base import Classifier, ModelMeta
 
 
 @dataclass
@@ -37,10 +38,8 @@ class Prediction:
                 "predictions": [{"label": label, "probability": p} for label, p in self.top]}
 
 
-def load_run_model(run_dir: Path) -> Classifier:
-    """The best model of a finished run, or a one-line UserError saying why `run_dir` is not one."""
-    from ..train.checkpoint import load_model
-
+def check_run_dir(run_dir: Path) -> Path:
+    """`run_dir` if it holds a finished run's model, else a one-line UserError saying why not."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise UserError(f"run directory {run_dir} does not exist")
@@ -49,7 +48,14 @@ def load_run_model(run_dir: Path) -> Classifier:
     if not (run_dir / "model.json").exists():
         hint = " (training has not finished yet?)" if (run_dir / "checkpoints").is_dir() else ""
         raise UserError(f"{run_dir} is not a finished cnnarena run: it has no model.json{hint}")
-    model = load_model(run_dir / "model")
+    return run_dir
+
+
+def load_run_model(run_dir: Path) -> Classifier:
+    """The best model of a finished run (model.json + model.safetensors)."""
+    from ..train.checkpoint import load_model
+
+    model = load_model(check_run_dir(run_dir) / "model")
     if model.meta.data_size[0] != model.meta.data_size[1]:  # decode_image makes square images only
         raise UserError(f"{run_dir}: model expects {model.meta.data_size} images; only square sizes are supported")
     return model
@@ -103,9 +109,10 @@ def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
         yield items[lo:lo + size]
 
 
-@torch.inference_mode()
 def predict_files(model: Classifier, paths: Iterable[Path], *, top: int = 5, batch_size: int = 64) -> list[Prediction]:
     """Top-`top` predictions for every image under `paths`, in batches; unreadable files get an error."""
+    import torch
+
     model.eval()
     meta = model.meta
     device = next(model.parameters()).device
@@ -126,7 +133,8 @@ def predict_files(model: Classifier, paths: Iterable[Path], *, top: int = 5, bat
                 row.error = e.reason
         if decoded:
             x = torch.from_numpy(np.stack(decoded)).to(device).float().div_(255.0)
-            probs = model(x).float().softmax(1).cpu().numpy()
+            with torch.inference_mode():
+                probs = model(x).float().softmax(1).cpu().numpy()
             for row, best in zip(readable, top_k(probs, meta.classes, top), strict=True):
                 row.top = best
     return results

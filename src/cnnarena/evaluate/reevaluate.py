@@ -23,7 +23,8 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool = False) -> 
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"{run_dir} is not a cnnarena run directory (no config.yaml)")
     model = load_model(run_dir / "model")
-    cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()), {"data": data} if data else None)
+    cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()), {"data": data} if data else None,
+                       use_recipe=False)
     source = load_data(cfg)
     if source.classes != model.meta.classes:
         raise UserError(f"{cfg.data} has classes {source.classes}, the model was trained on {model.meta.classes}")

@@ -22,14 +22,14 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from ..data.split import atomic_write_text
 from ..errors import UserError
-from ..models.base import Classifier
+
+if TYPE_CHECKING:
+    from ..models.base import Classifier
 
 OPSET = 17
 TOLERANCE = 1e-4  # max |ORT - PyTorch| on logits
@@ -84,6 +84,8 @@ def model_card(model: Classifier, run_dir: Path) -> dict[str, Any]:
 
 
 def _export_graph(model: Classifier, path: Path, exporter: str, opset: int) -> None:
+    import torch
+
     meta = model.meta
     example = torch.rand(2, meta.in_chans, *meta.data_size)  # batch 2: a batch of 1 may be specialised
     with warnings.catch_warnings():
@@ -111,6 +113,7 @@ def check_onnx(model: Classifier, path: Path, batches: tuple[int, ...] = CHECK_B
     """Structural check, a symbolic batch axis, and ORT logits == PyTorch logits at each batch size."""
     import onnx
     import onnxruntime as ort
+    import torch
 
     try:
         proto = onnx.load(str(path))
@@ -145,11 +148,14 @@ def check_onnx(model: Classifier, path: Path, batches: tuple[int, ...] = CHECK_B
 def export_onnx(run_dir: Path, output: Path | None = None, *, exporter: str = "torchscript", opset: int = OPSET,
                 model: Classifier | None = None) -> ExportResult:
     """Write output (default RUN_DIR/model.onnx) and its model card, both only once the check passed."""
-    from ..evaluate.predict import load_run_model
+    import torch
+
+    from ..data.split import atomic_write_text
+    from ..evaluate.predict import check_run_dir, load_run_model
 
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
-    run_dir = Path(run_dir)
+    run_dir = check_run_dir(run_dir)
     model = (model or load_run_model(run_dir)).cpu().eval()
     output = Path(output) if output else run_dir / "model.onnx"
     if output.suffix.lower() != ".onnx":

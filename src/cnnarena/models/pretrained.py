@@ -9,7 +9,8 @@ backbone gets is decided in `weights.py`; this module builds the network and car
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,23 +125,38 @@ class GoogLeNetBackbone(torchvision.models.GoogLeNet):
 
 
 class PretrainedNet(nn.Module):
-    """backbone (features) -> head (logits). BatchNorm of frozen backbone parts stays in eval mode."""
+    """backbone (features) -> head (logits). BatchNorm of frozen backbone parts stays in eval mode.
+
+    With `bn_frozen` set (fine-tuning's default, see `set_batchnorm_frozen`) every backbone BatchNorm
+    stays in eval mode, trainable or not: it keeps normalising with its ImageNet running statistics.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.bn_frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
     def train(self, mode: bool = True) -> PretrainedNet:
         super().train(mode)
-        if mode:  # frozen BN must not update its running statistics (fastai's "freeze" behaviour)
-            for module in self.backbone.modules():
-                if isinstance(module, _BatchNorm) and _is_frozen(module):
-                    module.eval()
+        if mode:
+            apply_batchnorm_rule(self.backbone.modules(), self.bn_frozen)
         return self
+
+
+def apply_batchnorm_rule(modules: Iterable[nn.Module], bn_frozen: bool) -> None:
+    """After .train(): BatchNorm that is frozen (or all of it, with bn_frozen) goes back to eval mode.
+
+    Frozen BN must not update its running statistics (fastai's "freeze" behaviour). bn_frozen extends
+    that to trainable BN, as Keras' fine-tuning guide advises: switching an ImageNet BN from its running
+    statistics to the statistics of small batches of a new domain shifts every feature the head learnt.
+    """
+    for module in modules:
+        if isinstance(module, _BatchNorm) and (bn_frozen or _is_frozen(module)):
+            module.eval()
 
 
 def _is_frozen(module: nn.Module) -> bool:
@@ -437,6 +453,14 @@ def unfreeze(model: Classifier, last: int | None = None) -> None:
     net.train(net.training)
 
 
+def set_batchnorm_frozen(model: Classifier, frozen: bool = True) -> None:
+    """frozen: every backbone BatchNorm normalises with its running statistics while training (and
+    keeps them); its affine weights still train when unfrozen. False: unfrozen BN uses batch statistics."""
+    net = _pretrained_net(model)
+    net.bn_frozen = bool(frozen)
+    net.train(net.training)
+
+
 def param_groups(model: Classifier, lr: float, layer_decay: float | None = None) -> list[dict[str, Any]]:
     """Optimizer groups of trainable parameters: the head at `lr`, backbone stage i of n at lr*decay^(n-i)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -460,25 +484,129 @@ def param_groups(model: Classifier, lr: float, layer_decay: float | None = None)
     return groups
 
 
+# --- the backbone as a chain, split into a constant trunk and a trainable tail ------------------------------
+
+Unit = tuple[str, nn.Module]
+
+
+def backbone_chain(backbone: nn.Module, sample: torch.Tensor) -> list[Unit] | None:
+    """The backbone as a list of modules whose composition is its forward (nn.Sequential flattened), or None.
+
+    timm's CNNs (resnet, efficientnet, mobilenet, densenet, vgg, inception) and GoogLeNet run their
+    children in registration order; that is checked on `sample` (normalised N×3×H×W, N >= 2) in eval and
+    in train mode (same random numbers, buffers restored), so a model with another control flow (skips
+    around children, functional dropout, unused children) is refused rather than computed wrongly.
+    """
+    units: list[Unit] = []
+
+    def add(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.Sequential):
+                add(f"{prefix}{name}.", child)
+            else:
+                units.append((f"{prefix}{name}", child))
+
+    add("", backbone)
+    if not units:
+        return None
+    chain = lambda x: run_chain(units, x)  # noqa: E731
+    for mode in (False, True):
+        with _untouched(backbone):
+            backbone.train(mode)
+            if not _close(_seeded(chain, sample), _seeded(backbone, sample)):
+                return None
+    return units
+
+
+def run_chain(units: Sequence[Unit], x: torch.Tensor) -> torch.Tensor:
+    for _, module in units:
+        x = module(x)
+    return x
+
+
+def is_constant_in_training(net: nn.Module, fn, sample: torch.Tensor) -> bool:
+    """fn(sample) is the same with `net` in its training mode (its BN rule applied) as in eval mode: what
+    a cache computed once in eval mode needs. Checked numerically, so functional dropout is caught too."""
+    with _untouched(net):
+        net.train(True)
+        in_training = _seeded(fn, sample)
+        net.eval()
+        return _close(in_training, _seeded(fn, sample))
+
+
+@contextmanager
+def _untouched(root: nn.Module) -> Iterator[None]:
+    """Restore every module's mode and every buffer (BN running statistics) afterwards."""
+    modes = {m: m.training for m in root.modules()}
+    state = {k: v.clone() for k, v in root.state_dict().items()}
+    try:
+        yield
+    finally:
+        root.load_state_dict(state)
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _seeded(fn, x: torch.Tensor) -> torch.Tensor | None:
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            return fn(x)
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            return None
+
+
+def _close(got: torch.Tensor | None, want: torch.Tensor | None) -> bool:
+    if got is None or want is None:
+        return False
+    if got.shape != want.shape and got.dim() > 2 and got.shape[2:].numel() == 1:
+        got = got.flatten(1)  # a pooled N×C×1×1 that the model flattens functionally
+    if got.shape != want.shape:
+        return False
+    scale = want.abs().max().item() + 1e-6
+    return torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+
+
+def constant_prefix(units: Sequence[Unit]) -> int:
+    """How many leading units give the same output for the same input all through training, in the current
+    mode: no trainable parameter, no BatchNorm in training mode, no active dropout or drop-path."""
+    for i, (_, unit) in enumerate(units):
+        if any(p.requires_grad for p in unit.parameters()) or any(_varies(m) for m in unit.modules()):
+            return i
+    return len(units)
+
+
+def _varies(module: nn.Module) -> bool:
+    if not module.training:
+        return False
+    if isinstance(module, _BatchNorm):
+        return True
+    return isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0 or \
+        float(getattr(module, "drop_prob", 0.0) or 0.0) > 0
+
+
 # --- feature cache --------------------------------------------------------------------------------------------
 
 def compute_features(model: Classifier, images_uint8: torch.Tensor, batch_size: int = 256,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
+                     device: str | torch.device = "cpu", units: Sequence[Unit] | None = None) -> torch.Tensor:
     """Backbone features (N×feature_dim, float32, on the CPU) of uint8 N×C×H×W images, in eval mode.
 
     For phase 1 of transfer learning: with a frozen backbone its output never changes, so the head
-    can be trained on these cached features. The model is moved to `device` and left there.
+    can be trained on these cached features. With `units` (a trunk of `backbone_chain`), the output of
+    those units instead: the activations entering the first trainable stage of phase 2.
+    The model is moved to `device` and left there.
     """
     if images_uint8.dtype != torch.uint8:
         raise ValueError(f"compute_features expects uint8 images, got {images_uint8.dtype}")
     net = _pretrained_net(model)
+    body = net.backbone if units is None else (lambda x: run_chain(units, x))
     was_training = model.training
     model.eval().to(device)
     chunks = []
     with torch.inference_mode():
         for batch in _batches(images_uint8, batch_size):
             x = batch.to(device, non_blocking=True).float().div_(255)
-            chunks.append(net.backbone(model.adapter(x)).float().cpu())
+            chunks.append(body(model.adapter(x)).float().cpu().contiguous())
     model.train(was_training)
     if not chunks:
         return torch.zeros(0, model.meta.extra.get("feature_dim", feature_dim(net.backbone)))

@@ -9,6 +9,7 @@ classified here from the original exception.
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -61,10 +62,10 @@ def _classify(error: BaseException) -> tuple[int, str]:
         original = original.__cause__ or original.__context__  # type: ignore[assignment]
     if isinstance(original, Image.DecompressionBombError):
         return 413, "too many pixels (decompression bomb?)"
-    message = str(original)
-    if "truncated" in message.lower() or isinstance(original, EOFError):
-        return 422, "truncated image"
-    return 422, f"corrupt or truncated image ({_short(original)})"
+    message = str(original).lower()
+    if isinstance(original, EOFError | struct.error) or "truncated" in message or "buffer" in message:
+        return 422, "truncated image"  # the header was fine, so the data ends early
+    return 422, f"corrupt image ({_short(original)})"
 
 
 def _short(error: BaseException) -> str:

@@ -1,7 +1,12 @@
-"""A loader over precomputed backbone features, for training a head while the backbone is frozen.
+"""A loader over precomputed activations, for training what follows a frozen part of a network.
 
-A frozen backbone gives the same features every epoch, so computing them once turns each
-phase-1 epoch from a full network pass into a few matrix multiplies.
+A frozen backbone gives the same features every epoch, so computing them once turns each phase-1
+epoch from a full network pass into a few matrix multiplies. The same holds in phase 2 for the frozen
+trunk in front of the last K unfrozen stages: its output is cached and only the tail is run.
+
+The loader hands out the same batches in the same order as the BatchLoader it mirrors - it draws
+its shuffles from that loader's generator - so the cached path and the slow path train on identical
+batch sequences and leave the generator in the same state for the epochs that follow.
 """
 
 from __future__ import annotations
@@ -10,19 +15,33 @@ from collections.abc import Iterator
 
 import torch
 
+from ..data.loader import BatchLoader
+
 
 class FeatureLoader:
-    """Same interface as data.loader.BatchLoader, over an N×F float tensor."""
+    """Same interface (and batch order) as data.loader.BatchLoader, over an N×... float tensor."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, *, device: torch.device,
-                 shuffle: bool = False, seed: int = 0) -> None:
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 device: torch.device | str, shuffle: bool = False, seed: int = 0,
+                 generator: torch.Generator | None = None, drop_last: bool = False,
+                 channels_last: bool = False) -> None:
+        if features.shape[0] != labels.shape[0]:
+            raise ValueError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels")
         self.device = torch.device(device)
         self.features, self.labels = features.to(self.device), labels.to(self.device)
-        self.batch_size, self.shuffle = batch_size, shuffle
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.channels_last = channels_last and features.dim() == 4
+        self.generator = generator if generator is not None else torch.Generator(device="cpu").manual_seed(seed)
+
+    @classmethod
+    def mirroring(cls, loader: BatchLoader, features: torch.Tensor, channels_last: bool = False) -> FeatureLoader:
+        """Features of `loader`'s images (same row order), batched exactly as `loader` batches its images."""
+        return cls(features, loader.labels, loader.batch_size, device=loader.device, shuffle=loader.shuffle,
+                   generator=loader.generator, drop_last=loader.drop_last, channels_last=channels_last)
 
     def __len__(self) -> int:
-        return -(-self.features.shape[0] // self.batch_size)
+        n = self.features.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -30,7 +49,15 @@ class FeatureLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.features.shape[0]
-        order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else torch.arange(n)
-        for lo in range(0, n, self.batch_size):
-            idx = order[lo:lo + self.batch_size]
-            yield self.features[idx], self.labels[idx]
+        # the same draw as BatchLoader: one randperm per epoch from the shared generator
+        order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
+            if order is None:
+                x, y = self.features[lo:hi], self.labels[lo:hi]
+            else:
+                idx = order[lo:hi]
+                x, y = self.features.index_select(0, idx), self.labels.index_select(0, idx)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y

@@ -1,0 +1,28 @@
+"""Default training recipes per model family: what a model is trained with unless the user says otherwise.
+
+A preset is an architecture plus how to train it; the reports' architectures keep the reports'
+settings (Adam 1e-3), `fast` keeps the recipe it was tuned with, backbones fine-tune in two phases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REPORT_STYLE = {"optimizer": "adam", "lr": 1e-3}
+
+FAST = {
+    "optimizer": "sgd", "nesterov": True, "momentum": 0.9, "lr": 0.2, "weight_decay": 5e-4, "batch_size": 256,
+    "schedule": "onecycle", "label_smoothing": 0.1, "augment": "flip", "tta": True, "epochs": 8,
+}
+
+PRETRAINED = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "freeze_epochs": 2, "epochs": 3}
+
+
+def recipe_for(model: str) -> dict[str, Any]:
+    from .custom import PRESETS
+
+    if model == "fast":
+        return dict(FAST)
+    if model in PRESETS or model.endswith((".yaml", ".yml", ".json")):
+        return dict(REPORT_STYLE)
+    return dict(PRETRAINED)

@@ -1,0 +1,66 @@
+"""Figures of a study: accuracy vs cost, the learning-rate comparison, data-fraction learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .plots import _save, plt
+
+
+def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, log_x: bool = False) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in table:
+        marker = "o" if r["family"] == "custom" else "s"
+        ax.errorbar(r[x_key], 100 * r["accuracy"], yerr=100 * r["accuracy_std"], fmt=marker, ms=8, capsize=3,
+                    label=r["model"])
+        ax.annotate(r["model"], (r[x_key], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
+                    fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.set_title("circles: custom CNNs, squares: pretrained", fontsize=9)
+    return _save(fig, path)
+
+
+def accuracy_vs_time(table, path: Path) -> Path:
+    return _scatter(table, "train_seconds", "training time (s)", path, log_x=True)
+
+
+def accuracy_vs_params(table, path: Path) -> Path:
+    return _scatter(table, "params", "parameters", path, log_x=True)
+
+
+def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: float, path: Path) -> Path:
+    """Validation loss and accuracy per epoch, one line per learning rate."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for lr, history in curves.items():
+        epochs = [r["epoch"] for r in history]
+        style = "-" if float(lr) == best else "--"
+        label = f"lr {lr}" + (" (chosen)" if float(lr) == best else "")
+        axes[0].plot(epochs, [r["val_loss"] for r in history], style, marker="o", ms=3, label=label)
+        axes[1].plot(epochs, [r["val_accuracy"] for r in history], style, marker="o", ms=3, label=label)
+    for ax, label in zip(axes, ("validation loss", "validation accuracy"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    fig.suptitle(f"learning-rate comparison: {model}")
+    return _save(fig, path)
+
+
+def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, by_fraction in curves.items():
+        fractions = sorted(by_fraction, key=float)
+        ax.plot([sizes[f] for f in fractions], [100 * by_fraction[f] for f in fractions], "o-", label=model)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("learning curves: accuracy vs training-set size")
+    return _save(fig, path)

@@ -1,0 +1,59 @@
+"""The study's single self-contained HTML report (every image embedded, opens offline)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from ..data.split import atomic_write_text
+from ..study.runner import COLUMNS, fmt
+from . import study_plots
+
+
+def _embed(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def write_report(comparison: dict[str, Any], out: Path) -> Path:
+    from ..config import build_config
+    from ..data.inspect import write_plots
+    from ..run import load_data  # the study's source is already decoded in this process
+
+    out = Path(out)
+    plots = out / "plots"
+    table = comparison["table"]
+    figures: dict[str, str] = {}
+    source = load_data(build_config(None, {"data": comparison["data"], **_data_options(comparison)}))
+    for p in write_plots(source, plots):
+        figures[p.stem] = _embed(p)
+    figures["accuracy_vs_time"] = _embed(study_plots.accuracy_vs_time(table, plots / "accuracy_vs_time.png"))
+    figures["accuracy_vs_params"] = _embed(study_plots.accuracy_vs_params(table, plots / "accuracy_vs_params.png"))
+    lr_figures = {m: _embed(study_plots.lr_comparison(m, r["curves"], r["best_lr"], plots / f"lr_{m}.png"))
+                  for m, r in comparison["lr_comparison"].items()}
+    fraction_figure = None
+    if any(len(c) > 1 for c in comparison["fraction_curves"].values()):
+        fraction_figure = _embed(study_plots.fraction_curves(comparison["fraction_curves"],
+                                                             comparison["fraction_train_sizes"],
+                                                             plots / "fraction_curves.png"))
+    per_model = [{"model": r["model"], "curves": _embed(Path(r["run_dir"]) / "plots" / "curves.png"),
+                  "confusion": _embed(Path(r["run_dir"]) / "plots" / "confusion_matrix.png"),
+                  "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png")} for r in table]
+    env = Environment(loader=PackageLoader("cnnarena.report", "templates"), autoescape=select_autoescape())
+    html = env.get_template("study.html.j2").render(
+        c=comparison, columns=COLUMNS, fmt=fmt, figures=figures, lr_figures=lr_figures,
+        fraction_figure=fraction_figure, per_model=per_model,
+        tradeoff_columns=[("accuracy_gap_points", "points behind best"), ("train_time_x_fastest", "train time × fastest"),
+                          ("params_x_smallest", "params × smallest"), ("latency_x_quickest", "latency × quickest"),
+                          ("accuracy_points_per_minute", "accuracy points per training minute"),
+                          ("pareto_optimal", "Pareto-optimal (accuracy vs time)")])
+    path = out / "report.html"
+    atomic_write_text(path, html)
+    return path
+
+
+def _data_options(comparison: dict[str, Any]) -> dict[str, Any]:
+    keys = ("data_dir", "image_size", "grayscale", "class_map", "strict")
+    return {k: v for k, v in comparison.get("data_options", {}).items() if k in keys}

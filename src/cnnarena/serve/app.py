@@ -1,0 +1,257 @@
+"""The HTTP app: POST /v1/predict, GET /v1/health, GET /v1/model, and the web page at /.
+
+Every bad request gets a JSON 4xx `{"error": "..."}` and the server keeps serving: limits are checked
+in the cheapest order (body size from the header, then while streaming; file count while parsing;
+format and pixel count from the image header; only then pixels are decoded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .backend import Backend, load_backend
+from .batcher import Busy, InferenceFailed, MicroBatcher
+from .decode import MAX_PIXELS, BadImage, decode_upload
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_FILES = 16
+FIELDS = ("file", "files")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """413 for bodies over `max_bytes`: at once from Content-Length, else as soon as the stream passes it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[], None] = lambda: None) -> None:
+        self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = _error(413, f"request body too large: the limit is {self.max_bytes:,} bytes",
+                           {"Connection": "close"})
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                self.on_reject()
+                await _error(400, "invalid Content-Length header")(scope, receive, send)
+                return
+            if int(length) > self.max_bytes:  # refused before a single body byte is read
+                self.on_reject()
+                await too_large(scope, receive, send)
+                return
+        seen, exceeded, started = 0, False, False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # chunked upload without a length: stop reading here
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:  # whatever the app answers to a cut-off body is replaced by the 413
+                return
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        if exceeded and not started:
+            self.on_reject()
+            await too_large(scope, receive, send)
+
+
+class Server:
+    """State shared by the routes: the backend, the batcher, the limits and counters."""
+
+    def __init__(self, backend: Backend, *, max_batch: int, max_wait_ms: float, max_pixels: int,
+                 max_files: int, top_k: int) -> None:
+        self.backend = backend
+        self.batcher = MicroBatcher(backend.infer, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self.max_pixels, self.max_files, self.top_k = max_pixels, max_files, top_k
+        self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
+        # Decoding is CPU work outside the GIL-free model: bounded so a burst of large uploads cannot
+        # allocate without limit.
+        self.decoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="cnnarena-decode")
+        self.started = time.time()
+        self.requests = self.images = self.rejected = 0
+
+    def count_rejected(self) -> None:
+        self.rejected += 1
+
+    async def decode(self, data: bytes) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.decoder, decode_upload, data, self.backend.meta, self.max_pixels)
+
+
+def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max_wait_ms: float = 5.0,
+               max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS, max_files: int = MAX_FILES,
+               top_k: int = 5) -> FastAPI:
+    """Load the model now (a bad run directory fails here, before any port is opened)."""
+    server = Server(load_backend(Path(run_dir), backend), max_batch=max_batch, max_wait_ms=max_wait_ms,
+                    max_pixels=max_pixels, max_files=max_files, top_k=top_k)
+    meta = server.backend.meta
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await server.batcher.start()
+        yield
+        await server.batcher.stop()
+        server.decoder.shutdown(wait=False)
+
+    app = FastAPI(title="cnnarena", summary=f"{meta.name}: {meta.num_classes} classes", lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, on_reject=server.count_rejected)
+    _install_error_handlers(app, server)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": meta.name, "backend": server.backend.name,
+                "uptime_s": round(time.time() - server.started, 1), "requests": server.requests,
+                "images": server.images, "rejected": server.rejected,
+                "batching": {"max_batch": server.max_batch, "max_wait_ms": server.max_wait_ms,
+                             "queue_depth": server.batcher.queue_depth, **server.batcher.stats.to_json()}}
+
+    @app.get("/v1/model")
+    async def model_card() -> dict[str, Any]:
+        return server.backend.card
+
+    @app.post("/v1/predict", openapi_extra=_PREDICT_DOC)
+    async def predict(request: Request, top_k: int | None = None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        k = server.top_k if top_k is None else top_k
+        if not 1 <= k <= meta.num_classes:
+            raise ApiError(422, f"top_k must be between 1 and {meta.num_classes}, got {k}")
+        uploads = await _read_uploads(request, server.max_files)
+        images = await asyncio.gather(*(_decode_named(server, name, data) for name, data in uploads))
+        try:
+            results = await asyncio.gather(*(server.batcher.submit(x) for x in images))
+        except Busy as e:
+            raise ApiError(503, f"server busy ({e}); retry shortly", {"Retry-After": "1"}) from None
+        except InferenceFailed as e:
+            raise ApiError(500, f"inference failed: {e}") from None
+        done_ms = 1000 * (time.perf_counter() - t0)
+        server.requests += 1
+        server.images += len(images)
+        out = []
+        for (name, _), r in zip(uploads, results, strict=True):
+            order = r.probs.argsort()[::-1][:k]
+            top = [{"label": meta.classes[j], "probability": round(float(r.probs[j]), 6)} for j in order]
+            out.append({"filename": name, "label": top[0]["label"], "probability": top[0]["probability"],
+                        "predictions": top, "latency_ms": round(done_ms, 2), "batch_size": r.batch_size,
+                        "inference_ms": round(r.inference_ms, 2)})
+        return {"model": meta.name, "backend": server.backend.name, "results": out}
+
+    return app
+
+
+async def _decode_named(server: Server, name: str, data: bytes) -> Any:
+    try:
+        return await server.decode(data)
+    except BadImage as e:
+        raise ApiError(e.status, f"{name}: {e.message}") from None
+
+
+async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+    """(filename, bytes) of every image in fields `file`/`files`; anything else is a clear 4xx."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise ApiError(415, "send images as multipart/form-data in field 'file' (one image) or 'files' (several)"
+                       + (f", not {ctype.split(';')[0]}" if ctype else ""))
+    try:
+        form = await request.form(max_files=max_files, max_fields=8)
+    except HTTPException as e:  # starlette's parser: bad boundary, too many files or fields...
+        status = 413 if "too many files" in str(e.detail).lower() else 400
+        detail = f"too many files: at most {max_files} per request" if status == 413 else e.detail
+        raise ApiError(status, f"bad multipart body: {detail}") from None
+    try:
+        uploads: list[tuple[str, bytes]] = []
+        for key, value in form.multi_items():
+            if key not in FIELDS:
+                raise ApiError(422, f"unexpected field {key!r}: send images in field 'file' or 'files'")
+            if not isinstance(value, UploadFile):
+                raise ApiError(422, f"field {key!r} must be a file upload, not text")
+            uploads.append((value.filename or f"image {len(uploads) + 1}", await value.read()))
+    finally:
+        await form.close()
+    if not uploads:
+        raise ApiError(422, "no image: send one in multipart field 'file' or several in 'files'")
+    return uploads
+
+
+def _install_error_handlers(app: FastAPI, server: Server) -> None:
+    async def api_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        if exc.status < 500:
+            server.count_rejected()
+        return _error(exc.status, exc.message, exc.headers)
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        server.count_rejected()
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        server.count_rejected()
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return _error(422, "; ".join(parts) or "invalid request")
+
+    async def internal_error(_request: Request, _exc: Exception) -> JSONResponse:
+        return _error(500, "internal server error (see the server log)")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+_PREDICT_DOC = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "properties": {"file": {"type": "string", "format": "binary"},
+                       "files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+    }}}},
+}

@@ -1,0 +1,86 @@
+"""The two ways to run a run's model for serving: ONNX Runtime (default) or PyTorch eager.
+
+Both take uint8 N×C×H×W batches (as decoded) and return float32 N×K probabilities, so the batcher
+and the HTTP layer never know which one runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..models.base import ModelMeta
+
+BACKENDS = ("onnx", "torch")
+
+
+@dataclass
+class Backend:
+    name: str
+    meta: ModelMeta
+    card: dict[str, Any]
+    infer: Any  # Callable[[np.ndarray], np.ndarray]
+    keep: list[Any] = field(default_factory=list)  # objects that must outlive the backend (temp dirs)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def load_backend(run_dir: Path, kind: str = "onnx") -> Backend:
+    from ..evaluate.predict import load_run_model
+    from ..export.onnx import model_card
+
+    if kind not in BACKENDS:
+        raise UserError(f"unknown backend {kind!r}: use {' or '.join(BACKENDS)}")
+    run_dir = Path(run_dir)
+    model = load_run_model(run_dir).cpu().eval()
+    if kind == "torch":
+        import torch
+
+        @torch.inference_mode()
+        def infer_torch(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(batch).float().div_(255.0)
+            return model(x).float().softmax(1).numpy()
+
+        card = model_card(model, run_dir) | {"backend": "torch"}
+        return Backend("torch", model.meta, card, infer_torch)
+    return _onnx_backend(run_dir, model)
+
+
+def _onnx_backend(run_dir: Path, model) -> Backend:
+    import onnxruntime as ort
+
+    from ..export.onnx import INPUT_NAME, OUTPUT_NAME, card_path_for, export_onnx
+
+    keep: list[Any] = []
+    onnx_path = run_dir / "model.onnx"
+    card_path = card_path_for(onnx_path)
+    weights = run_dir / "model.safetensors"
+    if onnx_path.exists() and card_path.exists() and onnx_path.stat().st_mtime >= weights.stat().st_mtime:
+        card = json.loads(card_path.read_text())  # a checked export of these very weights
+    else:  # export (and check) into a temp dir: the run directory may be read-only or shared
+        tmp = tempfile.TemporaryDirectory(prefix="cnnarena-serve-")
+        keep.append(tmp)
+        print(f"exporting {run_dir} to ONNX for serving (run `cnnarena export` once to skip this)", file=sys.stderr)
+        result = export_onnx(run_dir, Path(tmp.name) / "model.onnx", model=model)
+        onnx_path, card = result.onnx_path, result.card
+    options = ort.SessionOptions()
+    # No busy-waiting between runs: the event loop and the decoders need the same few cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def infer_onnx(batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(np.float32) / np.float32(255.0)  # as the training loader scales
+        return _softmax(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+
+    return Backend("onnx", model.meta, card | {"backend": "onnx"}, infer_onnx, keep)

@@ -1,0 +1,106 @@
+"""What a study is: one dataset and split, several models (each with optional overrides), seeds,
+training-set fractions and a learning-rate comparison."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+DEFAULT_MODELS = ["simple-2conv", "fast", "efficientnet_lite0"]
+
+
+@dataclass
+class StudyConfig:
+    data: str = "auto"  # "auto": Fashion-MNIST when present, digits otherwise
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model run options
+    common: dict[str, Any] = field(default_factory=dict)  # run options for every model (epochs, data_dir...)
+    seeds: int = 1
+    fractions: list[float] = field(default_factory=lambda: [1.0])
+    lrs: list[float] = field(default_factory=list)  # learning-rate comparison; empty = skip
+    lr_models: list[str] | None = None  # which models get the LR comparison (default: the first one)
+    lr_epochs: int = 2
+    lr_fraction: float = 1.0  # share of the training set the LR comparison trains on
+    out: str = "studies/default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_models(items: list[Any]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """['fast', {'efficientnet_lite0': {'input_size': 64}}] -> names + overrides."""
+    names, overrides = [], {}
+    for item in items:
+        if isinstance(item, str):
+            names.append(item)
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, opts), = item.items()
+            if not isinstance(opts, dict):
+                raise UserError(f"study model {name!r}: options must be a mapping, got {opts!r}")
+            names.append(str(name))
+            overrides[str(name)] = opts
+        else:
+            raise UserError(f"bad study model entry {item!r}: use a name or {{name: {{option: value}}}}")
+    if len(set(names)) != len(names):
+        raise UserError("a study lists the same model twice")
+    return names, overrides
+
+
+def load_study_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"study config not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot parse study config {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"study config {path} must be a mapping")
+    return data
+
+
+STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "lr_models", "lr_epochs", "lr_fraction", "out"}
+
+
+def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> StudyConfig:
+    """Study keys go to StudyConfig; any other key is a run option applied to every model."""
+    merged = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
+    kwargs: dict[str, Any] = {}
+    common = dict(merged.pop("common", {}) or {})
+    for key, value in merged.items():
+        if key in STUDY_KEYS:
+            kwargs[key] = value
+        else:
+            common[key] = value
+    if "models" in kwargs:
+        kwargs["models"], kwargs["overrides"] = parse_models(kwargs["models"])
+    cfg = StudyConfig(**kwargs, common=common)
+    if cfg.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    if not cfg.models:
+        raise UserError("a study needs at least one model")
+    if any(not 0 < f <= 1 for f in cfg.fractions):
+        raise UserError(f"--fractions must be in (0, 1], got {cfg.fractions}")
+    if 1.0 not in cfg.fractions:
+        cfg.fractions = sorted(set(cfg.fractions) | {1.0})  # the comparison table is on the full training set
+    if any(lr <= 0 for lr in cfg.lrs):
+        raise UserError(f"--lrs must be positive, got {cfg.lrs}")
+    unknown = [m for m in (cfg.lr_models or []) if m not in cfg.models]
+    if unknown:
+        raise UserError(f"--lr-models names {unknown[0]!r}, which is not in --models")
+    return cfg
+
+
+def resolve_data(data: str) -> str:
+    if data != "auto":
+        return data
+    from ..data.idx import find_fashion_dir
+
+    try:
+        return "fashion-mnist" if find_fashion_dir(None) is not None else "digits"
+    except UserError:
+        return "digits"

@@ -1,0 +1,211 @@
+"""A study: many ordinary runs on one shared split, then the comparison.
+
+Layout of a study directory:
+  study.yaml, split.json           what was asked, and the one split every run uses
+  lr/MODEL/lr=VALUE/               the learning-rate comparison runs
+  runs/MODEL/f=FRACTION-s=SEED/    the final runs
+  comparison.{md,csv,json}, plots/, report.html
+Re-running a study skips finished runs (their metrics.json exists) and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import build_config
+from ..data.split import atomic_write_text, make_split, write_manifest
+from ..errors import UserError
+from ..run import load_data, train_run
+from ..train.checkpoint import load_model
+from ..train.loop import resolve_device
+from .config import StudyConfig, resolve_data
+from .measure import measure_model
+from .stats import fraction_winners, mcnemar_exact, mean_std, tradeoffs, verdict
+
+
+def _run_config(study: StudyConfig, data: str, model: str, split: Path, **extra: Any):
+    values = {**study.common, **study.overrides.get(model, {}), "data": data, "model": model,
+              "split": str(split), **extra}
+    return build_config(None, values)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_study(study: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    out = Path(study.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = resolve_data(study.data)
+    atomic_write_text(out / "study.yaml", yaml.safe_dump({**study.to_dict(), "data": data}, sort_keys=False))
+    probe = _run_config(study, data, study.models[0], out / "split.json")
+    source = load_data(probe)
+    split_path = out / "split.json"
+    if not split_path.exists():
+        split = make_split(source, val_frac=probe.val_frac, test_frac=probe.test_frac, seed=probe.split_seed)
+        write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed)
+    _say(f"study of {len(study.models)} models on {data} -> {out}")
+
+    lr_results = _lr_comparison(study, data, split_path, out, progress)
+    chosen_lr = {m: r["best_lr"] for m, r in lr_results.items()}
+
+    runs: dict[str, dict[float, list[dict[str, Any]]]] = {}
+    for model in study.models:
+        for fraction in sorted(study.fractions, reverse=True):
+            for seed in range(study.seeds):
+                run_dir = out / "runs" / model / f"f={fraction:g}-s={seed}"
+                extra: dict[str, Any] = {"seed": seed, "fraction": fraction}
+                if model in chosen_lr:
+                    extra["lr"] = chosen_lr[model]
+                cfg = _run_config(study, data, model, split_path, **extra)
+                state = "done" if (run_dir / "metrics.json").exists() else "training"
+                _say(f"[{model}] fraction {fraction:g} seed {seed}: {state}")
+                metrics = train_run(cfg, run_dir, progress=progress)
+                metrics["run_dir"] = str(run_dir)
+                metrics["batch_size"], metrics["optimizer"] = cfg.train.batch_size, cfg.train.optimizer
+                runs.setdefault(model, {}).setdefault(fraction, []).append(metrics)
+
+    comparison = summarise(study, data, source, runs, lr_results, out)
+    comparison["study_seconds"] = round(time.perf_counter() - t0, 1)
+    write_comparison(comparison, out)
+    from ..report.study_report import write_report
+
+    write_report(comparison, out)
+    return comparison
+
+
+def _lr_comparison(study: StudyConfig, data: str, split_path: Path, out: Path, progress: bool) -> dict[str, Any]:
+    if not study.lrs:
+        return {}
+    results = {}
+    for model in study.lr_models or study.models[:1]:
+        curves = {}
+        for lr in study.lrs:
+            run_dir = out / "lr" / model / f"lr={lr:g}"
+            _say(f"[{model}] learning-rate comparison: lr {lr:g}")
+            cfg = _run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
+                              fraction=study.lr_fraction, early_stopping=None)
+            train_run(cfg, run_dir, progress=progress)
+            history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+            curves[lr] = history
+        # Best = highest final validation accuracy, ties broken by lower validation loss.
+        best = max(curves, key=lambda lr: (curves[lr][-1]["val_accuracy"], -curves[lr][-1]["val_loss"]))
+        results[model] = {"curves": {f"{lr:g}": h for lr, h in curves.items()}, "best_lr": best}
+        _say(f"[{model}] best learning rate: {best:g}")
+    return results
+
+
+def _correct_by_id(run_dir: str) -> dict[str, bool]:
+    with open(Path(run_dir) / "predictions.csv") as f:
+        return {row["id"]: row["correct"] == "1" for row in csv.DictReader(f)}
+
+
+def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dict, out: Path) -> dict[str, Any]:
+    from ..data.inspect import describe
+
+    device = resolve_device(study.common.get("device", "auto"))
+    table = []
+    for model, by_fraction in runs.items():
+        full = by_fraction[1.0]
+        first = full[0]
+        acc_mean, acc_std = mean_std([m["test_accuracy"] for m in full])
+        row = {
+            "model": model, "family": first["family"], "seeds": len(full),
+            "accuracy": acc_mean, "accuracy_std": acc_std,
+            **{k: mean_std([m[k] for m in full])[0] for k in (
+                "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
+                "weighted_f1", "test_loss", "train_seconds", "seconds_per_epoch")},
+            "epochs": first["epochs_run"], "params": first["params_total"],
+            "params_trainable": _trainable_during_training(first),
+            "model_file_mb": round(first["model_file_bytes"] / 2**20, 3),
+            "run_dir": first["run_dir"],
+        }
+        model_obj = load_model(Path(first["run_dir"]) / "model")
+        row.update(measure_model(model_obj, device=device, train_batch_size=first["batch_size"],
+                                 optimizer=first["optimizer"]))
+        row["latency_ms"], row["throughput"] = row["latency_ms_b1"], row["throughput_b64"]
+        table.append(row)
+    table.sort(key=lambda r: -r["accuracy"])
+
+    test = None
+    if len(table) >= 2:
+        a, b = (_correct_by_id(r["run_dir"]) for r in table[:2])
+        ids = sorted(a)
+        test = {"a": table[0]["model"], "b": table[1]["model"],
+                **mcnemar_exact([a[i] for i in ids], [b[i] for i in ids])}
+    curves = {m: {f: mean_std([r["test_accuracy"] for r in rs])[0] for f, rs in bf.items()} for m, bf in runs.items()}
+    train_sizes = {f: rs[0]["train_samples"] for bf in runs.values() for f, rs in bf.items()}
+    seed_spread = {m: [r["test_accuracy"] for r in bf[1.0]] for m, bf in runs.items()}
+    return {
+        "data": data,
+        "dataset": describe(source),
+        "split_sizes": json.loads((out / "split.json").read_text())["sizes"],
+        "table": table,
+        "tradeoffs": tradeoffs(table),
+        "mcnemar": test,
+        "seed_spread": seed_spread,
+        "verdict": verdict(table, test),
+        "lr_comparison": lr_results,
+        "fraction_curves": {m: {f"{f:g}": v for f, v in c.items()} for m, c in curves.items()},
+        "fraction_train_sizes": {f"{f:g}": n for f, n in train_sizes.items()},
+        "fraction_winners": fraction_winners(curves),
+        "device": str(device),
+        "data_options": {k: study.common[k] for k in ("data_dir", "image_size", "grayscale", "class_map", "strict")
+                         if k in study.common},
+    }
+
+
+def _trainable_during_training(metrics: dict[str, Any]) -> int:
+    return int(metrics.get("params_trainable_final", metrics["params_total"]))
+
+
+COLUMNS = [("model", "model"), ("accuracy", "test acc"), ("accuracy_std", "± std"), ("macro_precision", "precision"),
+           ("macro_recall", "recall"), ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"),
+           ("test_loss", "test loss"), ("params", "params"), ("params_trainable", "trainable"),
+           ("model_file_mb", "file MB"), ("train_seconds", "train s"), ("seconds_per_epoch", "s/epoch"),
+           ("epochs", "epochs"), ("latency_ms", "latency ms (b1)"), ("throughput", "img/s (b64)"),
+           ("train_memory_mb", "train MB")]
+
+
+def fmt(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        if key in ("accuracy", "accuracy_std") or "precision" in key or "recall" in key or "f1" in key:
+            return f"{100 * value:.2f}"
+        return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_comparison(comparison: dict[str, Any], out: Path) -> None:
+    table = comparison["table"]
+    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=1, default=str))
+    with open(out / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS] + ["family", "seeds"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table)
+    lines = [f"# cnnarena study on {comparison['data']}", "",
+             "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(k, r[k]) for k, _ in COLUMNS) + " |" for r in table]
+    lines += ["", "Accuracy, precision, recall and F1 in %, macro averages unless marked.", "", "## Verdict", ""]
+    lines += [f"- {s}" for s in comparison["verdict"]]
+    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
+
+
+def check_models(study: StudyConfig) -> None:
+    from ..models.registry import is_custom
+
+    for model in study.models:
+        if not is_custom(model):
+            from ..models.pretrained import is_pretrained_name
+
+            if not is_pretrained_name(model):
+                raise UserError(f"unknown model {model!r} in the study (see `cnnarena models`)")

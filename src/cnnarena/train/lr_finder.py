@@ -1,0 +1,80 @@
+"""Learning-rate range test (fastai's lr_find / Leslie Smith): raise the LR exponentially each batch,
+record the smoothed loss, stop when it blows up, suggest the LR where the loss falls fastest."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from ..data.loader import BatchLoader
+from ..models.base import Classifier
+from .config import TrainConfig
+from .schedule import build_optimizer
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]  # exponentially smoothed, bias-corrected
+    suggestion: float  # steepest descent of the smoothed loss
+    min_loss_lr: float  # where the loss bottomed out; suggestion is usually ~1/10 of it
+
+
+def lr_find(model: Classifier, loader: BatchLoader, cfg: TrainConfig, *, start_lr: float = 1e-7,
+            end_lr: float = 10.0, steps: int = 100, beta: float = 0.9) -> LRFindResult:
+    """Trains a copy of the model (the original is untouched) for at most `steps` batches."""
+    model = copy.deepcopy(model).to(loader.device).train()
+    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    gamma = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    lrs, losses = [], []
+    avg, best = 0.0, math.inf
+    step = 0
+    while step < steps:
+        for x, y in loader:
+            lr = start_lr * gamma**step
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            avg = beta * avg + (1 - beta) * loss.item()
+            smoothed = avg / (1 - beta ** (step + 1))
+            lrs.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            step += 1
+            if step >= steps or not math.isfinite(smoothed) or smoothed > 4 * best:
+                step = steps  # diverged: the rest of the range tells nothing
+                break
+    return LRFindResult(lrs, losses, _steepest(lrs, losses), lrs[min(range(len(losses)), key=losses.__getitem__)])
+
+
+def _steepest(lrs: list[float], losses: list[float]) -> float:
+    """LR at the most negative slope of loss vs log(lr), before the minimum, ignoring the noisy start."""
+    if len(lrs) < 5:
+        return lrs[0]
+    lo = len(lrs) // 10
+    hi = max(lo + 2, min(range(len(losses)), key=losses.__getitem__))  # past the minimum, the loss is diverging
+    slopes = [(losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
+              for i in range(max(1, lo), min(hi, len(lrs) - 1))]
+    i = min(range(len(slopes)), key=slopes.__getitem__) + max(1, lo)
+    return lrs[i]
+
+
+def plot_lr_find(result: LRFindResult, path) -> None:
+    from ..report.plots import _save, plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result.lrs, result.losses)
+    ax.set_xscale("log")
+    ax.axvline(result.suggestion, color="red", ls="--", label=f"suggested {result.suggestion:.2e}")
+    ax.axvline(result.min_loss_lr, color="grey", ls=":", label=f"minimum loss {result.min_loss_lr:.2e}")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("smoothed training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
