@@ -41,8 +41,12 @@ def digits_image(index: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("digits") / "run"
-    train_run(build_config(None, {"data": "digits", "epochs": 3, "lr": 3e-3, "batch_size": 64}), run, progress=False)
+    """One trained digits run per test session, shared by the predict, serve and web-page tests.
+
+    train_run returns a finished run as is, so whichever module comes first trains it.
+    """
+    run = tmp_path_factory.getbasetemp() / "shared-digits-run"
+    train_run(build_config(None, {"data": "digits", "epochs": 3, "lr": 5e-3}), run, progress=False)
     return run
 
 
@@ -190,7 +194,7 @@ def test_predict_cli_csv_and_table(digits_run, digit_files, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "not-a-run", "a-file"])
-def test_bad_run_dir_is_one_clear_line(case, tmp_path, digits_run):
+def test_bad_run_dir_is_one_clear_line(case, tmp_path):
     image = tmp_path / "x.png"
     Image.fromarray(digits_image(0)).save(image)
     target = {"missing": tmp_path / "nope", "not-a-run": tmp_path, "a-file": image}[case]

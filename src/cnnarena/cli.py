@@ -241,9 +241,9 @@ def _csv_floats(value: str | None, name: str) -> list[float] | None:
         raise UserError(f"{name} expects comma-separated numbers, got {value!r}") from None
 
 
-@app.command(epilog="Examples:\n\n  cnnarena study                      # the default study (Fashion-MNIST if present, else digits)\n\n"
-             "  cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0 --lrs 1e-4,1e-3,1e-2,1e-1"
-             " --seeds 3 --fractions 0.1,0.25,0.5,1")
+@app.command(epilog="Examples:\n\n  cnnarena study        # the default study (Fashion-MNIST if present, else digits)\n\n"
+             "  cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0"
+             " --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --fractions 0.1,0.25,0.5,1")
 def study(
     data: str = typer.Argument("auto", help=DATA_HELP + "; auto = Fashion-MNIST when present, else digits"),
     models: str | None = typer.Option(None, help="comma-separated models [simple-2conv,fast,efficientnet_lite0]"),
@@ -258,6 +258,7 @@ def study(
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     data_dir: Path | None = typer.Option(None, help="where datasets live"),
     image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
+    measure_seconds: float | None = typer.Option(None, help="seconds per latency/throughput measurement [1.5]"),
     out: Path | None = typer.Option(None, "--out", "-o", help="study directory [studies/default]; rerun to resume"),
     config: Path | None = typer.Option(None, "--config", "-c", help="study YAML: data, models (with per-model "
                                        "options), seeds, fractions, lrs, and run options for all models"),
@@ -273,7 +274,7 @@ def study(
         "lr_models": [m.strip() for m in lr_models.split(",")] if lr_models else None,
         "lr_epochs": lr_epochs, "lr_fraction": lr_fraction, "epochs": epochs, "max_minutes": max_minutes,
         "device": device, "data_dir": str(data_dir) if data_dir else None, "image_size": image_size,
-        "out": str(out) if out else None,
+        "measure_seconds": measure_seconds, "out": str(out) if out else None,
     }
     study_cfg = build_study_config(load_study_file(config) if config else default_study_values(), cli_values)
     check_models(study_cfg)

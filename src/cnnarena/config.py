@@ -40,7 +40,8 @@ class RunConfig:
     unfreeze: str = "all"  # then unfreeze the last K stages ("2") or "all"
     finetune_lr_scale: float = 0.1  # phase-2 learning rate = lr × this
     layer_decay: float | None = None  # phase 2: each earlier stage gets lr × decay^depth
-    feature_cache: bool = True  # phase 1 without augmentation: train the head on cached features
+    feature_cache: bool = True  # no augmentation: cache what the frozen part computes (phase 1 and 2)
+    finetune_bn: str = "frozen"  # phase 2: BatchNorm keeps its ImageNet statistics (frozen) or trains them
     out: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -148,14 +148,15 @@ def check_onnx(model: Classifier, path: Path, batches: tuple[int, ...] = CHECK_B
 def export_onnx(run_dir: Path, output: Path | None = None, *, exporter: str = "torchscript", opset: int = OPSET,
                 model: Classifier | None = None) -> ExportResult:
     """Write output (default RUN_DIR/model.onnx) and its model card, both only once the check passed."""
-    import torch
-
-    from ..data.split import atomic_write_text
     from ..evaluate.predict import check_run_dir, load_run_model
 
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
-    run_dir = check_run_dir(run_dir)
+    run_dir = check_run_dir(run_dir)  # before importing torch: a mistyped path fails in a blink
+    import torch
+
+    from ..data.split import atomic_write_text
+
     model = (model or load_run_model(run_dir)).cpu().eval()
     output = Path(output) if output else run_dir / "model.onnx"
     if output.suffix.lower() != ".onnx":

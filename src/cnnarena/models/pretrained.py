@@ -9,6 +9,7 @@ backbone gets is decided in `weights.py`; this module builds the network and car
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from cnnarena.models.weights import (
     LITE0_INPUT_SIZE,
     LITE0_MEAN_STD,
     LITE0_PACKAGE,
+    LITE0_TIMM_NAME,
     WeightsPlan,
     WeightsSpec,
     load_backbone_state,
@@ -373,15 +375,64 @@ def weights_available_offline(name: str) -> str | None:
 
 def list_pretrained() -> list[dict[str, Any]]:
     """One row per alias for `cnnarena models`: built on the meta device, so it takes well under a second each."""
-    rows = []
-    for alias, arch in ALIASES.items():
+    return [_model_row(alias, arch) for alias, arch in ALIASES.items()]
+
+
+MAX_ROWS_WITH_PARAMS = 60  # counting parameters builds each network (on the meta device): fine for a page
+
+
+def search_models(pattern: str | None = None, everything: bool = False) -> list[dict[str, Any]]:
+    """Rows for `cnnarena models [PATTERN] [--all]`: the aliases, plus timm models matching PATTERN
+    (shell-style, case-insensitive, a plain word matches anywhere) or all of timm's models with --all.
+
+    Parameters are counted only when at most MAX_ROWS_WITH_PARAMS rows match (else params is None).
+    """
+    if pattern is None and not everything:
+        return list_pretrained()
+    glob = _glob(pattern or "*")
+    by_arch = {arch: alias for alias, arch in ALIASES.items()}
+    names = [a for alias, a in ALIASES.items() if fnmatch.fnmatch(alias, glob) or fnmatch.fnmatch(a.lower(), glob)]
+    names += [n for n in timm.list_models() if fnmatch.fnmatch(n.lower(), glob) and n not in names]
+    with_params = len(names) <= MAX_ROWS_WITH_PARAMS
+    return [_model_row(by_arch.get(n, ""), n, with_params) for n in names]
+
+
+def _glob(pattern: str) -> str:
+    pattern = pattern.strip().lower().replace("-", "_")
+    return pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+
+
+def _model_row(alias: str, arch: str, with_params: bool = True) -> dict[str, Any]:
+    row: dict[str, Any] = dict(alias=alias, timm_name=arch, params=None, feature_dim=None,
+                               input_size=default_input_size(arch), offline_weights=offline_source(weights_spec(arch)))
+    if with_params:
         with torch.device("meta"):
             backbone = _create(arch, {})
-        rows.append(dict(alias=alias, timm_name=arch,
-                         params=sum(p.numel() for p in backbone.parameters()),  # backbone only
-                         feature_dim=feature_dim(backbone), input_size=default_input_size(arch),
-                         offline_weights=weights_available_offline(alias)))
-    return rows
+        row["params"] = sum(p.numel() for p in backbone.parameters())  # backbone only: the head is new
+        row["feature_dim"] = feature_dim(backbone)
+    spec = weights_spec(arch)
+    row["published_weights"] = bool(spec.hf_hub_id or spec.url or arch == LITE0_TIMM_NAME)
+    return row
+
+
+def format_model_table(rows: Sequence[dict[str, Any]]) -> str:
+    """alias | timm name | backbone params | default input | ImageNet weights offline (source)."""
+    def weights(row: dict[str, Any]) -> str:
+        source = row["offline_weights"]
+        if source is not None:
+            kind, _, where = source.partition(":")
+            return f"yes ({kind} {where})"
+        return "no (download once, or --weights FILE)" if row["published_weights"] else "no (none published)"
+
+    table = [("alias", "timm name", "params", "input", "offline weights")]
+    for row in rows:
+        params = f"{row['params'] / 1e6:.1f}M" if row["params"] is not None else "-"
+        h, w = row["input_size"]
+        table.append((row["alias"] or "-", row["timm_name"], params, f"{h}x{w}", weights(row)))
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in table]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines)
 
 
 # --- freezing ---------------------------------------------------------------------------------------------

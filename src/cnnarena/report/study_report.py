@@ -45,7 +45,8 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
     html = env.get_template("study.html.j2").render(
         c=comparison, columns=COLUMNS, fmt=fmt, figures=figures, lr_figures=lr_figures,
         fraction_figure=fraction_figure, per_model=per_model,
-        tradeoff_columns=[("accuracy_gap_points", "points behind best"), ("train_time_x_fastest", "train time × fastest"),
+        tradeoff_columns=[("accuracy_gap_points", "points behind best"),
+                          ("train_time_x_fastest", "train time × fastest"),
                           ("params_x_smallest", "params × smallest"), ("latency_x_quickest", "latency × quickest"),
                           ("accuracy_points_per_minute", "accuracy points per training minute"),
                           ("pareto_optimal", "Pareto-optimal (accuracy vs time)")])

@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .backend import Backend, load_backend
@@ -202,6 +203,8 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
                        + (f", not {ctype.split(';')[0]}" if ctype else ""))
     try:
         form = await request.form(max_files=max_files, max_fields=8)
+    except ClientDisconnect:  # gone mid-upload: nobody to answer, but no traceback either
+        raise ApiError(400, "client disconnected before the body was complete") from None
     except HTTPException as e:  # starlette's parser: bad boundary, too many files or fields...
         status = 413 if "too many files" in str(e.detail).lower() else 400
         detail = f"too many files: at most {max_files} per request" if status == 413 else e.detail

@@ -11,12 +11,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UserError
-from ..models.base import ModelMeta
+
+if TYPE_CHECKING:
+    from ..models.base import ModelMeta
 
 BACKENDS = ("onnx", "torch")
 

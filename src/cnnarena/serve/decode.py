@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..evaluate.predict import decode_for
-from ..models.base import ModelMeta
+
+if TYPE_CHECKING:
+    from ..models.base import ModelMeta
 
 # What the training folders accept (imageio.IMAGE_SUFFIXES), as PIL format names (JPEG includes MPO).
 # Passing them to Image.open also keeps PIL from trying riskier parsers (EPS runs Ghostscript).

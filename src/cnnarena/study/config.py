@@ -26,6 +26,7 @@ class StudyConfig:
     lr_models: list[str] | None = None  # which models get the LR comparison (default: the first one)
     lr_epochs: int = 2
     lr_fraction: float = 1.0  # share of the training set the LR comparison trains on
+    measure_seconds: float = 1.5  # per speed measurement (latency at batch 1, throughput at batch 64)
     out: str = "studies/default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,7 +64,8 @@ def load_study_file(path: Path) -> dict[str, Any]:
     return data
 
 
-STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "lr_models", "lr_epochs", "lr_fraction", "out"}
+STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "lr_models", "lr_epochs", "lr_fraction", "out",
+              "measure_seconds"}
 
 
 def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> StudyConfig:

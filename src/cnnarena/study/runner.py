@@ -130,7 +130,7 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         }
         model_obj = load_model(Path(first["run_dir"]) / "model")
         row.update(measure_model(model_obj, device=device, train_batch_size=first["batch_size"],
-                                 optimizer=first["optimizer"]))
+                                 optimizer=first["optimizer"], seconds=study.measure_seconds))
         row["latency_ms"], row["throughput"] = row["latency_ms_b1"], row["throughput_b64"]
         table.append(row)
     table.sort(key=lambda r: -r["accuracy"])

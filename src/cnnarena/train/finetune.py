@@ -18,10 +18,10 @@ Three things make it fast and smooth:
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -116,13 +116,11 @@ def train_head(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Ba
     """Phase 1: the head alone behind the frozen backbone; on cached features when `cache` and exact."""
     net = model.net
     model.to(train_loader.device)
-    if cache and not is_constant_in_training(net, net.backbone, _sample(model, train_loader)):
-        cache = False
-        note = "[frozen] backbone output differs between training and eval mode: not cached"
-    if not cache:
+    exact = not cache or is_constant_in_training(net, net.backbone, _sample(model, train_loader))
+    if not cache or not exact:
         state = fit(model, train_loader, val_loader, cfg, callbacks=list(callbacks), phase="frozen")
-        if "note" in locals():
-            state.log(note)
+        if not exact:
+            state.log("[frozen] features not cached: the backbone's output differs between training and eval mode")
         return state
     t0 = time.perf_counter()
     train_feats = compute_features(model, train_loader.images, cfg.eval_batch_size, train_loader.device)
@@ -183,7 +181,7 @@ def _split_for_cache(model: Classifier, train_loader: BatchLoader,
     chain = backbone_chain(net.backbone, sample)
     if chain is None:
         return f"'{model.meta.name}' does not run its modules in a plain chain"
-    with _in_training_mode(net):
+    with _mode(net, True):
         cut = constant_prefix(chain)
     if cut == 0:
         return None
@@ -192,8 +190,8 @@ def _split_for_cache(model: Classifier, train_loader: BatchLoader,
     trunk, tail = chain[:cut], chain[cut:]
     if not is_constant_in_training(net, lambda x: run_chain(trunk, x), sample):
         return "its output differs between training and eval mode"
-    with torch.no_grad():
-        per_image = run_chain(trunk, sample[:1].eval() if False else sample[:1]).numel() * 4
+    with torch.no_grad(), _mode(net, False):
+        per_image = run_chain(trunk, sample[:1]).numel() * 4  # float32
     need = per_image * (train_loader.num_samples + val_loader.num_samples)
     budget = _memory_budget(train_loader.device)
     if need > budget:
@@ -236,16 +234,14 @@ class _WholeModel(Callback):
             s.model = trained
 
 
-class _in_training_mode:  # noqa: N801 - used as a context manager
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net
-
-    def __enter__(self) -> None:
-        self.was = self.net.training
-        self.net.train(True)
-
-    def __exit__(self, *exc) -> None:
-        self.net.train(self.was)
+@contextmanager
+def _mode(net: nn.Module, training: bool) -> Iterator[None]:
+    was = net.training
+    net.train(training)
+    try:
+        yield
+    finally:
+        net.train(was)
 
 
 def _sample(model: Classifier, loader: BatchLoader, n: int = 4) -> torch.Tensor:
@@ -271,9 +267,6 @@ def _charge(state: TrainState, seconds: float, key: str) -> None:
         first = state.history[0]
         first["epoch_seconds"] = round(first["epoch_seconds"] + seconds, 3)
         first[key] = round(seconds, 3)
-        first["images_per_second"] = round(state.epoch_seen / max(first["epoch_seconds"], 1e-9), 1)
+        seen = first["images_per_second"] * (first["epoch_seconds"] - seconds)
+        first["images_per_second"] = round(seen / max(first["epoch_seconds"], 1e-9), 1)
     state.train_seconds += seconds
-
-
-def threads_note() -> str:
-    return f"{torch.get_num_threads()} threads, {os.cpu_count()} cores"

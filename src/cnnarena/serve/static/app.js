@@ -24,8 +24,10 @@ async function refreshStats() {
   try {
     const h = await (await fetch("/v1/health")).json();
     const b = h.batching;
-    $("stats").textContent = `${h.images} images served · ${b.batches} batches · ` +
-      `mean batch ${b.mean_batch_size} · largest ${b.max_batch_size_seen}`;
+    const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+    $("stats").textContent = `server: ${count(h.images, "image", "images")} classified in ` +
+      `${count(b.batches, "batch", "batches")} · ` +
+      `mean batch size ${b.mean_batch_size} · largest ${b.max_batch_size_seen}`;
   } catch (e) { /* the stats line is decoration; predictions report their own errors */ }
 }
 
@@ -98,7 +100,7 @@ async function startCamera() {
     showError(`webcam unavailable: ${e.message || e.name}`);
     return;
   }
-  camera = { stream, running: true, frames: 0, since: performance.now() };
+  camera = { stream, running: true, frames: 0, since: performance.now(), statsAt: 0 };
   const video = $("video");
   video.srcObject = stream;
   video.hidden = false;
@@ -134,7 +136,10 @@ async function loop(cam) {
       showError(e.message);
       await new Promise((r) => setTimeout(r, 500)); // a failing server is not hammered
     }
-    if (cam.frames % 20 === 0) refreshStats();
+    if (performance.now() - cam.statsAt > 1000) {
+      cam.statsAt = performance.now();
+      refreshStats();
+    }
   }
 }
 

@@ -1,0 +1,119 @@
+"""The web page in headless Chromium against a real server: upload, bars, errors, and webcam mode."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnarena.config import build_config
+from cnnarena.run import train_run
+from cnnarena.serve.launch import ServerProcess
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        # A synthetic camera that needs no permission prompt: webcam mode runs for real.
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """One trained digits run per test session, shared by the predict, serve and web-page tests.
+
+    train_run returns a finished run as is, so whichever module comes first trains it.
+    """
+    run = tmp_path_factory.getbasetemp() / "shared-digits-run"
+    train_run(build_config(None, {"data": "digits", "epochs": 3, "lr": 5e-3}), run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    with ServerProcess(run, "--log-level", "warning") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1100, "height": 720})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.wait_for_function("document.querySelector('#model').textContent.includes('simple-2conv')")
+        yield page
+        assert not errors, errors  # no JavaScript exception anywhere in the session
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def confident_digit(run, tmp_path_factory) -> tuple[Path, str]:
+    """The test digit the run classified right with the most confidence, as its 8×8 PNG file."""
+    from sklearn.datasets import load_digits
+
+    rows = [r for r in csv.DictReader((run / "predictions.csv").open()) if r["correct"] == "1"]
+    best = max(rows, key=lambda r: float(r["confidence"]))
+    pixels = (load_digits().images[int(best["id"].split("/")[1])] * (255 / 16)).round().astype(np.uint8)
+    path = tmp_path_factory.mktemp("upload") / f"digit-{best['true']}.png"
+    Image.fromarray(pixels).save(path)
+    return path, best["predicted"]
+
+
+def test_upload_shows_label_bars_and_latency(page, confident_digit):
+    path, label = confident_digit
+    page.set_input_files("#file", str(path))
+    page.wait_for_function(f"document.querySelector('#label').textContent === {label!r}")
+    bars = page.locator("#bars li")
+    assert bars.count() == 5
+    assert bars.nth(0).locator(".name").inner_text() == label
+    page.wait_for_timeout(300)  # the bars' width transition
+    # Rendered widths, in pixels: the bars must really be drawn, longest first.
+    widths = [bars.nth(i).locator(".fill").evaluate("e => e.getBoundingClientRect().width") for i in range(5)]
+    track = bars.nth(0).locator(".track").evaluate("e => e.getBoundingClientRect().width")
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[4] and widths[0] > 0.2 * track
+    assert "ms" in page.inner_text("#latency") and page.locator("#preview").is_visible()
+    assert page.locator("#error").is_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "web_page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert shot.stat().st_size > 20_000 and img.shape[0] >= 600 and img.shape[1] >= 1000
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # a rendered page, not a blank canvas
+
+
+def test_bad_file_shows_the_servers_error(page, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is not an image")
+    page.set_input_files("#file", str(fake))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "not an image" in page.inner_text("#error")
+
+
+def test_webcam_mode_classifies_frame_after_frame(page, server):
+    import httpx
+
+    before = httpx.get(server.url + "/v1/health").json()["images"]
+    page.click("#camera")
+    page.wait_for_selector("#video:not([hidden])")
+    start = int(page.evaluate("Number(document.body.dataset.predictions || 0)"))
+    page.wait_for_function(f"Number(document.body.dataset.predictions || 0) >= {start + 5}", timeout=30_000)
+    assert "frames/s" in page.inner_text("#camera-status") and page.inner_text("#label") in [str(i) for i in range(10)]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_page_webcam.png"), full_page=True)
+    page.click("#camera")  # stop: frames stop arriving at the server
+    page.wait_for_selector("#video", state="hidden")
+    after = httpx.get(server.url + "/v1/health").json()["images"]
+    assert after - before >= 5
+    page.wait_for_timeout(300)
+    assert httpx.get(server.url + "/v1/health").json()["images"] <= after + 1
