@@ -104,7 +104,8 @@ def test_rerunning_a_study_skips_finished_runs(tiny_study):
     stamp = (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns
     result = subprocess.run([sys.executable, "-m", "cnnarena.cli", "study", "digits", "--models",
                              "simple-2conv,simple-3conv-5x5", "--seeds", "2", "--fractions", "0.5,1", "--lrs",
-                             "1e-3,1e-2", "--lr-epochs", "1", "--epochs", "2", "--measure-seconds", "0.2", "--out", str(out)],
+                             "1e-3,1e-2", "--lr-epochs", "1", "--epochs", "2", "--measure-seconds", "0.2",
+                             "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "fraction 1 seed 0: done" in result.stderr

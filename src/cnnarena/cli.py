@@ -241,7 +241,7 @@ def _csv_floats(value: str | None, name: str) -> list[float] | None:
         raise UserError(f"{name} expects comma-separated numbers, got {value!r}") from None
 
 
-@app.command(epilog="Examples:\n\n  cnnarena study        # the default study (Fashion-MNIST if present, else digits)\n\n"
+@app.command(epilog="Examples:\n\n  cnnarena study   # the default study (Fashion-MNIST if present, else digits)\n\n"
              "  cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0"
              " --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --fractions 0.1,0.25,0.5,1")
 def study(
