@@ -146,7 +146,8 @@ BAD_CASES = {
                       "truncated"),
     "truncated jpeg": (dict(files={"file": ("t.jpg", encode(Image.effect_noise((64, 64), 40), "JPEG")[:400])}),
                        422, "truncated"),
-    "decompression bomb": (dict(files={"file": ("bomb.png", png_bomb())}), 413, "pixels"),
+    "over the pixel limit": (dict(files={"file": ("big.png", png_bomb(10_000))}), 413, "the limit is 40,000,000"),
+    "decompression bomb": (dict(files={"file": ("bomb.png", png_bomb(40_000))}), 413, "pixels"),
     "body too large": (dict(files={"file": ("big.png", GOOD_PNG + b"\0" * (11 << 20))}), 413, "too large"),
     "chunked too large": (dict(content=iter([b"--zz\r\nContent-Disposition: form-data; name=\"file\"; "
                                              b"filename=\"a.png\"\r\n\r\n"] + [b"\0" * (1 << 20)] * 12),
