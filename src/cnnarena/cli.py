@@ -53,6 +53,7 @@ def train(
     seed: int | None = typer.Option(None, help="training seed [0]"),
     deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic"),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on CUDA only)"),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | mps [auto]"),
     max_minutes: float | None = typer.Option(None, help="time budget: stop after the epoch that crosses it"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",

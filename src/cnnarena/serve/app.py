@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..evaluate.predict import top_k as rank_classes
 from .backend import Backend, load_backend
 from .batcher import Busy, InferenceFailed, MicroBatcher
 from .decode import MAX_PIXELS, BadImage, decode_upload
@@ -108,8 +109,8 @@ class Server:
         self.batcher = MicroBatcher(backend.infer, max_batch=max_batch, max_wait_ms=max_wait_ms)
         self.max_pixels, self.max_files, self.top_k = max_pixels, max_files, top_k
         self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
-        # Decoding is CPU work outside the GIL-free model: bounded so a burst of large uploads cannot
-        # allocate without limit.
+        # Decoding gets its own bounded pool: a burst of large uploads never decodes (and allocates)
+        # more images at once than there are threads, and never delays the inference thread.
         self.decoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="cnnarena-decode")
         self.started = time.time()
         self.requests = self.images = self.rejected = 0
@@ -178,8 +179,8 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
         server.images += len(images)
         out = []
         for (name, _), r in zip(uploads, results, strict=True):
-            order = r.probs.argsort()[::-1][:k]
-            top = [{"label": meta.classes[j], "probability": round(float(r.probs[j]), 6)} for j in order]
+            ranked = rank_classes(r.probs[None], meta.classes, k)[0]
+            top = [{"label": label, "probability": round(p, 6)} for label, p in ranked]
             out.append({"filename": name, "label": top[0]["label"], "probability": top[0]["probability"],
                         "predictions": top, "latency_ms": round(done_ms, 2), "batch_size": r.batch_size,
                         "inference_ms": round(r.inference_ms, 2)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,8 +42,10 @@ def decode_upload(data: bytes, meta: ModelMeta, max_pixels: int = MAX_PIXELS) ->
     if not data:
         raise BadImage(400, "empty file")
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as img:  # reads the header only
-            width, height = img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
+            with Image.open(io.BytesIO(data), formats=FORMATS) as img:  # reads the header only
+                width, height = img.size
     except UnidentifiedImageError:
         raise BadImage(415, f"not an image (or not a supported format: {SUPPORTED})") from None
     except Image.DecompressionBombError:

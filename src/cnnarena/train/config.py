@@ -35,6 +35,7 @@ class TrainConfig:
     deterministic: bool = False
     amp: bool | None = None  # bf16 autocast; None = on for CUDA only
     channels_last: bool = True
+    compile: bool = False  # torch.compile the model for training (pays off on GPUs; measure on CPUs)
     device: str = "auto"
     max_minutes: float | None = None  # time budget: stop after the epoch that crosses it
     eval_batch_size: int = 1024

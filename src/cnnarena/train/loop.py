@@ -71,6 +71,7 @@ class TrainState:
     running_loss: float = 0.0
     running_acc: float = 0.0
     messages: list[str] = field(default_factory=list)
+    step_model: torch.nn.Module | None = None  # what the training step calls (the model, or its compiled form)
 
     @property
     def phase_label(self) -> str:
@@ -134,6 +135,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
         state.best_weights = resume_best
         train.generator.manual_seed(cfg.seed + 1000 * state.epoch)
     autocast = autocast_for(device, cfg.amp)
+    # The compiled module shares parameters with `model`, so checkpoints and best weights stay as they are.
+    state.step_model = torch.compile(model) if cfg.compile else model
     for cb in callbacks:
         cb.on_train_begin(state)
     while state.epoch < cfg.epochs and state.stop_reason is None:
@@ -167,7 +170,7 @@ def _train_one_epoch(state: TrainState, train: BatchLoader, callbacks, autocast)
     for b, (x, y) in enumerate(train, start=1):
         lr = state.lr_ctl.set_step(state.step)
         with autocast():
-            logits = model(x)
+            logits = state.step_model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
