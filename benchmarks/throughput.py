@@ -263,13 +263,18 @@ def export_onnx_file(model: Classifier, path: Path) -> dict[str, Any]:
 
 
 class OnnxInfer:
-    """One call = session.run on a float [0,1] batch; ONNX Runtime CPUExecutionProvider, default options."""
+    """One call = session.run on a float [0,1] batch; ONNX Runtime CPUExecutionProvider, default options
+    (threads: ORT's default, one per physical core, unless --threads)."""
 
-    def __init__(self, onnx_path: Path, batch_images: torch.Tensor, name: str = "cnnarena ONNX Runtime") -> None:
+    def __init__(self, onnx_path: Path, batch_images: torch.Tensor, name: str = "cnnarena ONNX Runtime",
+                 threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.name, self.batch = name, batch_images.shape[0]
-        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.x = np.ascontiguousarray(batch_images.float().div(255.0).numpy())
 
     def run(self, steps: int) -> tuple[int, float]:

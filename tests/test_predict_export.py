@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -272,7 +271,6 @@ def test_export_efficientnet_lite0_with_resize_inside(tmp_path):
     _assert_ort_matches_torch(result.onnx_path, load_run_model(tmp_path / "run"))
 
 
-@pytest.mark.skipif(not os.environ.get("CNNARENA_TEST_DYNAMO"), reason="set CNNARENA_TEST_DYNAMO=1 (needs onnxscript)")
 def test_export_with_dynamo_exporter(digits_run, tmp_path):
     result = export_onnx(digits_run, tmp_path / "dynamo.onnx", exporter="dynamo")
     _assert_ort_matches_torch(result.onnx_path, load_run_model(digits_run))

@@ -66,6 +66,10 @@ def train(
     unfreeze: str | None = typer.Option(None, help="then unfreeze the last K stages, or 'all'"),
     finetune_lr_scale: float | None = typer.Option(None, help="phase-2 LR = lr × this [0.1]"),
     layer_decay: float | None = typer.Option(None, help="phase 2: layer-wise LR decay per stage"),
+    finetune_bn: str | None = typer.Option(None, help="phase 2 BatchNorm: frozen (keeps ImageNet statistics, "
+                                            "Keras' advice) | train [frozen]"),
+    feature_cache: bool | None = typer.Option(None, "--feature-cache/--no-feature-cache",
+                                              help="no augmentation: compute the frozen part's output once [on]"),
     data_dir: Path | None = typer.Option(None, help="where datasets live (else $CNNARENA_DATA, system, cache)"),
     image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
     grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="force channel mode for folders"),
@@ -321,6 +325,23 @@ def lr_find_command(
     plot_lr_find(result, out)
     print(f"suggested learning rate: {result.suggestion:.2e} (steepest descent); loss was lowest at "
           f"{result.min_loss_lr:.2e}\nplot: {out}")
+
+
+@app.command(epilog="Examples: cnnarena models | cnnarena models resnet | cnnarena models 'efficientnet*' --all")
+def models(
+    pattern: str | None = typer.Argument(None, help="search timm's model names (shell-style; a word matches "
+                                         "anywhere)"),
+    all_models: bool = typer.Option(False, "--all", help="every timm model (with PATTERN: those that match)"),
+) -> None:
+    """Pretrained backbones: alias, timm name, parameters, default input size, offline ImageNet weights."""
+    from .models.pretrained import format_model_table, search_models
+
+    rows = search_models(pattern, everything=all_models)
+    if not rows:
+        raise UserError(f"no timm model matches {pattern!r}: try a shorter pattern, or `cnnarena models --all`")
+    print(format_model_table(rows))
+    if any(row["params"] is None for row in rows):
+        print(f"({len(rows)} models: parameters are counted for at most 60 rows; narrow the pattern to see them)")
 
 
 def main() -> None:

@@ -95,11 +95,12 @@ def _on_white(img: Image.Image, mode: str) -> Image.Image:
     return background
 
 
-def _reason(path: str, error: Exception) -> str:
-    if not os.path.exists(path):
-        return "missing"
-    if os.path.getsize(path) == 0:
-        return "empty file"
+def _reason(path, error: Exception) -> str:
+    if isinstance(path, str | os.PathLike):  # file-like objects (uploads) have no path to look at
+        if not os.path.exists(path):
+            return "missing"
+        if os.path.getsize(path) == 0:
+            return "empty file"
     if isinstance(error, UnidentifiedImageError):
         return "not an image"
     if isinstance(error, Image.DecompressionBombError):

@@ -124,9 +124,6 @@ def predict_files(model: Classifier, paths: Iterable[Path], *, top: int = 5, bat
         for path in chunk:
             row = Prediction(str(path))
             results.append(row)
-            if path.is_dir():
-                row.error = "is a directory"
-                continue
             try:
                 decoded.append(decode_for(meta, str(path)))
                 readable.append(row)

@@ -638,26 +638,32 @@ def _varies(module: nn.Module) -> bool:
 
 # --- feature cache --------------------------------------------------------------------------------------------
 
-def compute_features(model: Classifier, images_uint8: torch.Tensor, batch_size: int = 256,
-                     device: str | torch.device = "cpu", units: Sequence[Unit] | None = None) -> torch.Tensor:
+def compute_features(model: Classifier, images_uint8: torch.Tensor, batch_size: int = 128,
+                     device: str | torch.device = "cpu", units: Sequence[Unit] | None = None,
+                     channels_last: bool = False) -> torch.Tensor:
     """Backbone features (N×feature_dim, float32, on the CPU) of uint8 N×C×H×W images, in eval mode.
 
     For phase 1 of transfer learning: with a frozen backbone its output never changes, so the head
     can be trained on these cached features. With `units` (a trunk of `backbone_chain`), the output of
     those units instead: the activations entering the first trainable stage of phase 2.
-    The model is moved to `device` and left there.
+    The model is moved to `device` (in channels_last memory format when asked) and left there.
+    Batches of about the training batch size run faster on a CPU than big ones (cache locality), and
+    channels_last is 2-4x faster than contiguous for EfficientNet-Lite0 (measured at 32-96 px).
     """
     if images_uint8.dtype != torch.uint8:
         raise ValueError(f"compute_features expects uint8 images, got {images_uint8.dtype}")
     net = _pretrained_net(model)
     body = net.backbone if units is None else (lambda x: run_chain(units, x))
     was_training = model.training
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.eval().to(device)
+    if channels_last:
+        model.to(memory_format=fmt)
     chunks = []
     with torch.inference_mode():
         for batch in _batches(images_uint8, batch_size):
-            x = batch.to(device, non_blocking=True).float().div_(255)
-            chunks.append(body(model.adapter(x)).float().cpu().contiguous())
+            x = model.adapter(batch.to(device, non_blocking=True).float().div_(255))
+            chunks.append(body(x.contiguous(memory_format=fmt)).float().cpu().contiguous())
     model.train(was_training)
     if not chunks:
         return torch.zeros(0, model.meta.extra.get("feature_dim", feature_dim(net.backbone)))

@@ -123,8 +123,10 @@ def train_head(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Ba
             state.log("[frozen] features not cached: the backbone's output differs between training and eval mode")
         return state
     t0 = time.perf_counter()
-    train_feats = compute_features(model, train_loader.images, cfg.eval_batch_size, train_loader.device)
-    val_feats = compute_features(model, val_loader.images, cfg.eval_batch_size, val_loader.device)
+    train_feats = compute_features(model, train_loader.images, cfg.batch_size, train_loader.device,
+                                   channels_last=cfg.channels_last)
+    val_feats = compute_features(model, val_loader.images, cfg.batch_size, val_loader.device,
+                                 channels_last=cfg.channels_last)
     seconds = time.perf_counter() - t0
     if progress:
         print(f"[frozen] backbone features computed once in {seconds:.1f}s", file=sys.stderr)
@@ -153,8 +155,10 @@ def train_unfrozen(model: Classifier, cfg, train_loader: BatchLoader, val_loader
         return state
     trunk, tail = split
     t0 = time.perf_counter()
-    train_acts = compute_features(model, train_loader.images, cfg.eval_batch_size, train_loader.device, trunk)
-    val_acts = compute_features(model, val_loader.images, cfg.eval_batch_size, val_loader.device, trunk)
+    train_acts = compute_features(model, train_loader.images, cfg.batch_size, train_loader.device, trunk,
+                                  cfg.channels_last)
+    val_acts = compute_features(model, val_loader.images, cfg.batch_size, val_loader.device, trunk,
+                                cfg.channels_last)
     seconds = time.perf_counter() - t0
     message = (f"[fine-tune] frozen trunk ({len(trunk)} modules, up to {trunk[-1][0]}) computed once in "
                f"{seconds:.1f}s ({(train_acts.nbytes + val_acts.nbytes) / 2**20:.0f} MiB); training "
