@@ -95,8 +95,11 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = T
     source = load_data(cfg)
     split = resolve_split(cfg, source, run_dir)
     write_manifest(split, run_dir / "split.json", source_name=source.name, seed=cfg.split_seed)
-    cfg.save(run_dir / "config.yaml")
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
+    cfg.train, note = cfg.train.fit_to_data(len(train_set))
+    if note and progress:
+        print(note, file=sys.stderr)
+    cfg.save(run_dir / "config.yaml")
     data_seconds = time.perf_counter() - t_start
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)

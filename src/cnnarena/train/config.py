@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..data.augment import AugmentConfig
 from ..errors import UserError
@@ -39,6 +39,19 @@ class TrainConfig:
     device: str = "auto"
     max_minutes: float | None = None  # time budget: stop after the epoch that crosses it
     eval_batch_size: int = 1024
+
+    def fit_to_data(self, num_train: int, min_steps: int = 16) -> tuple[TrainConfig, str | None]:
+        """A batch of 256 on 1,000 images is 4 steps an epoch: too few for a schedule or BatchNorm to settle.
+        Shrink the batch (to a power of two) so an epoch has at least `min_steps` steps, scaling the LR
+        linearly with it (Goyal et al., 2017)."""
+        cap = max(8, num_train // min_steps)
+        if self.batch_size <= cap:
+            return self, None
+        batch = 1 << (cap.bit_length() - 1)
+        lr = self.lr * batch / self.batch_size
+        note = (f"batch size {self.batch_size} -> {batch} and lr {self.lr:g} -> {lr:g}: only {num_train:,} "
+                f"training images (at least {min_steps} steps per epoch)")
+        return replace(self, batch_size=batch, lr=lr), note
 
     def validate(self) -> TrainConfig:
         checks = [
