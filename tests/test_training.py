@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from cnnarena.config import build_config
@@ -56,7 +57,8 @@ def test_reduce_on_plateau_lowers_lr(tmp_path):
     cfg = digits_cfg(epochs=12, fraction=0.1, lr=1e-2, reduce_on_plateau=1, batch_size=16)
     train_run(cfg, tmp_path / "run", progress=False)
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
-    assert min(lrs) < 1e-2 and lrs[0] == pytest.approx(1e-2)
+    start = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["lr"]  # as resolved
+    assert lrs[0] == pytest.approx(start) and min(lrs) <= start / 2
 
 
 @pytest.mark.parametrize("schedule, check", [
@@ -79,20 +81,28 @@ def test_warmup_ramps_up():
 
 def test_killed_run_resumes_from_last_epoch(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cnnarena.cli", "train", "digits", "--epochs", "25", "--batch-size", "8",
+    cmd = [sys.executable, "-m", "cnnarena.cli", "train", "digits", "--epochs", "12", "--batch-size", "16",
            "--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     history = run / "history.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
-        time.sleep(0.05)
+    while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 2):
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: like a power cut
     proc.wait()
     done_before = len(history.read_text().splitlines())
-    assert 3 <= done_before < 25 and not (run / "metrics.json").exists()
+    assert 2 <= done_before < 12 and not (run / "metrics.json").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
-    assert epochs == list(range(1, 26))
+    assert epochs == list(range(1, 13))
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_small_training_sets_get_a_smaller_batch_and_scaled_lr():
+    cfg = TrainConfig(batch_size=256, lr=0.2)
+    adapted, note = cfg.fit_to_data(1077)
+    assert (adapted.batch_size, adapted.lr) == (64, pytest.approx(0.05)) and "1,077" in note
+    same, note = cfg.fit_to_data(60_000)
+    assert same is cfg and note is None
