@@ -80,6 +80,10 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, load average {load}"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def not_measured(reason: str) -> dict[str, str]:
     return {"not_measured": reason}
 
@@ -111,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": machine(),
             "software": f"Python {platform.python_version()}, torch {torch.__version__} "
-                        f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}",
-            "method": f"throughput = median of {args.rounds} interleaved rounds, ~{args.seconds:g} s per row after "
-                      "warm-up; inference: one call = one batch of float [0,1] images",
+                        f"({plural(torch.get_num_threads(), 'thread')}), onnxruntime {onnxruntime.__version__}",
+            "method": f"throughput = median of {plural(args.rounds, 'interleaved round')}, ~{args.seconds:g} s per "
+                      "row after warm-up; inference: a call on float [0,1] images, one batch unless said",
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "data": f"Fashion-MNIST: {len(pool)} train, {len(test)} test images, {tuple(pool.images.shape[1:])}",
         },
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 info = peer.info
                 results["params"]["Keras"] = info["trainable_params"]
                 results["meta"]["software"] += (f", TensorFlow {info['tensorflow']} + Keras {info['keras']} "
-                                                f"({info['intra_op_threads'] or 'default'} intra-op threads)")
+                                                f"({info['intra_op_threads'] or 'default'} intra-op threads)"
+                                                .replace("(1 intra-op threads)", "(1 intra-op thread)"))
                 results["meta"]["keras"] = info
                 log(f"Keras peer: TensorFlow {info['tensorflow']}, Keras {info['keras']}")
             except keras_peer.PeerUnavailable as e:
@@ -171,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                         onnx_error = f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 for batch in INFER_BATCHES:
                     if model is None:
-                        results["inference"][str(batch)] = {k: not_measured(skipped) for k in table.INFER_IMPLS}
+                        results["inference"][str(batch)] = {k: not_measured(skipped) for k in table.INFER_IMPLS
+                                                            if k != table.K_BULK or batch > 1}
                         continue
                     log(f"inference throughput, simple-2conv, batch {batch}")
                     x = test.images[:batch]
@@ -181,13 +187,16 @@ def main(argv: list[str] | None = None) -> int:
                     if peer is not None:
                         runners += [keras_peer.KerasInfer(peer, batch, "predict", table.K_PREDICT),
                                     keras_peer.KerasInfer(peer, batch, "call", table.K_CALL)]
+                        if batch > 1:
+                            runners.append(keras_peer.KerasInfer(peer, batch, "predict", table.K_BULK,
+                                                                 batches_per_call=table.BULK_BATCHES))
                     measured = throughput.side_by_side(runners, seconds=args.seconds, rounds=args.rounds, log=log)
                     row = {m.name: m.to_json() for m in measured}
                     if onnx_error is not None:
                         row[table.ORT] = not_measured(onnx_error)
-                    row.setdefault(table.K_PREDICT, keras_why)
-                    row.setdefault(table.K_CALL, keras_why)
-                    results["inference"][str(batch)] = {k: row[k] for k in table.INFER_IMPLS}
+                    for key in (table.K_PREDICT, table.K_CALL) + ((table.K_BULK,) if batch > 1 else ()):
+                        row.setdefault(key, keras_why)
+                    results["inference"][str(batch)] = {k: row[k] for k in table.INFER_IMPLS if k in row}
 
             if "accuracy" not in args.parts:
                 results["accuracy"] = {"report": not_measured(skipped), "fast": not_measured(skipped)}

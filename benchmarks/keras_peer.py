@@ -54,7 +54,8 @@ def ensure_env(venv: Path = DEFAULT_VENV, packages: tuple[str, ...] = DEFAULT_PA
     if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
         return python
     log(f"setting up the Keras peer in {venv} (pip install {wanted}); once, a few minutes")
-    pip_log = venv.parent / f"{venv.name}.pip.log"
+    venv.mkdir(parents=True, exist_ok=True)
+    pip_log = venv / "setup.log"
 
     def step(cmd: list[str], what: str) -> None:
         try:
@@ -77,8 +78,7 @@ def ensure_env(venv: Path = DEFAULT_VENV, packages: tuple[str, ...] = DEFAULT_PA
 class KerasPeer:
     """Client side: a worker process in the Keras venv, spoken to in JSON lines."""
 
-    def __init__(self, python: Path, npz: Path, *, threads: int | None = None, log=lambda m: None,
-                 startup_timeout: float = 300) -> None:
+    def __init__(self, python: Path, npz: Path, *, threads: int | None = None, log=lambda m: None) -> None:
         self.log = log
         self.stderr_path = Path(npz).with_name("keras-peer.stderr.log")
         self._stderr = open(self.stderr_path, "w")
@@ -145,11 +145,12 @@ class KerasTrain:
 class KerasInfer:
     """Runner: `steps` inference calls on one batch, via model.predict or a direct model(x) call."""
 
-    def __init__(self, peer: KerasPeer, batch: int, mode: str, name: str) -> None:
+    def __init__(self, peer: KerasPeer, batch: int, mode: str, name: str, batches_per_call: int = 1) -> None:
         self.peer, self.batch, self.mode, self.name = peer, batch, mode, name
+        self.batches_per_call = batches_per_call
 
     def run(self, steps: int) -> tuple[int, float]:
-        r = self.peer.call("infer", batch=self.batch, mode=self.mode, steps=steps)
+        r = self.peer.call("infer", batch=self.batch, mode=self.mode, steps=steps, batches=self.batches_per_call)
         return r["images"], r["seconds"]
 
 
@@ -248,26 +249,27 @@ class _Worker:
                   callbacks=[Clock()])
         return {"images": steps * batch, "seconds": marks[-1] - marks[0]}
 
-    def cmd_infer(self, batch: int, mode: str, steps: int) -> dict[str, Any]:
-        """One call on one batch of test images: model.predict(x, batch_size=batch) (numpy in, numpy out,
-        Keras's compiled predict function) or model(x, training=False) on a tf tensor (eager)."""
+    def cmd_infer(self, batch: int, mode: str, steps: int, batches: int = 1) -> dict[str, Any]:
+        """One call on `batches` batches of test images: model.predict(x, batch_size=batch) (numpy in,
+        numpy out, Keras's compiled predict function, its per-call setup included) or, for one batch,
+        model(x, training=False) on a tf tensor (eager)."""
         tf = self.tf
         if self.infer_model is None:
             self.infer_model = self.build()
         model = self.infer_model
-        x = (self.raw["x_test"][:batch].astype("float32") / 255.0)[..., None]
+        x = (self.raw["x_test"][:batch * batches].astype("float32") / 255.0)[..., None]
         if mode == "predict":
             t0 = time.perf_counter()
             for _ in range(steps):
                 model.predict(x, batch_size=batch, verbose=0)
-        elif mode == "call":
+        elif mode == "call" and batches == 1:
             xt = tf.constant(x)
             t0 = time.perf_counter()
             for _ in range(steps):
                 model(xt, training=False).numpy()
         else:
             raise ValueError(f"unknown inference mode {mode!r}")
-        return {"images": steps * batch, "seconds": time.perf_counter() - t0}
+        return {"images": steps * len(x), "seconds": time.perf_counter() - t0}
 
     def cmd_report(self, epochs: int, batch: int = 32) -> dict[str, Any]:
         """The report pipeline: load the arrays, /255, build, compile, fit `epochs` epochs on all 60k train

@@ -14,12 +14,15 @@ TRAIN_IMPLS = {
     PLAIN: "plain PyTorch (DataLoader, float NCHW, Adam)",
     KERAS: "Keras 3 on TensorFlow (fit, Adam)",
 }
-EAGER, ORT, K_PREDICT, K_CALL = "cnnarena PyTorch eager", "cnnarena ONNX Runtime", "Keras predict()", "Keras call"
+EAGER, ORT = "cnnarena PyTorch eager", "cnnarena ONNX Runtime"
+K_PREDICT, K_BULK, K_CALL = "Keras predict()", "Keras predict() bulk", "Keras call"
+BULK_BATCHES = 10  # Keras predict() bulk: one call predicts this many batches, so its per-call setup is shared
 INFER_IMPLS = {
     EAGER: "cnnarena, PyTorch eager",
     ORT: "cnnarena, ONNX Runtime (CPU EP)",
-    K_PREDICT: "Keras model.predict(x)",
-    K_CALL: "Keras model(x, training=False)",
+    K_PREDICT: "Keras model.predict(batch)",
+    K_BULK: f"Keras model.predict({BULK_BATCHES} batches, batch_size=b)",
+    K_CALL: "Keras model(batch, training=False), eager",
 }
 MET, MISSED, NOT_MEASURED = "MET", "MISSED", "NOT MEASURED"
 REPORT_EPOCHS = 10  # the reports' pipeline; fewer (--keras-epochs) makes the accuracy comparison indicative
@@ -96,7 +99,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         if point is not None:
             figure = f"{report['wall_seconds'] / max(point['seconds'], 1e-9):.1f}x sooner: " + figure
         if report.get("epochs") != REPORT_EPOCHS:
-            figure += f" [report pipeline shortened to {report.get('epochs')} epochs: indicative only]"
+            n = report.get("epochs")
+            figure += f" [report pipeline shortened to {n} epoch{'' if n == 1 else 's'}: indicative only]"
         add(label, status, figure)
     for accuracy, budget in ((0.925, 180), (0.935, 600)):
         label = f"fast >= {accuracy:.1%} test accuracy within {budget // 60} min (data loading included)"
@@ -126,8 +130,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     acc = results.get("accuracy", {})
     report, fast = acc.get("report"), acc.get("fast")
     if report is not None:
-        epochs = report.get("epochs", "?")
-        name = f"report pipeline: Keras simple-2conv, Adam 1e-3, b=32, {epochs} epochs"
+        epochs = report.get("epochs")
+        name = "report pipeline: Keras simple-2conv, Adam 1e-3, b=32" + (
+            f", {epochs} epoch{'' if epochs == 1 else 's'}" if epochs else "")
         if "not_measured" in report:
             out.append(("accuracy", name, f"not measured: {report['not_measured']}", ""))
         else:
@@ -136,7 +141,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         f"fit {report['fit_seconds']:.0f} s, test evaluate {report['eval_seconds']:.1f} s; "
                         f"per epoch: {curve}"))
     if fast is not None:
-        name = "cnnarena fast (its recipe), val_frac " + str(fast.get("val_frac", "?"))
+        name = "cnnarena fast (its recipe)" + (f", val_frac {fast['val_frac']}" if "val_frac" in fast else "")
         if "not_measured" in fast:
             out.append(("accuracy", name, f"not measured: {fast['not_measured']}", ""))
         else:
@@ -161,6 +166,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for batch, impls in results.get("inference", {}).items():
         e = _ips(impls.get(EAGER))
         for key, label in INFER_IMPLS.items():
+            if key not in impls:  # e.g. bulk predict at batch 1: not a measurement of this batch size
+                continue
             entry = impls.get(key)
             out.append(("inference", f"b={batch:<4} {label}", *_throughput_cells(entry, None, e if key != EAGER
                                                                                   else None)))
@@ -178,7 +185,8 @@ def _throughput_cells(entry: dict[str, Any] | None, cnnarena: float | None,
         return f"not measured: {entry['not_measured']}", ""
     ips = entry["images_per_second"]
     rounds = entry.get("rounds", [])
-    detail = f"median of {len(rounds)} rounds x {entry.get('steps_per_round', '?')} steps"
+    detail = (f"median of {len(rounds)} round{'s' if len(rounds) != 1 else ''} x "
+              f"{entry.get('steps_per_round', '?')} steps")
     if len(rounds) > 1:
         detail += f" ({min(rounds):,.0f}-{max(rounds):,.0f})"
     if cnnarena:

@@ -15,8 +15,6 @@ Runtime inference. The Keras runners live in keras_peer.py and run in their own 
 from __future__ import annotations
 
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,7 +76,7 @@ def warm_up(runner: Runner, probe_seconds: float) -> float:
 
     The first probes absorb one-time costs (tracing, kernel selection, allocator growth).
     """
-    steps, probes = 2, 0
+    steps, probes = 1, 0
     while True:
         images, seconds = runner.run(steps)
         probes += 1
@@ -290,11 +288,3 @@ def param_counts(images: torch.Tensor, classes: list[str]) -> dict[str, int]:
                          data_size=tuple(images.shape[2:]), classes=classes)
     plain = plain_simple_2conv(images.shape[1], len(classes), images.shape[2])
     return {"cnnarena": count_parameters(model)[1], "plain PyTorch": count_parameters(plain)[1]}
-
-
-def temp_onnx_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="cnnarena-bench-onnx-")
-
-
-def stderr_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
