@@ -40,17 +40,6 @@ def digits_image(index: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    """One trained digits run per test session, shared by the predict, serve and web-page tests.
-
-    train_run returns a finished run as is, so whichever module comes first trains it.
-    """
-    run = tmp_path_factory.getbasetemp() / "shared-digits-run"
-    train_run(build_config(None, {"data": "digits", "epochs": 3, "lr": 5e-3}), run, progress=False)
-    return run
-
-
-@pytest.fixture(scope="module")
 def rgb_data(tmp_path_factory) -> Path:
     """A class-folder dataset in every mode training accepts: RGB, RGBA, palette, gray, 16-bit, EXIF-rotated."""
     root = tmp_path_factory.mktemp("rgb") / "data"

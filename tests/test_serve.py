@@ -17,9 +17,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from cnnarena.config import build_config
 from cnnarena.evaluate.predict import decode_for, load_run_model
-from cnnarena.run import train_run
 from cnnarena.serve.app import create_app
 from cnnarena.serve.launch import ServerProcess
 
@@ -40,14 +38,8 @@ def png_bomb(side: int = 20_000) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """One trained digits run per test session, shared by the predict, serve and web-page tests.
-
-    train_run returns a finished run as is, so whichever module comes first trains it.
-    """
-    run = tmp_path_factory.getbasetemp() / "shared-digits-run"
-    train_run(build_config(None, {"data": "digits", "epochs": 3, "lr": 5e-3}), run, progress=False)
-    return run
+def run(digits_run) -> Path:
+    return digits_run
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnarena.config import build_config
-from cnnarena.run import train_run
 from cnnarena.serve.launch import ServerProcess
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -24,14 +22,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """One trained digits run per test session, shared by the predict, serve and web-page tests.
-
-    train_run returns a finished run as is, so whichever module comes first trains it.
-    """
-    run = tmp_path_factory.getbasetemp() / "shared-digits-run"
-    train_run(build_config(None, {"data": "digits", "epochs": 3, "lr": 5e-3}), run, progress=False)
-    return run
+def run(digits_run) -> Path:
+    return digits_run
 
 
 @pytest.fixture(scope="module")
