@@ -39,13 +39,19 @@ from cnnarena.run import build_model, load_data, train_run
 from cnnarena.train.finetune import parse_unfreeze, train_head, train_unfrozen
 from cnnarena.train.loop import resolve_device, seed_everything
 
-# The recipe: measured on digits and on Fashion-MNIST subsets (see the engineer's notes in the report).
+# The recipe, from measurements on digits and on Fashion-MNIST subsets (2,700 and 5,400 training images):
+# - BatchNorm frozen in phase 2 (val accuracy on digits no longer falls from 0.76 to 0.39 at the switch);
+# - phase-2 Adam LR 9e-5 (3e-3 x 0.03): at 3e-4 the first fine-tuning epoch lost ground (train accuracy
+#   0.88 -> 0.77) because every unfrozen weight moves by ~lr on Adam's first steps and frozen BatchNorm
+#   does not re-normalise; a 1-epoch warm-up did not do better than the lower LR;
+# - the last 3 of 5 stages unfrozen (blocks.2 on): the frozen trunk's output is cached;
+# - 64 px: the 28 px images gain little detail beyond it, and 96 px costs 2.25x.
 RECIPE = dict(
     data="fashion-mnist", model="efficientnet_lite0", input_size=64,
     val_frac=0.1,  # 54,000 train / 6,000 val; test = the official 10,000
     batch_size=128, lr=3e-3, optimizer="adam", schedule="cosine",
-    freeze_epochs=3,  # head on cached features: a few seconds per epoch after one backbone pass
-    unfreeze="3", finetune_lr_scale=0.3, epochs=3,  # last 3 of 5 stages, trunk output cached
+    freeze_epochs=3,  # head on cached features: well under a second per epoch after one backbone pass
+    unfreeze="3", finetune_lr_scale=0.03, epochs=4,
     finetune_bn="frozen", feature_cache=True, monitor="val_accuracy",
 )
 
@@ -57,7 +63,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     values = dict(RECIPE, input_size=args.input_size, fraction=args.fraction, seed=args.seed)
     for key in ("freeze_epochs", "epochs", "unfreeze", "lr", "finetune_lr_scale", "batch_size", "finetune_bn",
-                "val_frac"):
+                "val_frac", "finetune_warmup"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.minutes is not None:
@@ -106,9 +112,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     for name, kind in (("freeze-epochs", int), ("epochs", int), ("unfreeze", str), ("lr", float),
-                       ("finetune-lr-scale", float), ("batch-size", int), ("finetune-bn", str), ("val-frac", float)):
+                       ("finetune-lr-scale", float), ("batch-size", int), ("finetune-bn", str), ("val-frac", float),
+                       ("finetune-warmup", float)):
         p.add_argument(f"--{name}", type=kind, default=None, help=f"override the recipe's {name}")
-    p.add_argument("--phase1-images", type=int, default=None, help="cap the images of the phase-1 speed-up test")
+    p.add_argument("--phase1-images", type=int, default=10000, help="cap the images of the phase-1 speed-up test")
     p.add_argument("--phase2-images", type=int, default=4000, help="cap the images of the phase-2 speed-up test")
     p.add_argument("--no-speedup", action="store_true", help="skip the phase-1 feature-cache measurement")
     p.add_argument("--no-phase2-speedup", action="store_true", help="skip the phase-2 trunk-cache measurement")

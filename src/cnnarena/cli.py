@@ -68,6 +68,7 @@ def train(
     layer_decay: float | None = typer.Option(None, help="phase 2: layer-wise LR decay per stage"),
     finetune_bn: str | None = typer.Option(None, help="phase 2 BatchNorm: frozen (keeps ImageNet statistics, "
                                             "Keras' advice) | train [frozen]"),
+    finetune_warmup: float | None = typer.Option(None, help="phase 2: linear LR warm-up epochs [as --warmup-epochs]"),
     feature_cache: bool | None = typer.Option(None, "--feature-cache/--no-feature-cache",
                                               help="no augmentation: compute the frozen part's output once [on]"),
     data_dir: Path | None = typer.Option(None, help="where datasets live (else $CNNARENA_DATA, system, cache)"),

@@ -42,6 +42,7 @@ class RunConfig:
     layer_decay: float | None = None  # phase 2: each earlier stage gets lr × decay^depth
     feature_cache: bool = True  # no augmentation: cache what the frozen part computes (phase 1 and 2)
     finetune_bn: str = "frozen"  # phase 2: BatchNorm keeps its ImageNet statistics (frozen) or trains them
+    finetune_warmup: float | None = None  # phase 2: linear LR warm-up epochs (None: as --warmup-epochs)
     out: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 

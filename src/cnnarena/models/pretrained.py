@@ -424,7 +424,7 @@ def format_model_table(rows: Sequence[dict[str, Any]]) -> str:
             return f"yes ({kind} {where})"
         return "no (download once, or --weights FILE)" if row["published_weights"] else "no (none published)"
 
-    table = [("alias", "timm name", "params", "input", "offline weights")]
+    table = [("alias", "timm name", "backbone params", "input", "offline ImageNet weights")]
     for row in rows:
         params = f"{row['params'] / 1e6:.1f}M" if row["params"] is not None else "-"
         h, w = row["input_size"]
