@@ -97,14 +97,14 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = T
     write_manifest(split, run_dir / "split.json", source_name=source.name, seed=cfg.split_seed)
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
     cfg.train, note = cfg.train.fit_to_data(len(train_set))
-    if note and progress:
-        print(note, file=sys.stderr)
     cfg.save(run_dir / "config.yaml")
     data_seconds = time.perf_counter() - t_start
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, split)
+    if note and progress:  # after the model is built: a bad model is reported alone
+        print(note, file=sys.stderr)
     t = cfg.train
     train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
                                seed=t.seed, channels_last=t.channels_last)
