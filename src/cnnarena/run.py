@@ -29,7 +29,7 @@ from .evaluate.metrics import compute_metrics
 from .models.base import Classifier, count_parameters
 from .models.registry import create_model
 from .report import plots
-from .train.callbacks import Callback, Checkpoint, EarlyStopping, MetricsLog, ProgressBar, ReduceLROnPlateau
+from .train.callbacks import standard_callbacks
 from .train.checkpoint import load_trainer_state, load_weights, save_model
 from .train.loop import TrainState, fit, resolve_device, seed_everything
 
@@ -72,18 +72,6 @@ def build_model(cfg: RunConfig, split: Split) -> Classifier:
                         head_hidden=tuple(cfg.head_hidden), head_dropout=cfg.head_dropout)
 
 
-def standard_callbacks(cfg: RunConfig, run_dir: Path, progress: bool) -> list[Callback]:
-    t = cfg.train
-    callbacks: list[Callback] = [MetricsLog(run_dir), Checkpoint(run_dir)]
-    if t.early_stopping:
-        callbacks.append(EarlyStopping(t.early_stopping))
-    if t.reduce_on_plateau:
-        callbacks.append(ReduceLROnPlateau(t.reduce_on_plateau))
-    if progress:
-        callbacks.append(ProgressBar())
-    return callbacks
-
-
 def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = True) -> dict[str, Any]:
     """Train and evaluate one run; returns metrics.json's content. A finished run is returned as is."""
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
@@ -109,7 +97,7 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = T
     train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
                                seed=t.seed, channels_last=t.channels_last)
     val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last)
-    callbacks = standard_callbacks(cfg, run_dir, progress)
+    callbacks = standard_callbacks(cfg.train, run_dir, progress)
 
     if cfg.freeze_epochs > 0 and model.meta.spec is None:
         from .train.finetune import fine_tune

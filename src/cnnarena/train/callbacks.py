@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     from .loop import TrainState
 
 
+def standard_callbacks(cfg, run_dir: Path, progress: bool, earlier: list[dict] | None = None) -> list[Callback]:
+    """The callbacks a training config asks for; `earlier` = history rows of a previous phase."""
+    callbacks: list[Callback] = [MetricsLog(run_dir, earlier), Checkpoint(run_dir)]
+    if cfg.early_stopping:
+        callbacks.append(EarlyStopping(cfg.early_stopping))
+    if cfg.reduce_on_plateau:
+        callbacks.append(ReduceLROnPlateau(cfg.reduce_on_plateau))
+    if progress:
+        callbacks.append(ProgressBar())
+    return callbacks
+
+
 class Callback:
     def on_train_begin(self, s: TrainState) -> None: ...
     def on_batch_end(self, s: TrainState, batch: int, num_batches: int) -> None: ...

@@ -43,7 +43,7 @@ from ..models.pretrained import (
     set_batchnorm_frozen,
     unfreeze,
 )
-from .callbacks import Callback, Checkpoint, EarlyStopping, MetricsLog, ProgressBar, ReduceLROnPlateau
+from .callbacks import Callback, Checkpoint, MetricsLog, ProgressBar, standard_callbacks
 from .checkpoint import save_model
 from .features import FeatureLoader
 from .loop import TrainState, fit
@@ -94,13 +94,7 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     lr2 = t.lr * cfg.finetune_lr_scale
     warmup = t.warmup_epochs if cfg.finetune_warmup is None else cfg.finetune_warmup
     phase2_cfg = dataclasses.replace(t, lr=lr2, warmup_epochs=warmup)
-    phase2_callbacks: list[Callback] = [MetricsLog(run_dir, earlier), Checkpoint(run_dir)]
-    if t.early_stopping:
-        phase2_callbacks.append(EarlyStopping(t.early_stopping))
-    if t.reduce_on_plateau:
-        phase2_callbacks.append(ReduceLROnPlateau(t.reduce_on_plateau))
-    if progress:
-        phase2_callbacks.append(ProgressBar())
+    phase2_callbacks = standard_callbacks(t, run_dir, progress, earlier)
     state2 = train_unfrozen(model, phase2_cfg, train_loader, val_loader, phase2_callbacks,
                             param_groups(model, lr2, cfg.layer_decay), cache=cache, progress=progress,
                             first_epoch_label=len(earlier))
