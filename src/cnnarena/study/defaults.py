@@ -9,7 +9,7 @@ DEFAULT_STUDY = {
     "models": [
         {"simple-2conv": {"epochs": 3, "batch_size": 128}},
         {"fast": {"epochs": 4}},
-        {"efficientnet_lite0": {"input_size": 32, "freeze_epochs": 2, "epochs": 1, "unfreeze": "2",
+        {"efficientnet_lite0": {"input_size": 32, "freeze_epochs": 2, "epochs": 1, "unfreeze": "1",
                                 "fraction": 1.0}},
     ],
     "lrs": [1e-4, 1e-3, 1e-2, 1e-1],
