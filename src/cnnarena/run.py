@@ -23,11 +23,10 @@ from .data.augment import build_augment
 from .data.dataset import Source
 from .data.loader import BatchLoader
 from .data.split import Split, atomic_write_text, load_manifest, make_split, subsample, write_manifest
-from .errors import UserError
 from .evaluate.inference import predict_logits
 from .evaluate.metrics import compute_metrics
 from .models.base import Classifier, count_parameters
-from .models.registry import create_model
+from .models.registry import create_model, rebuild
 from .report import plots
 from .train.callbacks import standard_callbacks
 from .train.checkpoint import load_trainer_state, load_weights, save_model
@@ -116,17 +115,11 @@ def _fit_resumable(model: Classifier, cfg: RunConfig, train_loader, val_loader, 
     best = None
     if resume is not None:
         load_weights(model, run_dir / "checkpoints" / "last")
-        best_model = build_model_like(model)
+        best_model = rebuild(model.meta)
         load_weights(best_model, run_dir / "checkpoints" / "best")
         best = best_model.state_dict()
         print(f"resuming {run_dir} after epoch {resume['epoch']}", file=sys.stderr)
     return fit(model, train_loader, val_loader, cfg.train, callbacks=callbacks, resume=resume, resume_best=best)
-
-
-def build_model_like(model: Classifier) -> Classifier:
-    from .models.registry import rebuild
-
-    return rebuild(model.meta)
 
 
 def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, state: TrainState, run_dir: Path, *,
@@ -180,10 +173,3 @@ def _write_predictions(path: Path, test, logits: torch.Tensor) -> None:
         w.writerow(["id", "true", "predicted", "confidence", "correct"])
         for sid, y, p, c in zip(test.ids, test.labels.tolist(), pred.tolist(), conf.tolist(), strict=True):
             w.writerow([sid, test.classes[y], test.classes[p], f"{c:.4f}", int(y == p)])
-
-
-def load_run_metrics(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        raise UserError(f"{run_dir} has no metrics.json: not a finished cnnarena run")
-    return json.loads(path.read_text())

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import UserError
@@ -207,8 +206,3 @@ def _init_like_keras(net: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-@torch.no_grad()
-def output_shape(net: nn.Module, in_shape: tuple[int, int, int]) -> tuple[int, ...]:
-    return tuple(net(torch.zeros(1, *in_shape)).shape[1:])

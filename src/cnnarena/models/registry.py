@@ -6,7 +6,6 @@ Custom presets and spec files train from scratch; anything else is a pretrained 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ..errors import UserError
 from .base import Classifier, ModelMeta
@@ -43,8 +42,3 @@ def rebuild(meta: ModelMeta) -> Classifier:
     from .pretrained import rebuild_pretrained
 
     return rebuild_pretrained(meta)
-
-
-def describe(meta: ModelMeta) -> dict[str, Any]:
-    return {"name": meta.name, "family": "custom" if meta.spec is not None else "pretrained",
-            "input_size": list(meta.input_size), "classes": meta.num_classes}
