@@ -123,7 +123,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, s: TrainState) -> None:
         row = s.history[-1]
         self.stream.write(
-            f"\r{s.phase_label}epoch {row['epoch']:>3}/{s.cfg.epochs}  "
+            # numbered within the phase, like the live bar (history rows carry the run-wide number)
+            f"\r{s.phase_label}epoch {s.epoch + 1:>3}/{s.cfg.epochs}  "
             f"loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
             f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}  "
             f"lr {row['lr']:.2e}  {row['images_per_second']:,.0f} img/s  {row['epoch_seconds']:.1f}s" + " " * 20 + "\n")
