@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0, help="time cap per level")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--upload-size", type=int, default=None, help="side of the uploaded images [model's]")
     parser.add_argument("--speed-seconds", type=float, default=2.0, help="per in-process measurement")
     parser.add_argument("--threads", type=int, default=0,

@@ -83,7 +83,7 @@ CLASSES = [str(i) for i in range(10)]
 def test_health_model_card_and_page(client):
     health = client.get("/v1/health").json()
     assert health["status"] == "ok" and health["backend"] == "onnx" and health["model"] == "simple-2conv"
-    assert health["batching"]["max_batch"] == 32 and health["batching"]["max_wait_ms"] == 5.0
+    assert health["batching"]["max_batch"] == 32 and health["batching"]["max_wait_ms"] == 2.0
     card = client.get("/v1/model").json()
     assert card["classes"] == CLASSES and card["input"]["shape"] == ["batch", 1, 8, 8]
     assert card["normalisation"]["applied"] == "inside the model" and card["check"]["batch_axis"] == "batch"
@@ -215,3 +215,30 @@ def test_real_server_under_concurrent_load_batches_requests(run, samples):
             assert_matches(after.json()["results"][0], expected, CLASSES)
         assert json.loads(httpx.get(server.url + "/v1/health").text)["status"] == "ok"
     assert "Traceback" not in server.log(), server.log()
+
+
+def test_batcher_answers_a_lone_request_at_once_and_waits_only_under_load():
+    import asyncio
+    import time
+
+    from cnnarena.serve.batcher import MicroBatcher
+
+    def slow_sum(batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.05)  # a model slow enough that requests pile up behind it
+        return batch.reshape(len(batch), -1).sum(1, keepdims=True).astype(np.float32)
+
+    async def scenario() -> tuple[float, list[int]]:
+        batcher = MicroBatcher(slow_sum, max_batch=8, max_wait_ms=1000)
+        await batcher.start()
+        t0 = time.perf_counter()
+        lone = await batcher.submit(np.ones((1, 2, 2), np.uint8))
+        lone_s = time.perf_counter() - t0
+        assert lone.batch_size == 1 and lone.probs[0] == 4
+        results = await asyncio.gather(*(batcher.submit(np.full((1, 2, 2), i, np.uint8)) for i in range(16)))
+        assert [r.probs[0] for r in results] == [4 * i for i in range(16)]  # each answer is its own image's
+        await batcher.stop()
+        return lone_s, [r.batch_size for r in results]
+
+    lone_s, sizes = asyncio.run(scenario())
+    assert lone_s < 0.5, f"a lone request waited {lone_s:.2f}s for company on an idle server"
+    assert max(sizes) == 8, sizes  # under load the batches fill up to max_batch

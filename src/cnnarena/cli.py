@@ -219,7 +219,7 @@ def serve(
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port"),
     backend: str = typer.Option("onnx", help="onnx (ONNX Runtime) | torch (PyTorch eager)"),
     max_batch: int = typer.Option(32, min=1, help="micro-batching: most images per inference"),
-    max_wait_ms: float = typer.Option(5.0, min=0, help="micro-batching: longest wait for a batch to fill"),
+    max_wait_ms: float = typer.Option(2.0, min=0, help="micro-batching: longest wait for a batch to fill"),
     max_body_mb: float = typer.Option(10.0, min=0.001, help="largest request body in MiB (413 above)"),
     max_pixels: int = typer.Option(40_000_000, min=1, help="largest image in pixels (413 above)"),
     max_files: int = typer.Option(16, min=1, help="most images per request"),

@@ -123,7 +123,7 @@ class Server:
         return await loop.run_in_executor(self.decoder, decode_upload, data, self.backend.meta, self.max_pixels)
 
 
-def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max_wait_ms: float = 5.0,
+def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max_wait_ms: float = 2.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS, max_files: int = MAX_FILES,
                top_k: int = 5) -> FastAPI:
     """Load the model now (a bad run directory fails here, before any port is opened)."""

@@ -4,7 +4,8 @@ Each image goes into an asyncio queue with a future. One worker takes the first 
 then collects more until it has `max_batch` or `max_wait_ms` have passed since the first, runs the
 batch in a dedicated inference thread (the event loop keeps accepting requests meanwhile) and
 resolves every future. Under load, images pile up while a batch runs, so the next batch is fuller:
-throughput grows with concurrency at the cost of at most `max_wait_ms` for a lone request.
+throughput grows with concurrency. The wait applies only under load (the previous batch was shared
+or others are queued), so a lone request on an idle server is answered at once.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._last_batch = 0
         # One thread: batches run one after another, so each gets all cores and the queue fills meanwhile.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cnnarena-infer")
 
@@ -107,7 +109,9 @@ class MicroBatcher:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         batch = [await self._queue.get()]
-        deadline = loop.time() + self.max_wait
+        # Wait for company only under load (the last batch was shared): a lone request is answered at once.
+        wait = self.max_wait if self._last_batch > 1 or not self._queue.empty() else 0.0
+        deadline = loop.time() + wait
         while len(batch) < self.max_batch:
             try:  # whatever is already waiting joins at once
                 batch.append(self._queue.get_nowait())
@@ -127,6 +131,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [item for item in await self._collect() if not item.future.done()]  # skip cancelled requests
+            self._last_batch = len(batch)
             if not batch:
                 continue
             t0 = time.perf_counter()
