@@ -6,12 +6,17 @@ Offline throughout (HF_HUB_OFFLINE=1, empty hub caches), so those package weight
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +71,10 @@ def offline_one_thread(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("finetune") / "run"
-    train_run(build_config(None, dict(RECIPE, seed=0)), run, progress=False)
+    console = io.StringIO()
+    with contextlib.redirect_stderr(console):
+        train_run(build_config(None, dict(RECIPE, seed=0)), run, progress=True)
+    (run / "console.txt").write_text(console.getvalue())
     return run
 
 
@@ -115,6 +123,16 @@ def test_unfreeze_1_trains_only_the_last_stage_and_the_head(finetuned):
     assert not any("running_" in k for k in changed)  # BatchNorm frozen: ImageNet statistics kept
 
 
+def test_fine_tuning_without_a_frozen_phase_keeps_imagenet_batchnorm_statistics(tmp_path):
+    run = tmp_path / "all-at-once"
+    train_run(build_config(None, dict(RECIPE, freeze_epochs=0, epochs=1, fraction=0.1, unfreeze="all")), run,
+              progress=False)
+    after, imagenet = load_file(run / "model.safetensors"), package_backbone()
+    stats = [k for k in imagenet if "running_" in k]
+    assert stats and all(torch.equal(after[k], imagenet[k]) for k in stats)
+    assert not torch.equal(after["net.backbone.conv_stem.weight"], imagenet["net.backbone.conv_stem.weight"])
+
+
 def test_one_history_with_the_phase_boundary(finetuned):
     rows = history(finetuned)
     n1, n2 = RECIPE["freeze_epochs"], RECIPE["epochs"]
@@ -125,6 +143,11 @@ def test_one_history_with_the_phase_boundary(finetuned):
     assert metrics["phase_boundary"] == n1 and metrics["epochs_run"] == n1 + n2
     # BatchNorm frozen: no collapse when phase 2 starts (it fell from 0.73 to 0.39 with BN in train mode)
     assert rows[n1]["val_accuracy"] >= rows[n1 - 1]["val_accuracy"] - 0.02
+    # the console numbers epochs within each phase ("[fine-tune] epoch 3/1" was a bug)
+    console = (finetuned / "console.txt").read_text()
+    shown = re.findall(r"\[(frozen|fine-tune)\] epoch +(\d+)/(\d+) +loss", console)
+    assert shown == [("frozen", str(i), str(n1)) for i in range(1, n1 + 1)] + \
+        [("fine-tune", str(i), str(n2)) for i in range(1, n2 + 1)], console
 
 
 # --- the caches are exact --------------------------------------------------------------------------------------
@@ -255,3 +278,29 @@ def test_user_errors_are_one_line_and_exit_code_2(tmp_path, offline_one_thread):
         parse_bn_mode("sometimes")
     with pytest.raises(UserError, match="--unfreeze must be a number of stages or 'all'"):
         parse_unfreeze("last")
+
+
+def test_killed_fine_tuning_resumes_inside_phase_2_without_redoing_phase_1(tmp_path, offline_one_thread):
+    run = tmp_path / "run"
+    n1, n2 = 2, 8
+    cmd = [sys.executable, "-m", "cnnarena.cli", "train", "digits", "--model", "efficientnet_lite0",
+           "--input-size", "32", "--fraction", "0.25", "--freeze-epochs", str(n1), "--epochs", str(n2),
+           "--unfreeze", "1", "--batch-size", "16", "--out", str(run)]
+    env = {**os.environ, **offline_one_thread, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    state = run / "checkpoints" / "trainer_state.pt"  # written after each phase-2 epoch
+    deadline = time.time() + 240
+    while time.time() < deadline and not state.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # like a power cut, inside phase 2
+    proc.wait()
+    assert state.exists() and not (run / "metrics.json").exists()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"phase 1 (frozen, {n1} epochs) already done" in again.stderr and "phase 2 after epoch" in again.stderr
+    assert "[frozen] epoch" not in again.stderr  # phase 1 was not trained again
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == list(range(1, n1 + n2 + 1))
+    assert [r["phase"] for r in rows] == ["frozen"] * n1 + ["fine-tune"] * n2
+    assert json.loads((run / "metrics.json").read_text())["phase_boundary"] == n1

@@ -66,7 +66,8 @@ def train(
     unfreeze: str | None = typer.Option(None, help="then unfreeze the last K stages, or 'all'"),
     finetune_lr_scale: float | None = typer.Option(None, help="phase-2 LR = lr × this [0.1]"),
     layer_decay: float | None = typer.Option(None, help="phase 2: layer-wise LR decay per stage"),
-    finetune_bn: str | None = typer.Option(None, help="phase 2 BatchNorm: frozen (keeps ImageNet statistics, "
+    finetune_bn: str | None = typer.Option(None, help="BatchNorm when fine-tuning (phase 2, or the whole run "
+                                            "with --freeze-epochs 0): frozen (keeps ImageNet statistics, "
                                             "Keras' advice) | train [frozen]"),
     finetune_warmup: float | None = typer.Option(None, help="phase 2: linear LR warm-up epochs [as --warmup-epochs]"),
     feature_cache: bool | None = typer.Option(None, "--feature-cache/--no-feature-cache",

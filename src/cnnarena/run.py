@@ -103,6 +103,11 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = T
 
         state, boundary = fine_tune(model, cfg, train_loader, val_loader, split, callbacks, run_dir)
     else:
+        if model.meta.spec is None and cfg.pretrained:  # fine-tuning all at once: the same BatchNorm rule
+            from .models.pretrained import set_batchnorm_frozen
+            from .train.finetune import parse_bn_mode
+
+            set_batchnorm_frozen(model, parse_bn_mode(cfg.finetune_bn))
         state, boundary = _fit_resumable(model, cfg, train_loader, val_loader, callbacks, run_dir), None
     if state.messages and progress:
         print("\n".join(state.messages), file=sys.stderr)

@@ -97,9 +97,9 @@ class Checkpoint(Callback):
 class ProgressBar(Callback):
     """A live bar on a terminal (epoch, batch, loss, accuracy, lr, images/s, ETA); one line per epoch otherwise."""
 
-    def __init__(self, stream=sys.stderr, every: int = 10) -> None:
-        self.stream, self.every = stream, every
-        self.live = stream.isatty()
+    def __init__(self, stream=None, every: int = 10) -> None:
+        self.stream, self.every = stream or sys.stderr, every  # sys.stderr now, not at import (redirectable)
+        self.live = self.stream.isatty()
         self.t0 = 0.0
 
     def on_train_begin(self, s: TrainState) -> None:
@@ -124,7 +124,7 @@ class ProgressBar(Callback):
         row = s.history[-1]
         self.stream.write(
             # numbered within the phase, like the live bar (history rows carry the run-wide number)
-            f"\r{s.phase_label}epoch {s.epoch + 1:>3}/{s.cfg.epochs}  "
+            f"\r{s.phase_label}epoch {s.epoch:>3}/{s.cfg.epochs}  "
             f"loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
             f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}  "
             f"lr {row['lr']:.2e}  {row['images_per_second']:,.0f} img/s  {row['epoch_seconds']:.1f}s" + " " * 20 + "\n")

@@ -2,7 +2,8 @@
 
 Phase 1 trains the head with the backbone frozen (its BatchNorm in eval mode). Phase 2 unfreezes the
 last K stages (or all) and continues at a lower learning rate, with its own early stopping. One
-history, the boundary marked; the model at the boundary is kept as checkpoints/phase1.
+history, the boundary marked; the model at the boundary is kept as checkpoints/phase1. A killed run
+resumes: after phase 1 from checkpoints/phase1, inside phase 2 from its last epoch's checkpoint.
 
 Three things make it fast and smooth:
 - BatchNorm stays in eval mode in phase 2 too (`finetune_bn="frozen"`, Keras' advice): the unfrozen
@@ -18,6 +19,7 @@ Three things make it fast and smooth:
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -44,7 +46,7 @@ from ..models.pretrained import (
     unfreeze,
 )
 from .callbacks import Callback, Checkpoint, MetricsLog, ProgressBar, standard_callbacks
-from .checkpoint import save_model
+from .checkpoint import load_trainer_state, load_weights, save_model
 from .features import FeatureLoader
 from .loop import TrainState, fit
 
@@ -81,27 +83,60 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     cache = cfg.feature_cache and not t.augment.active
     progress = any(isinstance(cb, ProgressBar) for cb in callbacks)
 
+    checkpoints = Path(run_dir) / "checkpoints"
     freeze_backbone(model)
     set_batchnorm_frozen(model, bn_frozen)
-    phase1_cfg = dataclasses.replace(t, epochs=cfg.freeze_epochs)
-    phase1_callbacks: list[Callback] = [MetricsLog(run_dir)] + ([ProgressBar()] if progress else [])
-    state1 = train_head(model, phase1_cfg, train_loader, val_loader, phase1_callbacks, cache=cache,
-                        progress=progress)
-    earlier = state1.history
-    save_model(model, Path(run_dir) / "checkpoints" / "phase1", {"epoch": len(earlier), "phase": "frozen"})
+    earlier = _finished_phase1(checkpoints)
+    messages: list[str] = []
+    if earlier is None:
+        phase1_cfg = dataclasses.replace(t, epochs=cfg.freeze_epochs)
+        phase1_callbacks: list[Callback] = [MetricsLog(run_dir)] + ([ProgressBar()] if progress else [])
+        state1 = train_head(model, phase1_cfg, train_loader, val_loader, phase1_callbacks, cache=cache,
+                            progress=progress)
+        earlier, messages = state1.history, state1.messages
+        # the history travels with the weights: a killed run resumes after phase 1 from these two files
+        save_model(model, checkpoints / "phase1", {"epoch": len(earlier), "phase": "frozen", "history": earlier})
+    else:
+        load_weights(model, checkpoints / "phase1")
+        print(f"resuming {run_dir}: phase 1 (frozen, {len(earlier)} epochs) already done", file=sys.stderr)
 
     unfreeze(model, last)
     lr2 = t.lr * cfg.finetune_lr_scale
     warmup = t.warmup_epochs if cfg.finetune_warmup is None else cfg.finetune_warmup
     phase2_cfg = dataclasses.replace(t, lr=lr2, warmup_epochs=warmup)
+    resume, resume_best = _phase2_resume(model, checkpoints, run_dir)
     phase2_callbacks = standard_callbacks(t, run_dir, progress, earlier)
     state2 = train_unfrozen(model, phase2_cfg, train_loader, val_loader, phase2_callbacks,
                             param_groups(model, lr2, cfg.layer_decay), cache=cache, progress=progress,
-                            first_epoch_label=len(earlier))
+                            first_epoch_label=len(earlier), resume=resume, resume_best=resume_best)
     state2.history = earlier + state2.history
     state2.best_epoch += len(earlier)
-    state2.messages = state1.messages + state2.messages
+    state2.messages = messages + state2.messages
     return state2, len(earlier)
+
+
+def _finished_phase1(checkpoints: Path) -> list[dict] | None:
+    """Phase 1's history when an earlier attempt of this run finished it (checkpoints/phase1.*), else None."""
+    try:
+        meta = json.loads((checkpoints / "phase1.json").read_text())
+    except (OSError, ValueError):
+        return None
+    history = meta.get("history")
+    ok = isinstance(history, list) and (checkpoints / "phase1.safetensors").exists()
+    return history if ok else None
+
+
+def _phase2_resume(model: Classifier, checkpoints: Path, run_dir: Path):
+    """(trainer state, best whole-model weights) of an interrupted phase 2, with `model` on its last
+    weights; (None, None) when phase 2 had not finished an epoch."""
+    resume = load_trainer_state(checkpoints / "trainer_state.pt")  # written by phase 2's Checkpoint only
+    if resume is None:
+        return None, None
+    load_weights(model, checkpoints / "best")
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    load_weights(model, checkpoints / "last")
+    print(f"resuming {run_dir}: phase 2 after epoch {resume['epoch']}", file=sys.stderr)
+    return resume, best
 
 
 # --- phase 1 ---------------------------------------------------------------------------------------------
@@ -137,13 +172,16 @@ def train_head(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Ba
 
 def train_unfrozen(model: Classifier, cfg, train_loader: BatchLoader, val_loader: BatchLoader,
                    callbacks: Sequence[Callback], groups: list[dict], *, cache: bool = True,
-                   progress: bool = False, first_epoch_label: int = 0) -> TrainState:
-    """Phase 2: the unfrozen stages + head; only the tail runs when the trunk in front of it can be cached."""
+                   progress: bool = False, first_epoch_label: int = 0, resume: dict | None = None,
+                   resume_best: dict[str, torch.Tensor] | None = None) -> TrainState:
+    """Phase 2: the unfrozen stages + head; only the tail runs when the trunk in front of it can be cached.
+    `resume` / `resume_best`: trainer state and best whole-model weights of an interrupted phase 2."""
     model.to(train_loader.device)
     split = _split_for_cache(model, train_loader, val_loader) if cache else None
     if isinstance(split, str) or split is None:
         state = fit(model, train_loader, val_loader, cfg, callbacks=list(callbacks), param_groups=groups,
-                    phase="fine-tune", first_epoch_label=first_epoch_label)
+                    phase="fine-tune", first_epoch_label=first_epoch_label, resume=resume,
+                    resume_best=resume_best)
         if isinstance(split, str):
             state.log(f"[fine-tune] frozen trunk not cached: {split}")
         return state
@@ -160,11 +198,17 @@ def train_unfrozen(model: Classifier, cfg, train_loader: BatchLoader, val_loader
     if progress:
         print(message, file=sys.stderr)
     tail_model = _TailNet(model.net, tail)
+    best_tail = None
+    if resume_best is not None:  # fit keeps best weights of the module it trains: the tail's share of them
+        last = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(resume_best)
+        best_tail = {k: v.detach().clone() for k, v in tail_model.state_dict().items()}
+        model.load_state_dict(last)
     whole = [_WholeModel(cb, model) if isinstance(cb, Checkpoint) else cb for cb in callbacks]
     state = fit(tail_model, FeatureLoader.mirroring(train_loader, train_acts, cfg.channels_last),
                 FeatureLoader.mirroring(val_loader, val_acts, cfg.channels_last), cfg,
                 callbacks=[_ChargeCacheFill(seconds, "trunk_seconds"), *whole], param_groups=groups,
-                phase="fine-tune", first_epoch_label=first_epoch_label)
+                phase="fine-tune", first_epoch_label=first_epoch_label, resume=resume, resume_best=best_tail)
     state.model = model
     return state
 
