@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from cnnarena.config import build_config
 from cnnarena.run import train_run
 from cnnarena.train.config import TrainConfig
-from cnnarena.train.schedule import schedule_factor
+from cnnarena.train.schedule import build_optimizer, schedule_factor
 
 
 def digits_cfg(**kw):
@@ -106,3 +106,17 @@ def test_small_training_sets_get_a_smaller_batch_and_scaled_lr():
     assert (adapted.batch_size, adapted.lr) == (64, pytest.approx(0.05)) and "1,077" in note
     same, note = cfg.fit_to_data(60_000)
     assert same is cfg and note is None
+
+
+@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                        ("sgd", torch.optim.SGD)])
+def test_optimizers_use_the_fused_kernels_on_cpu_and_still_learn(name, kind):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
+    opt = build_optimizer([{"params": [w], "lr": 0.1}], TrainConfig(optimizer=name, lr=0.1, nesterov=True))
+    assert type(opt) is kind and opt.defaults["fused"] is True
+    for _ in range(100):
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        opt.step()
+    assert w.abs().max() < 0.5  # it minimised
