@@ -26,10 +26,10 @@ from .data.split import Split, atomic_write_text, load_manifest, make_split, sub
 from .evaluate.inference import predict_logits
 from .evaluate.metrics import compute_metrics
 from .models.base import Classifier, count_parameters
-from .models.registry import create_model, rebuild
+from .models.registry import create_model
 from .report import plots
 from .train.callbacks import standard_callbacks
-from .train.checkpoint import load_trainer_state, load_weights, save_model
+from .train.checkpoint import load_resume_point, save_model
 from .train.loop import TrainState, fit, resolve_device, seed_everything
 
 
@@ -116,13 +116,8 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = T
 
 
 def _fit_resumable(model: Classifier, cfg: RunConfig, train_loader, val_loader, callbacks, run_dir: Path) -> TrainState:
-    resume = load_trainer_state(run_dir / "checkpoints" / "trainer_state.pt")
-    best = None
+    resume, best = load_resume_point(model, run_dir / "checkpoints")
     if resume is not None:
-        load_weights(model, run_dir / "checkpoints" / "last")
-        best_model = rebuild(model.meta)
-        load_weights(best_model, run_dir / "checkpoints" / "best")
-        best = best_model.state_dict()
         print(f"resuming {run_dir} after epoch {resume['epoch']}", file=sys.stderr)
     return fit(model, train_loader, val_loader, cfg.train, callbacks=callbacks, resume=resume, resume_best=best)
 

@@ -83,3 +83,15 @@ def load_trainer_state(path: Path) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt state means we cannot resume; say so rather than guess
         raise UserError(f"cannot resume: corrupt trainer state {path} ({e}); delete it to start over") from None
+
+
+def load_resume_point(model: Classifier, checkpoints: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(trainer state, best weights) of an interrupted fit, with `model` left on its last weights;
+    (None, None) when no epoch was checkpointed."""
+    resume = load_trainer_state(Path(checkpoints) / "trainer_state.pt")
+    if resume is None:
+        return None, None
+    load_weights(model, Path(checkpoints) / "best")
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    load_weights(model, Path(checkpoints) / "last")
+    return resume, best

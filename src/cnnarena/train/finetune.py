@@ -46,7 +46,7 @@ from ..models.pretrained import (
     unfreeze,
 )
 from .callbacks import Callback, Checkpoint, MetricsLog, ProgressBar, standard_callbacks
-from .checkpoint import load_trainer_state, load_weights, save_model
+from .checkpoint import load_resume_point, load_weights, save_model
 from .features import FeatureLoader
 from .loop import TrainState, fit
 
@@ -104,7 +104,9 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     lr2 = t.lr * cfg.finetune_lr_scale
     warmup = t.warmup_epochs if cfg.finetune_warmup is None else cfg.finetune_warmup
     phase2_cfg = dataclasses.replace(t, lr=lr2, warmup_epochs=warmup)
-    resume, resume_best = _phase2_resume(model, checkpoints, run_dir)
+    resume, resume_best = load_resume_point(model, checkpoints)  # phase 2's Checkpoint alone writes one
+    if resume is not None:
+        print(f"resuming {run_dir}: phase 2 after epoch {resume['epoch']}", file=sys.stderr)
     phase2_callbacks = standard_callbacks(t, run_dir, progress, earlier)
     state2 = train_unfrozen(model, phase2_cfg, train_loader, val_loader, phase2_callbacks,
                             param_groups(model, lr2, cfg.layer_decay), cache=cache, progress=progress,
@@ -124,19 +126,6 @@ def _finished_phase1(checkpoints: Path) -> list[dict] | None:
     history = meta.get("history")
     ok = isinstance(history, list) and (checkpoints / "phase1.safetensors").exists()
     return history if ok else None
-
-
-def _phase2_resume(model: Classifier, checkpoints: Path, run_dir: Path):
-    """(trainer state, best whole-model weights) of an interrupted phase 2, with `model` on its last
-    weights; (None, None) when phase 2 had not finished an epoch."""
-    resume = load_trainer_state(checkpoints / "trainer_state.pt")  # written by phase 2's Checkpoint only
-    if resume is None:
-        return None, None
-    load_weights(model, checkpoints / "best")
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    load_weights(model, checkpoints / "last")
-    print(f"resuming {run_dir}: phase 2 after epoch {resume['epoch']}", file=sys.stderr)
-    return resume, best
 
 
 # --- phase 1 ---------------------------------------------------------------------------------------------
