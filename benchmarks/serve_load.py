@@ -1,9 +1,10 @@
 """Load test of `cnnarena serve` on loopback, plus the model's in-process speed in PyTorch vs ONNX Runtime.
 
     python benchmarks/serve_load.py RUN_DIR [--requests 2000] [--concurrency 1,8,32] [--backend onnx]
+                                    [--images-per-request 1]
 
-Starts the server in a child process on 127.0.0.1 (a free port), sends `--requests` single-image
-requests at each concurrency (each level also capped at `--seconds`), and prints requests/s,
+Starts the server in a child process on 127.0.0.1 (a free port), sends `--requests` requests (one
+image each unless `--images-per-request` says more) at each concurrency (each level also capped at `--seconds`), and prints requests/s,
 p50/p95/p99 latency, errors and the server's mean batch size per level; then images/s of the bare
 model at batch 1 and 64 in PyTorch eager and ONNX Runtime. Everything also goes to a JSON file.
 The client runs on the same machine (asyncio, one thread), so on few cores it competes with the
@@ -51,10 +52,15 @@ def make_uploads(meta, side: int | None, count: int = 16) -> list[bytes]:
 BOUNDARY = "cnnarena-load-boundary"
 
 
-def http_request(port: int, image: bytes) -> bytes:
-    """One keep-alive multipart POST /v1/predict, built once and replayed (cheap for the client)."""
-    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+def http_request(port: int, images: list[bytes]) -> bytes:
+    """One keep-alive multipart POST /v1/predict, built once and replayed (cheap for the client).
+
+    One image goes in field `file`; several go in `files`, as a batch client would send them.
+    """
+    field = "file" if len(images) == 1 else "files"
+    body = b"".join((f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"x{i}.png\"\r\n"
+                     f"Content-Type: application/octet-stream\r\n\r\n").encode() + image + b"\r\n"
+                    for i, image in enumerate(images)) + f"--{BOUNDARY}--\r\n".encode()
     head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
             f"boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     return head + body
@@ -68,13 +74,15 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def load_level(port: int, uploads: list[bytes], requests: int, concurrency: int, seconds: float) -> dict:
+async def load_level(port: int, uploads: list[bytes], requests: int, concurrency: int, seconds: float,
+                     images_per_request: int = 1) -> dict:
     """`requests` POSTs over `concurrency` keep-alive connections, stopping early at `seconds`.
 
     A raw asyncio HTTP/1.1 client: httpx's async pool costs so much CPU per request that at
     concurrency 32 on two cores it measured itself, not the server.
     """
-    payloads = [http_request(port, u) for u in uploads]
+    n = images_per_request
+    payloads = [http_request(port, [uploads[(i + j) % len(uploads)] for j in range(n)]) for i in range(len(uploads))]
     latencies: list[float] = []
     server_ms: list[float] = []  # the server's own latency_ms: tells client-side queueing from server time
     errors = sent = 0
@@ -116,6 +124,7 @@ async def load_level(port: int, uploads: list[bytes], requests: int, concurrency
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {"concurrency": concurrency, "requests": sent, "ok": len(latencies), "errors": errors,
             "seconds": round(elapsed, 3), "requests_per_s": round(len(latencies) / elapsed, 1),
+            "images_per_request": n, "images_per_s": round(n * len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
             "server_p50_ms": round(float(np.median(server_ms)), 2) if server_ms else float("nan"),
@@ -177,6 +186,8 @@ def main() -> None:
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--images-per-request", type=int, default=1,
+                        help="images per POST (field 'files' when > 1), as a batch client sends them")
     parser.add_argument("--upload-size", type=int, default=None, help="side of the uploaded images [model's]")
     parser.add_argument("--speed-seconds", type=float, default=2.0, help="per in-process measurement")
     parser.add_argument("--threads", type=int, default=0,
@@ -197,16 +208,18 @@ def main() -> None:
           f"{args.upload_size or meta.data_size[0]}px", file=sys.stderr)
     with ServerProcess(args.run_dir, *server_args) as server:
         asyncio.run(load_level(server.port, uploads, min(50, args.requests), 4, 30))  # warm-up
-        http = [asyncio.run(load_level(server.port, uploads, args.requests, c, args.seconds)) for c in levels]
-    print("HTTP (loopback, single-image requests)")
-    print(table(http, ["concurrency", "requests", "errors", "requests_per_s", "p50_ms", "p95_ms", "p99_ms",
-                       "server_p50_ms", "server_mean_batch"]))
+        http = [asyncio.run(load_level(server.port, uploads, args.requests, c, args.seconds, args.images_per_request))
+                for c in levels]
+    print(f"HTTP (loopback, {args.images_per_request} image(s) per request)")
+    print(table(http, ["concurrency", "requests", "errors", "requests_per_s", "images_per_s", "p50_ms", "p95_ms",
+                       "p99_ms", "server_p50_ms", "server_mean_batch"]))
     speed = in_process_speed(args.run_dir, args.speed_seconds, args.threads)
     print(f"\nin-process model speed (no HTTP, no decoding; threads: {args.threads or 'default'})")
     print(table(speed, ["runtime", "batch", "images_per_s", "ms_per_batch"]))
     result = {"run_dir": str(args.run_dir.resolve()), "model": meta.name, "backend": args.backend,
               "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
-              "upload_side": args.upload_size or meta.data_size[0], "http": http, "in_process": speed,
+              "upload_side": args.upload_size or meta.data_size[0], "images_per_request": args.images_per_request,
+              "http": http, "in_process": speed,
               "in_process_threads": args.threads or "default",
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "platform": platform.platform()},

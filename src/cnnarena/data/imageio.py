@@ -44,22 +44,27 @@ def decode_image(path: str, size: int, grayscale: bool) -> tuple[np.ndarray, tup
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns about odd but readable files (EXIF, palettes)
             with Image.open(path) as img:
-                width, height = img.size
-                # JPEG only: let the decoder shrink by 1/2..1/8 on the fly, never below `size`.
-                img.draft("L" if grayscale else None, (size, size))
-                drafted = img.size
-                img = ImageOps.exif_transpose(img)
-                if img.size != drafted:  # rotated by 90°: the displayed image is h×w swapped
-                    width, height = height, width
-                img = _to_8bit(img)
-                single = img.mode == "L"
-                if grayscale and not single:
-                    img = img.convert("L")
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-                return np.asarray(img), (height, width), single
+                return decode_opened(img, size, grayscale)
     except Exception as e:  # decoding untrusted files: any failure means "skip this file"
         raise Unreadable(_reason(path, e)) from e
+
+
+def decode_opened(img: Image.Image, size: int, grayscale: bool) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """decode_image for an image PIL has opened (header read, no pixels yet); raises what PIL raises."""
+    width, height = img.size
+    # JPEG only: let the decoder shrink by 1/2..1/8 on the fly, never below `size`.
+    img.draft("L" if grayscale else None, (size, size))
+    drafted = img.size
+    img = ImageOps.exif_transpose(img)
+    if img.size != drafted:  # rotated by 90°: the displayed image is h×w swapped
+        width, height = height, width
+    img = _to_8bit(img)
+    single = img.mode == "L"
+    if grayscale and not single:
+        img = img.convert("L")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(img), (height, width), single
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

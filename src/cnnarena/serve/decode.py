@@ -2,8 +2,7 @@
 
 The header is read first (format by content, pixel count), so a decompression bomb or a file that
 only claims to be an image is refused before any pixel is decoded. Then the training decoder runs
-on the bytes. It takes a BytesIO fine, but its error path expects a file path, so failures are
-classified here from the original exception.
+on the opened image; its failures are classified here from the original exception.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..evaluate.predict import decode_for
+from ..data.imageio import decode_opened
+from ..evaluate.predict import to_chw
 
 if TYPE_CHECKING:
     from ..models.base import ModelMeta
@@ -39,27 +39,44 @@ class BadImage(Exception):
 
 def decode_upload(data: bytes, meta: ModelMeta, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """uint8 C×H×W at the model's data size, or BadImage (400 empty, 413 too many pixels, 415, 422)."""
+    return decode_pixels(open_upload(data, max_pixels), meta)
+
+
+def open_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The upload opened by PIL with only its header read and checked: format, pixel count."""
     if not data:
         raise BadImage(400, "empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
-            with Image.open(io.BytesIO(data), formats=FORMATS) as img:  # reads the header only
-                width, height = img.size
+            img = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except UnidentifiedImageError:
         raise BadImage(415, f"not an image (or not a supported format: {SUPPORTED})") from None
     except Image.DecompressionBombError:
         raise BadImage(413, "too many pixels (decompression bomb?)") from None
     except Exception as e:  # a recognised signature with a broken header
         raise BadImage(422, f"corrupt image header: {_short(e)}") from None
+    width, height = img.size
     if width * height > max_pixels:
+        img.close()
         raise BadImage(413, f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
     if width == 0 or height == 0:
+        img.close()
         raise BadImage(422, f"image has no pixels ({width}x{height})")
+    return img
+
+
+def decode_pixels(img: Image.Image, meta: ModelMeta) -> np.ndarray:
+    """An open_upload image decoded exactly like the training files (and closed), or BadImage 413/422."""
     try:
-        return decode_for(meta, io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns about odd but readable files (EXIF, palettes)
+            pixels, _, _ = decode_opened(img, meta.data_size[0], grayscale=meta.in_chans == 1)
+        return to_chw(pixels, meta.in_chans)
     except Exception as e:  # the training decoder's failure on untrusted bytes
         raise BadImage(*_classify(e)) from None
+    finally:
+        img.close()
 
 
 def _classify(error: BaseException) -> tuple[int, str]:
