@@ -63,7 +63,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     values = dict(RECIPE, input_size=args.input_size, fraction=args.fraction, seed=args.seed)
     for key in ("freeze_epochs", "epochs", "unfreeze", "lr", "finetune_lr_scale", "batch_size", "finetune_bn",
-                "val_frac", "finetune_warmup"):
+                "val_frac", "finetune_warmup", "augment", "label_smoothing"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.minutes is not None:
@@ -113,7 +113,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     for name, kind in (("freeze-epochs", int), ("epochs", int), ("unfreeze", str), ("lr", float),
                        ("finetune-lr-scale", float), ("batch-size", int), ("finetune-bn", str), ("val-frac", float),
-                       ("finetune-warmup", float)):
+                       ("finetune-warmup", float), ("augment", str), ("label-smoothing", float)):
         p.add_argument(f"--{name}", type=kind, default=None, help=f"override the recipe's {name}")
     p.add_argument("--phase1-images", type=int, default=10000, help="cap the images of the phase-1 speed-up test")
     p.add_argument("--phase2-images", type=int, default=4000, help="cap the images of the phase-2 speed-up test")
