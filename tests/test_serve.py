@@ -56,6 +56,8 @@ def samples(run) -> list[tuple[str, bytes, np.ndarray]]:
             name, data = f"d{i}.jpg", encode(img.resize((64, 48)).convert("RGB"), "JPEG", quality=90)
         elif i % 4 == 2:
             name, data = f"d{i}.webp", encode(img.resize((30, 30)).convert("RGBA"), "WEBP", lossless=True)
+        elif i % 4 == 3:  # over INLINE_DECODE_PIXELS: decoded in the server's decoder threads, not inline
+            name, data = f"d{i}.png", encode(img.resize((200, 160)))
         else:
             name, data = f"d{i}.png", encode(img)
         x = torch.from_numpy(decode_for(model.meta, io.BytesIO(data))[None]).float() / 255
