@@ -4,7 +4,8 @@
   python benchmarks/fast_fmnist.py --only fast     # just the `fast` preset
 
 Rows:
-  fast           the `fast` preset with its recipe: target >= 92.5% test accuracy in <= 5 minutes
+  fast           the `fast` preset with its recipe: target >= 92.5% test accuracy in <= 3 minutes
+                 (issue 5; issue 2 asked for 5 minutes)
   report-style   simple-2conv trained like the reports (Adam 1e-3, batch 32, 10 epochs): target >= 91%
 """
 
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 ROWS = {
-    "fast": ({"model": "fast"}, 0.925, 300.0),
+    "fast": ({"model": "fast"}, 0.925, 180.0),  # issue 5's 3 minutes (issue 2 asked for 5)
     "report-style": ({"model": "simple-2conv", "optimizer": "adam", "lr": 1e-3, "batch_size": 32, "epochs": 10},
                      0.91, None),
 }

@@ -43,9 +43,12 @@ PRESETS: dict[str, Spec] = {
     # Designed for accuracy per second on 28–64 px images on a CPU: a stride-2 first conv (the
     # full-resolution layer is the expensive one), BatchNorm everywhere, no wide dense layer;
     # trained with the recipe in models/recipes.py (one-cycle SGD, label smoothing, flip + flip TTA).
+    # 48 (not 64) filters in the middle: the two 3×3 convs after the stem are ~all the FLOPs, and on
+    # Fashion-MNIST 48 trained an epoch in 17-19 s against 27 s for 64 (same machine, same day), and 8 epochs
+    # gave 92.56/92.59% (2 seeds) against 92.61% for 64.
     "fast": [
         {"conv": {"filters": 32, "stride": 2}}, "batchnorm", "relu",
-        {"conv": 64}, "batchnorm", "relu", "maxpool",
+        {"conv": 48}, "batchnorm", "relu", "maxpool",
         {"conv": 128}, "batchnorm", "relu", "maxpool",
         "flatten",
     ],
