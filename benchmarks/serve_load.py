@@ -5,8 +5,9 @@
 
 Starts the server in a child process on 127.0.0.1 (a free port), sends `--requests` requests (one
 image each unless `--images-per-request` says more) at each concurrency (each level also capped at
-`--seconds`), and prints requests/s, images/s, p50/p95/p99 latency, errors and the server's mean batch size per level; then images/s of the bare
-model at batch 1 and 64 in PyTorch eager and ONNX Runtime. Everything also goes to a JSON file.
+`--seconds`), and prints requests/s, images/s, p50/p95/p99 latency, errors and the server's mean
+batch size per level; then images/s of the bare model at batch 1 and 64 in PyTorch eager and ONNX
+Runtime. Everything also goes to a JSON file.
 The client runs on the same machine (asyncio, one thread), so on few cores it competes with the
 server: compare numbers taken on the same machine only.
 """
