@@ -37,13 +37,9 @@ class BadImage(Exception):
         self.message = message
 
 
-def decode_upload(data: bytes, meta: ModelMeta, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """uint8 C×H×W at the model's data size, or BadImage (400 empty, 413 too many pixels, 415, 422)."""
-    return decode_pixels(open_upload(data, max_pixels), meta)
-
-
 def open_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """The upload opened by PIL with only its header read and checked: format, pixel count."""
+    """The upload opened by PIL with only its header read and checked (format, pixel count), or BadImage
+    (400 empty, 413 too many pixels, 415 not an image, 422 broken header). decode_pixels does the rest."""
     if not data:
         raise BadImage(400, "empty file")
     try:
