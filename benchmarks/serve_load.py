@@ -32,6 +32,7 @@ from PIL import Image
 
 from cnnarena.errors import UserError
 from cnnarena.evaluate.predict import load_run_model
+from cnnarena.serve.app import MAX_FILES
 from cnnarena.serve.launch import ServerProcess
 
 
@@ -196,6 +197,8 @@ def main() -> None:
                              "busy machine, 1 avoids threads waiting on each other")
     parser.add_argument("--out", type=Path, default=Path("artifacts/serve_load.json"))
     args = parser.parse_args()
+    if not 1 <= args.images_per_request <= MAX_FILES:  # the server would refuse every request with a 413
+        sys.exit(f"error: --images-per-request must be 1..{MAX_FILES} (the server's files-per-request limit)")
 
     try:
         meta = load_run_model(args.run_dir).meta

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import socket
 import struct
 import zlib
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnarena.evaluate.predict import decode_for, load_run_model
-from cnnarena.serve.app import create_app
+from cnnarena.serve.app import INLINE_DECODE_PIXELS, create_app
 from cnnarena.serve.launch import ServerProcess
 
 
@@ -57,7 +58,8 @@ def samples(run) -> list[tuple[str, bytes, np.ndarray]]:
         elif i % 4 == 2:
             name, data = f"d{i}.webp", encode(img.resize((30, 30)).convert("RGBA"), "WEBP", lossless=True)
         elif i % 4 == 3:  # over INLINE_DECODE_PIXELS: decoded in the server's decoder threads, not inline
-            name, data = f"d{i}.png", encode(img.resize((200, 160)))
+            side = math.isqrt(INLINE_DECODE_PIXELS) + 8
+            name, data = f"d{i}.png", encode(img.resize((side, side)))
         else:
             name, data = f"d{i}.png", encode(img)
         x = torch.from_numpy(decode_for(model.meta, io.BytesIO(data))[None]).float() / 255
