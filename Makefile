@@ -34,8 +34,9 @@ study: setup
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; fi
 	$(BIN)/cnnarena study --out studies/default
 
-# cnnarena vs plain PyTorch vs Keras/TF, one table (+ benchmarks/results/latest.json); ~25 min, mostly the
-# 10-epoch Keras run. The Keras peer installs into its own venv, benchmarks/.venv-keras, on first use.
+# cnnarena vs plain PyTorch vs Keras/TF, one table (+ benchmarks/results/latest.json); ~35 min, mostly the
+# 10-epoch Keras run and the two fast presets. The Keras peer installs into its own venv,
+# benchmarks/.venv-keras, on first use.
 # Quick check: make bench BENCH_ARGS="--seconds 5 --keras-epochs 1 --fast-epochs 2"
 bench: setup system
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -1,12 +1,13 @@
 """`python -m benchmarks` (or `make bench`): cnnarena vs a plain PyTorch loop vs Keras 3 on TensorFlow,
 measured side by side in one run on this machine, printed as one table and written as JSON.
 
-    python -m benchmarks                                  # the full run (~25 min on 2 cores, mostly Keras)
+    python -m benchmarks                                  # the full run (~35 min on 2 cores)
     python -m benchmarks --seconds 5 --keras-epochs 1 --fast-epochs 2 --threads 1   # a quick check
     python -m benchmarks --parts train,inference --no-keras
 
 1. Training throughput of simple-2conv on Fashion-MNIST at batch 32 and 256.
-2. Time to accuracy: the report pipeline (Keras, 10 epochs, batch 32) against cnnarena's `fast` preset.
+2. Time to accuracy: the report pipeline (Keras, 10 epochs, batch 32) against cnnarena's `fast` preset;
+   `fast-large` (its 14 epochs take ~9 min here) for the 93.5%-in-10-minutes target.
 3. Inference throughput at batch 1 and 256: PyTorch eager, ONNX Runtime, Keras predict() and model(x).
 Targets from the issue are judged MET / MISSED with the figure, or NOT MEASURED with the reason.
 """
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["inference"][str(batch)] = {k: row[k] for k in table.INFER_IMPLS if k in row}
 
             if "accuracy" not in args.parts:
-                results["accuracy"] = {"report": not_measured(skipped), "fast": not_measured(skipped)}
+                results["accuracy"] = {"report": not_measured(skipped), "fast": not_measured(skipped),
+                                       "fast-large": not_measured(skipped)}
             else:
                 if peer is None:
                     results["accuracy"]["report"] = keras_why
@@ -212,9 +214,11 @@ def main(argv: list[str] | None = None) -> int:
                 if peer is not None:
                     peer.close()  # its memory and threads are not the fast run's business
                     peer = None
-                log("cnnarena fast preset, time to accuracy (data loading included)")
-                results["accuracy"]["fast"] = run_fast(test, tmp_dir, data_dir=args.data_dir, val_frac=args.val_frac,
-                                                       epochs=args.fast_epochs, log=log)
+                for model in ("fast", "fast-large"):  # fast-large answers the 10-minute target
+                    log(f"cnnarena {model} preset, time to accuracy (data loading included)")
+                    results["accuracy"][model] = run_fast(test, tmp_dir, data_dir=args.data_dir,
+                                                          val_frac=args.val_frac, epochs=args.fast_epochs,
+                                                          model=model, log=log)
         finally:
             if peer is not None:
                 peer.close()

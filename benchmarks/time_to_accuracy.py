@@ -44,10 +44,11 @@ class EpochTestClock(Callback):
 
 
 def run_fast(test: ImageSet, workdir: Path, *, data: str = "fashion-mnist", data_dir: str | None = None,
-             val_frac: float = 0.05, epochs: int | None = None, log=lambda m: None) -> dict[str, Any]:
-    """Train `fast` with its recipe (epochs optionally capped) and return the accuracy curve and totals."""
-    recipe = recipe_for("fast")
-    values: dict[str, Any] = {"data": data, "data_dir": data_dir, "model": "fast", "val_frac": val_frac,
+             val_frac: float = 0.05, epochs: int | None = None, model: str = "fast",
+             log=lambda m: None) -> dict[str, Any]:
+    """Train `model` (`fast` or `fast-large`) with its recipe (epochs optionally capped); the curve and totals."""
+    recipe = recipe_for(model)
+    values: dict[str, Any] = {"data": data, "data_dir": data_dir, "model": model, "val_frac": val_frac,
                               "device": "cpu"}
     if epochs is not None and epochs < recipe["epochs"]:
         values["epochs"] = epochs  # a shorter one-cycle schedule: the whole recipe, squeezed
@@ -63,9 +64,9 @@ def run_fast(test: ImageSet, workdir: Path, *, data: str = "fashion-mnist", data
         return [*original(*args, **kwargs), clock]
 
     with mock.patch.object(run_module, "standard_callbacks", with_clock):
-        metrics = run_module.train_run(cfg, Path(workdir) / "fast", progress=True)
+        metrics = run_module.train_run(cfg, Path(workdir) / model, progress=True)
     wall = time.perf_counter() - t0 - clock.excluded
-    return {"recipe": {k: v for k, v in recipe.items()}, "epochs": cfg.train.epochs,
+    return {"model": model, "recipe": {k: v for k, v in recipe.items()}, "epochs": cfg.train.epochs,
             "recipe_epochs": recipe["epochs"], "capped": cfg.train.epochs < recipe["epochs"],
             "val_frac": val_frac, "train_images": metrics.get("train_samples"),
             "curve": clock.curve, "final_test_accuracy": metrics["test_accuracy"],

@@ -129,3 +129,18 @@ def test_unmeasured_rows_and_targets_say_why_and_are_never_judged():
     text = table.format_table(results)
     assert "not measured: pip install tensorflow-cpu failed" in text
     assert "MET" not in next(ln for ln in text.splitlines() if "2x Keras/TF, batch 32" in ln)
+
+
+def test_the_ten_minute_target_is_judged_on_fast_large_when_the_run_has_it():
+    curve = [{"epoch": 8, "seconds": 170.0, "test_accuracy": 0.926}]
+    results = _results(fast_curve=curve)
+    large = dict(results["accuracy"]["fast"], epochs=14, recipe_epochs=14, final_test_accuracy=0.934,
+                 wall_seconds=560.0, curve=[{"epoch": 13, "seconds": 520.0, "test_accuracy": 0.931},
+                                            {"epoch": 14, "seconds": 560.0, "test_accuracy": 0.934}])
+    results["accuracy"]["fast-large"] = large
+    got = _by_target(results)
+    assert got["fast >= 92.5% test accuracy within 3 min (data loading included)"]["status"] == table.MET
+    ten = got["fast-large >= 93.5% test accuracy within 10 min (data loading included)"]
+    assert ten["status"] == table.MISSED and "best 93.40%" in ten["figure"]
+    text = table.format_table(results)
+    assert "93.40% in 560 s" in next(ln for ln in text.splitlines() if "cnnarena fast-large (its recipe)" in ln)

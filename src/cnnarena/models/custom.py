@@ -52,6 +52,18 @@ PRESETS: dict[str, Spec] = {
         {"conv": 128}, "batchnorm", "relu", "maxpool",
         "flatten",
     ],
+    # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU on 28 px images; `fast` levels off near
+    # 92.6% on Fashion-MNIST however long it trains. Measured (Fashion-MNIST, one seed each, ±0.15%):
+    # a stride-2 stem like `fast`'s 93.14% in 12 epochs; a full-resolution 32-filter stem + max pool 93.53%
+    # in 14 epochs, a 16-filter one 93.13%; this one, which pools before BatchNorm + ReLU wherever a pool
+    # follows a conv (the elementwise work then runs on a quarter of the pixels; 21% faster than the
+    # 32-filter stem with BN + ReLU first), 93.44% in 14. Two 3×3 convs at 14×14, two at 7×7.
+    "fast-large": [
+        {"conv": 32}, "maxpool", "batchnorm", "relu",
+        {"conv": 48}, "batchnorm", "relu", {"conv": 48}, "maxpool", "batchnorm", "relu",
+        {"conv": 96}, "batchnorm", "relu", {"conv": 96}, "maxpool", "batchnorm", "relu",
+        "flatten",
+    ],
 }
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
