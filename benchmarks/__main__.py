@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keras-epochs", type=int, default=10,
                    help="epochs of the Keras report pipeline (default 10, as the reports; ~15 min on 2 cores)")
     p.add_argument("--fast-epochs", type=int, default=None,
-                   help="cap the fast preset's epochs (default: its recipe's; a cap squeezes the one-cycle schedule)")
+                   help="cap the epochs of the fast and fast-large presets (default: their recipes'; a cap "
+                        "squeezes the one-cycle schedule)")
     p.add_argument("--val-frac", type=float, default=0.05, help="validation share held out by the fast run")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--no-keras", action="store_true", help="skip the Keras peer (its rows say 'not measured')")

@@ -173,11 +173,11 @@ def _fast_rows(fast: dict[str, Any], report: dict[str, Any] | None, model: str) 
             point = time_to(fast["curve"], report["test_accuracy"])
             target = f"{report['test_accuracy']:.2%}"
             if point is None:
-                out.append(("accuracy", f"cnnarena fast to the report's {target}", "not reached",
+                out.append(("accuracy", f"cnnarena {model} to the report's {target}", "not reached",
                             f"best {max(p['test_accuracy'] for p in fast['curve']):.2%}"))
             else:
                 ratio = report["wall_seconds"] / max(point["seconds"], 1e-9)
-                out.append(("accuracy", f"cnnarena fast to the report's {target}", f"{point['seconds']:.0f} s",
+                out.append(("accuracy", f"cnnarena {model} to the report's {target}", f"{point['seconds']:.0f} s",
                             f"epoch {point['epoch']} of {fast['epochs']}: {ratio:.1f}x sooner than the report "
                             f"pipeline"))
         curve = ", ".join(f"{p['test_accuracy']:.2%}@{p['seconds']:.0f}s" for p in fast["curve"])

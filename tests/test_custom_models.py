@@ -33,6 +33,22 @@ def test_simple_3conv_dense512_hand_count():
     assert trainable(make("simple-3conv-dense512")) == expected
 
 
+def test_fast_large_hand_count():
+    # 28 -(pool)-> 14 -(pool)-> 7 -(pool)-> 3: conv 1->32 320, 32->40 11,560, 40->40 14,440, 40->80 28,880,
+    # 80->80 57,680; BN 64+80+80+160+160; flatten 80*9 = 720 -> 10: 7,210
+    expected = 320 + 11_560 + 14_440 + 28_880 + 57_680 + 64 + 80 + 80 + 160 + 160 + 7_210
+    assert trainable(make("fast-large")) == expected
+
+
+def test_tuned_presets_bring_their_recipe_and_options_still_win():
+    from cnnarena.config import build_config
+
+    large = build_config(None, {"data": "digits", "model": "fast-large"}).train
+    assert (large.optimizer, large.epochs, large.tta) == ("sgd", 18, True)
+    assert build_config(None, {"data": "digits", "model": "fast-large", "epochs": 3}).train.epochs == 3
+    assert build_config(None, {"data": "digits", "model": "simple-2conv"}).train.optimizer == "adam"
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64)])
 def test_presets_adapt_to_input_and_classes(name, shape):

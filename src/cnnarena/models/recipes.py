@@ -18,16 +18,16 @@ FAST = {
 # The same recipe, for 18 epochs, with 2-px shifts added to the flips.
 FAST_LARGE = {**FAST, "augment": "light", "epochs": 18}
 
+TUNED = {"fast": FAST, "fast-large": FAST_LARGE}  # presets with a recipe of their own
+
 PRETRAINED = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "freeze_epochs": 2, "epochs": 3}
 
 
 def recipe_for(model: str) -> dict[str, Any]:
     from .custom import PRESETS
 
-    if model == "fast":
-        return dict(FAST)
-    if model == "fast-large":
-        return dict(FAST_LARGE)
+    if model in TUNED:
+        return dict(TUNED[model])
     if model in PRESETS or model.endswith((".yaml", ".yml", ".json")):
         return dict(REPORT_STYLE)
     return dict(PRETRAINED)
