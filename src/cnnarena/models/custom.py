@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from .base import Classifier, ModelMeta
+from .fast_layers import LayoutFlatten, pool_before_activation
 
 Spec = list[Any]
 
@@ -119,10 +120,10 @@ def build_layers(spec: Spec, in_shape: tuple[int, int, int], num_classes: int) -
             raise UserError(f"layer {i + 1} ({name}): bad options {args}: {e}") from None
         layers.append(module)
     if len(shape) == 3:  # still a feature map: flatten before the classifier, like Keras would need
-        layers.append(nn.Flatten())
+        layers.append(LayoutFlatten())
         shape = (shape[0] * shape[1] * shape[2],)
     layers.append(nn.Linear(shape[0], num_classes))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*pool_before_activation(layers))
 
 
 def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tuple[nn.Module, tuple[int, ...]]:
@@ -166,7 +167,7 @@ def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tupl
         size = 1
         for s in shape:
             size *= s
-        return nn.Flatten(), (size,)
+        return LayoutFlatten(), (size,)
     if name == "gap":
         _no_more(name, args)
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), (shape[0],)
