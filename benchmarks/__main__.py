@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             "software": f"Python {platform.python_version()}, torch {torch.__version__} "
                         f"({plural(torch.get_num_threads(), 'thread')}), onnxruntime {onnxruntime.__version__}",
             "method": f"throughput = median of {plural(args.rounds, 'interleaved round')}, ~{args.seconds:g} s per "
-                      "row after warm-up; inference: a call on float [0,1] images, one batch unless said",
+                      "row after warm-up; inference: a call on float [0,1] images, one batch unless said; "
+                      "cnnarena's fit() raises glibc's malloc thresholds for the whole process, so the plain "
+                      "PyTorch loop (same process) gets that too",
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "data": f"Fashion-MNIST: {len(pool)} train, {len(test)} test images, {tuple(pool.images.shape[1:])}",
         },

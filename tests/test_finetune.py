@@ -30,6 +30,7 @@ from cnnarena.data.loader import BatchLoader
 from cnnarena.data.sources import load_source
 from cnnarena.data.split import make_split, subsample
 from cnnarena.errors import UserError
+from cnnarena.models.custom import PRESETS
 from cnnarena.models.pretrained import (
     ALIASES,
     backbone_stages,
@@ -237,7 +238,12 @@ def test_batchnorm_train_mode_lets_unfrozen_statistics_move_and_frozen_mode_does
 def test_models_lists_every_alias_with_params_input_size_and_offline_weights():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
-    lines = {line.split()[0]: line for line in result.output.splitlines()[2:] if line.strip()}
+    presets_text, _, timm_text = result.output.partition("\n\n")
+    presets = {line.split()[0]: line.split() for line in presets_text.splitlines()[2:]}
+    assert set(presets) == set(PRESETS)
+    assert presets["simple-2conv"][-2:] == ["429,450", "552,906"]  # Keras counts 429,450 on Fashion-MNIST too
+    assert presets["fast"][1] == "conv32/2"
+    lines = {line.split()[0]: line for line in timm_text.splitlines()[2:] if line.strip()}
     assert set(lines) == set(ALIASES)
     for alias, timm_name in ALIASES.items():
         cells = lines[alias].split()

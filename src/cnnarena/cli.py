@@ -335,9 +335,12 @@ def models(
                                          "anywhere)"),
     all_models: bool = typer.Option(False, "--all", help="every timm model (with PATTERN: those that match)"),
 ) -> None:
-    """Pretrained backbones: alias, timm name, parameters, default input size, offline ImageNet weights."""
+    """The custom CNN presets, then pretrained backbones: alias, timm name, parameters, input size, weights."""
+    from .models.custom import format_preset_table
     from .models.pretrained import format_model_table, search_models
 
+    if pattern is None:
+        print(format_preset_table() + "\n")
     rows = search_models(pattern, everything=all_models)
     if not rows:
         raise UserError(f"no timm model matches {pattern!r}: try a shorter pattern, or `cnnarena models --all`")

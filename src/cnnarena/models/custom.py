@@ -226,3 +226,35 @@ def _init_like_keras(net: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def format_preset_table(shapes: tuple[tuple[int, int, int], ...] = ((1, 28, 28), (3, 32, 32)),
+                        num_classes: int = 10) -> str:
+    """name | layers | trainable parameters on typical inputs: what `cnnarena models` lists besides timm."""
+    head = ("custom CNN (from scratch)", "layers", *(f"params {c}x{h}x{w}" for c, h, w in shapes))
+    table = [head]
+    for name, spec in PRESETS.items():
+        layers = " ".join(_short(layer) for layer in spec)
+        counts = []
+        for shape in shapes:
+            net = build_layers(json.loads(json.dumps(spec)), shape, num_classes)
+            counts.append(f"{sum(p.numel() for p in net.parameters()):,}")
+        table.append((name, layers, *counts))
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines)
+
+
+def _short(layer: Any) -> str:
+    """{'conv': {'filters': 32, 'stride': 2}} -> 'conv32/2'; 'batchnorm' -> 'bn'."""
+    name, args = _parse(layer)
+    if name == "conv":
+        kernel = args.get("kernel", 3)
+        return (f"conv{args['filters']}" + (f"k{kernel}" if kernel != 3 else "")
+                + (f"/{args['stride']}" if args.get("stride", 1) != 1 else ""))
+    if name == "dense":
+        return f"dense{args['units']}"
+    if name == "dropout":
+        return f"drop{args.get('rate', 0.5)}"
+    return {"batchnorm": "bn", "maxpool": "pool"}.get(name, name)

@@ -21,6 +21,7 @@ from ..data.loader import BatchLoader
 from ..models.base import Classifier
 from .callbacks import Callback
 from .config import TrainConfig
+from .memory import keep_freed_memory
 from .schedule import LRController, build_optimizer
 
 
@@ -119,6 +120,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     first_epoch_label offsets the epoch numbers written to history (for a second fine-tuning phase).
     """
     device = train.device
+    if device.type == "cpu":
+        keep_freed_memory()
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
