@@ -10,7 +10,7 @@ of the rounds.
 Runners here (cnnarena's venv): cnnarena's real training path (BatchLoader + fit), a plain PyTorch
 loop (DataLoader over a TensorDataset of float tensors, default layout, Adam), PyTorch eager and ONNX
 Runtime inference. The Keras runners live in keras_peer.py and run in their own venv. cnnarena's fit()
-raises glibc's malloc thresholds process-wide (train/memory.py), so the plain loop, which runs in this same
+raises glibc's malloc thresholds process-wide (cnnarena/memory.py), so the plain loop, which runs in this same
 process, is spared the page faults too: its figure is, if anything, better than a plain script's.
 """
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import resource, sys, torch
-import cnnarena.train.memory as memory
+import cnnarena.memory as memory
 from cnnarena.config import build_config
 from cnnarena.data.dataset import ImageSet
 from cnnarena.data.loader import BatchLoader

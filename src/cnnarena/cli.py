@@ -350,9 +350,9 @@ def models(
 
 
 def main() -> None:
-    from .train.memory import keep_freed_memory
+    from .memory import keep_freed_memory
 
-    keep_freed_memory()  # before any tensor exists, so the heap serves every large block (see train/memory.py)
+    keep_freed_memory()  # before any tensor exists, so the heap serves every large block (see memory.py)
     try:
         app()
     except UserError as e:

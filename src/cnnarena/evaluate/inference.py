@@ -6,8 +6,8 @@ import time
 
 import torch
 
+from ..memory import keep_freed_memory
 from ..models.base import Classifier
-from ..train.memory import keep_freed_memory
 
 
 @torch.inference_mode()

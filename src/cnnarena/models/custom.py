@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
-from .base import Classifier, ModelMeta
+from .base import Classifier, ModelMeta, count_parameters
 from .fast_layers import LayoutFlatten, pool_before_activation
 
 Spec = list[Any]
@@ -235,10 +235,8 @@ def format_preset_table(shapes: tuple[tuple[int, int, int], ...] = ((1, 28, 28),
     table = [head]
     for name, spec in PRESETS.items():
         layers = " ".join(_short(layer) for layer in spec)
-        counts = []
-        for shape in shapes:
-            net = build_layers(json.loads(json.dumps(spec)), shape, num_classes)
-            counts.append(f"{sum(p.numel() for p in net.parameters()):,}")
+        counts = [f"{count_parameters(build_layers(json.loads(json.dumps(spec)), shape, num_classes))[1]:,}"
+                  for shape in shapes]
         table.append((name, layers, *counts))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]

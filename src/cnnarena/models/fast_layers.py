@@ -21,6 +21,10 @@ from torch import nn
 MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
 
 
+def _is_monotone(module: nn.Module) -> bool:
+    return isinstance(module, MONOTONE) and getattr(module, "negative_slope", 0.0) >= 0  # LeakyReLU(-a) is not
+
+
 class LayoutFlatten(nn.Flatten):
     """nn.Flatten whose backward keeps a channels_last input's layout for the gradient."""
 
@@ -38,7 +42,6 @@ def pool_before_activation(layers: list[nn.Module]) -> list[nn.Module]:
     """Swap every (monotone activation, MaxPool2d) pair; other layers stay where they are."""
     out = list(layers)
     for i in range(len(out) - 1):
-        if isinstance(out[i], MONOTONE) and isinstance(out[i + 1], nn.MaxPool2d):
-            if not isinstance(out[i], nn.LeakyReLU) or out[i].negative_slope >= 0:
-                out[i], out[i + 1] = out[i + 1], out[i]
+        if _is_monotone(out[i]) and isinstance(out[i + 1], nn.MaxPool2d):
+            out[i], out[i + 1] = out[i + 1], out[i]
     return out

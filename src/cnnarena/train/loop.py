@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.loader import BatchLoader
+from ..memory import keep_freed_memory
 from ..models.base import Classifier
 from .callbacks import Callback
 from .config import TrainConfig
-from .memory import keep_freed_memory
 from .schedule import LRController, build_optimizer
 
 
