@@ -310,3 +310,7 @@ def test_killed_fine_tuning_resumes_inside_phase_2_without_redoing_phase_1(tmp_p
     assert [r["epoch"] for r in rows] == list(range(1, n1 + n2 + 1))
     assert [r["phase"] for r in rows] == ["frozen"] * n1 + ["fine-tune"] * n2
     assert json.loads((run / "metrics.json").read_text())["phase_boundary"] == n1
+    # the resumed process filled the trunk cache again: that time is charged to its first epoch
+    done = int(re.search(r"phase 2 after epoch (\d+)", again.stderr).group(1))
+    assert "trunk_seconds" in rows[n1] and "trunk_seconds" in rows[n1 + done]
+    assert sum("trunk_seconds" in r for r in rows) == 2

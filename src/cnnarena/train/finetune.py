@@ -298,16 +298,18 @@ def _memory_budget(device: torch.device) -> float:
 
 
 class _ChargeCacheFill(Callback):
-    """The one-off pass that filled a cache is training time too: charged to the first epoch, before the
+    """The one-off pass that filled a cache is training time too: charged to the first epoch this process
+    trains (the one after the resume point when a killed run resumes and fills the cache again), before the
     other callbacks (history files, progress, time budget) see it."""
 
     def __init__(self, seconds: float, key: str) -> None:
-        self.seconds, self.key = seconds, key
+        self.seconds, self.key, self.charged = seconds, key, False
 
     def on_epoch_end(self, s: TrainState) -> None:
-        if s.epoch != 1:
+        if self.charged:
             return
-        row = s.history[0]
+        self.charged = True
+        row = s.history[-1]
         seen = row["images_per_second"] * row["epoch_seconds"]
         row["epoch_seconds"] = round(row["epoch_seconds"] + self.seconds, 3)
         row[self.key] = round(self.seconds, 3)
