@@ -314,3 +314,15 @@ def test_killed_fine_tuning_resumes_inside_phase_2_without_redoing_phase_1(tmp_p
     done = int(re.search(r"phase 2 after epoch (\d+)", again.stderr).group(1))
     assert "trunk_seconds" in rows[n1] and "trunk_seconds" in rows[n1 + done]
     assert sum("trunk_seconds" in r for r in rows) == 2
+
+
+def test_the_time_budget_covers_both_phases(tmp_path, offline_one_thread):
+    # a budget phase 1 alone uses up: phase 2 does not start (it used to get a fresh budget of its own)
+    run = tmp_path / "run"
+    metrics = train_run(build_config(None, dict(RECIPE, fraction=0.1, max_minutes=1e-5)), run, progress=False)
+    assert [r["phase"] for r in history(run)] == ["frozen"]
+    assert metrics["stop_reason"] == "time budget of 1e-05 minutes reached in phase 1 (frozen backbone)"
+    assert metrics["epochs_run"] == metrics["best_epoch"] == metrics["phase_boundary"] == 1
+    # the model is phase 1's: backbone as pretrained, head trained
+    after, imagenet = load_file(run / "model.safetensors"), package_backbone()
+    assert torch.equal(after["net.backbone.conv_stem.weight"], imagenet["net.backbone.conv_stem.weight"])

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .config import RunConfig
 from .data.augment import build_augment
 from .data.dataset import Source
 from .data.loader import BatchLoader
 from .data.split import Split, atomic_write_text, load_manifest, make_split, subsample, write_manifest
+from .errors import UserError
 from .evaluate.inference import predict_logits
 from .evaluate.metrics import compute_metrics
 from .models.base import Classifier, count_parameters
@@ -72,18 +74,20 @@ def build_model(cfg: RunConfig, split: Split) -> Classifier:
 
 
 def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one run; returns metrics.json's content. A finished run is returned as is."""
+    """Train and evaluate one run; returns metrics.json's content. A finished run with the same settings is
+    returned as is, an unfinished one resumes; a run directory holding other settings is an error."""
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
+    t_start = time.perf_counter()
+    source = load_data(cfg)
+    split = resolve_split(cfg, source, run_dir)
+    train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
+    cfg.train, note = cfg.train.fit_to_data(len(train_set))
+    check_same_settings(cfg, run_dir)
     done = run_dir / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    source = load_data(cfg)
-    split = resolve_split(cfg, source, run_dir)
     write_manifest(split, run_dir / "split.json", source_name=source.name, seed=cfg.split_seed)
-    train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
-    cfg.train, note = cfg.train.fit_to_data(len(train_set))
     cfg.save(run_dir / "config.yaml")
     data_seconds = time.perf_counter() - t_start
 
@@ -115,6 +119,42 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = T
                       wall_seconds=time.perf_counter() - t_start)
 
 
+# Settings a resumed or reused run may change: where things are, the device, the time budget, how evaluation is
+# batched. Every other setting changes what the run computes.
+MAY_DIFFER = {"out", "data_dir", "split", "train.device", "train.max_minutes", "train.eval_batch_size",
+              "train.compile"}
+
+
+def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
+    """Resuming or reusing run_dir with other settings would mix two experiments under one name: refuse."""
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except FileNotFoundError:
+        return
+    except yaml.YAMLError as e:
+        raise UserError(f"corrupt {run_dir / 'config.yaml'}: {str(e).splitlines()[0]}") from None
+    now = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same YAML round trip as the saved file
+    flat_saved, flat_now = _flatten(saved or {}), _flatten(now)
+    # keys only one side has come from another cnnarena version: not a difference in what was asked for
+    changed = [f"{key} {flat_saved[key]!r} -> {flat_now[key]!r}"
+               for key in sorted((set(flat_saved) & set(flat_now)) - MAY_DIFFER)
+               if flat_saved[key] != flat_now[key]]
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:3])}{more}): "
+                        "pass another --out, or delete it to start over")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and key == "train":  # augment stays one value: it lists only what is on
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _fit_resumable(model: Classifier, cfg: RunConfig, train_loader, val_loader, callbacks, run_dir: Path) -> TrainState:
     resume, best = load_resume_point(model, run_dir / "checkpoints")
     if resume is not None:
@@ -143,7 +183,8 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, state
         "model_file_bytes": (run_dir / "model.safetensors").stat().st_size,
         "epochs_run": epochs_run,
         "best_epoch": state.history[state.best_epoch - 1]["epoch"] if state.best_epoch else None,
-        "best_val_accuracy": max((r["val_accuracy"] for r in state.history), default=None),
+        # of the epoch whose weights were kept (the best by --monitor), not the highest of any epoch
+        "best_val_accuracy": state.history[state.best_epoch - 1]["val_accuracy"] if state.best_epoch else None,
         "stop_reason": state.stop_reason or "completed all epochs",
         "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),

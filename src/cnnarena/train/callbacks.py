@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def standard_callbacks(cfg, run_dir: Path, progress: bool, earlier: list[dict] | None = None) -> list[Callback]:
     """The callbacks a training config asks for; `earlier` = history rows of a previous phase."""
-    callbacks: list[Callback] = [MetricsLog(run_dir, earlier), Checkpoint(run_dir)]
+    callbacks: list[Callback] = [MetricsLog(run_dir, earlier), Checkpoint(run_dir)]  # Checkpoint saves last
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(cfg.early_stopping))
     if cfg.reduce_on_plateau:
@@ -29,7 +29,15 @@ class Callback:
     def on_train_begin(self, s: TrainState) -> None: ...
     def on_batch_end(self, s: TrainState, batch: int, num_batches: int) -> None: ...
     def on_epoch_end(self, s: TrainState) -> None: ...
+    def on_epoch_final(self, s: TrainState) -> None:
+        """After every on_epoch_end and the time-budget check: the epoch's state will not change any more."""
     def on_train_end(self, s: TrainState) -> None: ...
+
+    def state_dict(self) -> dict | None:
+        """What a resumed run needs to carry on exactly (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class EarlyStopping(Callback):
@@ -61,6 +69,12 @@ class ReduceLROnPlateau(Callback):
             self.wait = 0
             s.log(f"reduce-on-plateau: learning rate x{self.factor} -> scale {s.lr_ctl.plateau_scale:g}")
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.wait = state["best"], state["wait"]
+
 
 class MetricsLog(Callback):
     """history.csv and history.jsonl in the run directory, rewritten after every epoch."""
@@ -80,18 +94,29 @@ class MetricsLog(Callback):
 
 
 class Checkpoint(Callback):
-    """checkpoints/last.* every epoch (with trainer state, for resuming) and checkpoints/best.*."""
+    """checkpoints/trainer_state.pt every epoch: one file, replaced atomically, with everything a killed run
+    needs to resume (last and best weights, optimizer, RNGs, callback state), so weights and state can never
+    come from different epochs. checkpoints/last.* and best.* (safetensors + JSON) are copies for users."""
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir) / "checkpoints"
+        self.best: dict | None = None
 
-    def on_epoch_end(self, s: TrainState) -> None:
-        from .checkpoint import save_model, save_trainer_state
+    def on_train_begin(self, s: TrainState) -> None:
+        if s.resume_point is not None:
+            self.best = s.resume_point["best_weights"]
 
-        if s.best_epoch == s.epoch:
+    def on_epoch_final(self, s: TrainState) -> None:
+        from .checkpoint import cpu_state, save_model, save_trainer_state
+
+        improved = s.best_epoch == s.epoch
+        if improved:
+            self.best = cpu_state(s.model)
+        save_trainer_state(self.dir / "trainer_state.pt",
+                           {**s.resume_state(), "weights": cpu_state(s.model), "best_weights": self.best})
+        if improved:
             save_model(s.model, self.dir / "best", {"epoch": s.epoch})
         save_model(s.model, self.dir / "last", {"epoch": s.epoch})
-        save_trainer_state(self.dir / "trainer_state.pt", s.resume_state())
 
 
 class ProgressBar(Callback):

@@ -71,6 +71,11 @@ def load_model(path: Path) -> Classifier:
     return model.eval()
 
 
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights on the CPU that later training steps do not change."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def save_trainer_state(path: Path, state: dict[str, Any]) -> None:
     _atomic(Path(path), lambda tmp: torch.save(state, tmp))
 
@@ -91,7 +96,10 @@ def load_resume_point(model: Classifier, checkpoints: Path) -> tuple[dict[str, A
     resume = load_trainer_state(Path(checkpoints) / "trainer_state.pt")
     if resume is None:
         return None, None
-    load_weights(model, Path(checkpoints) / "best")
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    load_weights(model, Path(checkpoints) / "last")
-    return resume, best
+    if "weights" not in resume:  # an older checkpoint: the weights were only in separate files
+        load_weights(model, Path(checkpoints) / "best")
+        resume["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        load_weights(model, Path(checkpoints) / "last")
+    else:
+        model.load_state_dict(resume["weights"])
+    return resume, resume["best_weights"]

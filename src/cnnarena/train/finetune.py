@@ -86,20 +86,32 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     checkpoints = Path(run_dir) / "checkpoints"
     freeze_backbone(model)
     set_batchnorm_frozen(model, bn_frozen)
-    earlier = _finished_phase1(checkpoints)
+    phase1 = _finished_phase1(checkpoints)
     messages: list[str] = []
-    if earlier is None:
+    if phase1 is None:
         phase1_cfg = dataclasses.replace(t, epochs=cfg.freeze_epochs)
         phase1_callbacks: list[Callback] = [MetricsLog(run_dir)] + ([ProgressBar()] if progress else [])
         state1 = train_head(model, phase1_cfg, train_loader, val_loader, phase1_callbacks, cache=cache,
                             progress=progress)
-        earlier, messages = state1.history, state1.messages
+        earlier, best1, messages = state1.history, state1.best_epoch, state1.messages
         # the history travels with the weights: a killed run resumes after phase 1 from these two files
-        save_model(model, checkpoints / "phase1", {"epoch": len(earlier), "phase": "frozen", "history": earlier})
+        save_model(model, checkpoints / "phase1", {"epoch": len(earlier), "phase": "frozen", "history": earlier,
+                                                   "best_epoch": best1})
     else:
+        earlier, best1 = phase1
         load_weights(model, checkpoints / "phase1")
         print(f"resuming {run_dir}: phase 1 (frozen, {len(earlier)} epochs) already done", file=sys.stderr)
 
+    # --max-minutes is one budget for the whole run: phase 2 gets what phase 1 left
+    seconds1 = sum(row["epoch_seconds"] for row in earlier)
+    if t.max_minutes is not None and seconds1 > 60 * t.max_minutes:
+        state = TrainState(model, None, None, t, train_loader.batch_size, history=earlier, best_epoch=best1,
+                           messages=messages, stop_reason=f"time budget of {t.max_minutes:g} minutes reached "
+                                                          "in phase 1 (frozen backbone)")
+        return state, len(earlier)
+    # phase 2 draws from freshly seeded RNGs, so a run resumed after phase 1 trains exactly like one that was not
+    torch.manual_seed(t.seed + 1)
+    train_loader.generator.manual_seed(t.seed + 1)
     unfreeze(model, last)
     lr2 = t.lr * cfg.finetune_lr_scale
     warmup = t.warmup_epochs if cfg.finetune_warmup is None else cfg.finetune_warmup
@@ -110,22 +122,24 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     phase2_callbacks = standard_callbacks(t, run_dir, progress, earlier)
     state2 = train_unfrozen(model, phase2_cfg, train_loader, val_loader, phase2_callbacks,
                             param_groups(model, lr2, cfg.layer_decay), cache=cache, progress=progress,
-                            first_epoch_label=len(earlier), resume=resume, resume_best=resume_best)
+                            first_epoch_label=len(earlier), resume=resume, resume_best=resume_best,
+                            seconds_before=seconds1)
     state2.history = earlier + state2.history
     state2.best_epoch += len(earlier)
     state2.messages = messages + state2.messages
     return state2, len(earlier)
 
 
-def _finished_phase1(checkpoints: Path) -> list[dict] | None:
-    """Phase 1's history when an earlier attempt of this run finished it (checkpoints/phase1.*), else None."""
+def _finished_phase1(checkpoints: Path) -> tuple[list[dict], int] | None:
+    """(history, best epoch) of phase 1 when an earlier attempt of this run finished it (checkpoints/phase1.*),
+    else None."""
     try:
         meta = json.loads((checkpoints / "phase1.json").read_text())
     except (OSError, ValueError):
         return None
     history = meta.get("history")
     ok = isinstance(history, list) and (checkpoints / "phase1.safetensors").exists()
-    return history if ok else None
+    return (history, meta.get("best_epoch", len(history))) if ok else None
 
 
 # --- phase 1 ---------------------------------------------------------------------------------------------
@@ -162,15 +176,16 @@ def train_head(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Ba
 def train_unfrozen(model: Classifier, cfg, train_loader: BatchLoader, val_loader: BatchLoader,
                    callbacks: Sequence[Callback], groups: list[dict], *, cache: bool = True,
                    progress: bool = False, first_epoch_label: int = 0, resume: dict | None = None,
-                   resume_best: dict[str, torch.Tensor] | None = None) -> TrainState:
+                   resume_best: dict[str, torch.Tensor] | None = None, seconds_before: float = 0.0) -> TrainState:
     """Phase 2: the unfrozen stages + head; only the tail runs when the trunk in front of it can be cached.
-    `resume` / `resume_best`: trainer state and best whole-model weights of an interrupted phase 2."""
+    `resume` / `resume_best`: trainer state and best whole-model weights of an interrupted phase 2;
+    `seconds_before`: training time already spent (phase 1), counted against the time budget."""
     model.to(train_loader.device)
     split = _split_for_cache(model, train_loader, val_loader) if cache else None
     if isinstance(split, str) or split is None:
         state = fit(model, train_loader, val_loader, cfg, callbacks=list(callbacks), param_groups=groups,
                     phase="fine-tune", first_epoch_label=first_epoch_label, resume=resume,
-                    resume_best=resume_best)
+                    resume_best=resume_best, seconds_before=seconds_before)
         if isinstance(split, str):
             state.log(f"[fine-tune] frozen trunk not cached: {split}")
         return state
@@ -197,7 +212,8 @@ def train_unfrozen(model: Classifier, cfg, train_loader: BatchLoader, val_loader
     state = fit(tail_model, FeatureLoader.mirroring(train_loader, train_acts, cfg.channels_last),
                 FeatureLoader.mirroring(val_loader, val_acts, cfg.channels_last), cfg,
                 callbacks=[_ChargeCacheFill(seconds, "trunk_seconds"), *whole], param_groups=groups,
-                phase="fine-tune", first_epoch_label=first_epoch_label, resume=resume, resume_best=best_tail)
+                phase="fine-tune", first_epoch_label=first_epoch_label, resume=resume, resume_best=best_tail,
+                seconds_before=seconds_before)
     state.model = model
     return state
 
@@ -256,12 +272,24 @@ class _WholeModel(Callback):
     def __init__(self, inner: Callback, model: Classifier) -> None:
         self.inner, self.model = inner, model
 
-    def on_epoch_end(self, s: TrainState) -> None:
+    def _call(self, hook: str, s: TrainState) -> None:
         trained, s.model = s.model, self.model
         try:
-            self.inner.on_epoch_end(s)
+            getattr(self.inner, hook)(s)
         finally:
             s.model = trained
+
+    def on_train_begin(self, s: TrainState) -> None:
+        self._call("on_train_begin", s)
+
+    def on_epoch_end(self, s: TrainState) -> None:
+        self._call("on_epoch_end", s)
+
+    def on_epoch_final(self, s: TrainState) -> None:
+        self._call("on_epoch_final", s)
+
+    def on_train_end(self, s: TrainState) -> None:
+        self._call("on_train_end", s)
 
 
 @contextmanager

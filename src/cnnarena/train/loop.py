@@ -73,6 +73,9 @@ class TrainState:
     running_acc: float = 0.0
     messages: list[str] = field(default_factory=list)
     step_model: torch.nn.Module | None = None  # what the training step calls (the model, or its compiled form)
+    generator: torch.Generator | None = None  # the training loader's: shuffles and augmentation draw from it
+    callbacks: list[Callback] = field(default_factory=list)
+    resume_point: dict[str, Any] | None = None  # the trainer state this fit resumed from
 
     @property
     def phase_label(self) -> str:
@@ -90,10 +93,39 @@ class TrainState:
         return better
 
     def resume_state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "history": self.history, "best_value": self.best_value,
-                "best_epoch": self.best_epoch, "optimizer": self.optimizer.state_dict(),
-                "plateau_scale": self.lr_ctl.plateau_scale, "train_seconds": self.train_seconds,
-                "torch_rng": torch.get_rng_state()}
+        """Everything but the weights that an uninterrupted run would carry into the next epoch."""
+        state = {"epoch": self.epoch, "step": self.step, "history": self.history, "best_value": self.best_value,
+                 "best_epoch": self.best_epoch, "optimizer": self.optimizer.state_dict(),
+                 "plateau_scale": self.lr_ctl.plateau_scale, "train_seconds": self.train_seconds,
+                 "stop_reason": self.stop_reason, "torch_rng": torch.get_rng_state(),
+                 "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks
+                               if cb.state_dict() is not None}}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def restore(self, resume: dict[str, Any], best_weights: dict[str, torch.Tensor] | None) -> None:
+        """Carry on from resume_state() (weights are loaded by the caller)."""
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.epoch, self.step, self.history = resume["epoch"], resume["step"], resume["history"]
+        self.best_value, self.best_epoch = resume["best_value"], resume["best_epoch"]
+        self.lr_ctl.plateau_scale, self.train_seconds = resume["plateau_scale"], resume["train_seconds"]
+        self.stop_reason = resume.get("stop_reason")
+        torch.set_rng_state(resume["torch_rng"])
+        if "cuda_rng" in resume and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        if self.generator is not None:
+            if "generator" in resume:
+                self.generator.set_state(resume["generator"])
+            else:  # an older checkpoint without the generator's state
+                self.generator.manual_seed(self.cfg.seed + 1000 * self.epoch)
+        saved = resume.get("callbacks", {})
+        for cb in self.callbacks:
+            if type(cb).__name__ in saved:
+                cb.load_state_dict(saved[type(cb).__name__])
+        self.best_weights, self.resume_point = best_weights, resume
 
 
 @torch.no_grad()
@@ -114,10 +146,11 @@ def evaluate_loader(model: Classifier, loader: BatchLoader, autocast=nullcontext
 def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfig, *,
         callbacks: list[Callback] = (), param_groups: list[dict] | None = None,
         resume: dict[str, Any] | None = None, resume_best: dict[str, torch.Tensor] | None = None,
-        phase: str = "", first_epoch_label: int = 0) -> TrainState:
+        phase: str = "", first_epoch_label: int = 0, seconds_before: float = 0.0) -> TrainState:
     """Train; returns the final state (history, best epoch, stop reason). The model ends on its best weights.
 
-    first_epoch_label offsets the epoch numbers written to history (for a second fine-tuning phase).
+    first_epoch_label offsets the epoch numbers written to history (for a second fine-tuning phase);
+    seconds_before is training time an earlier phase spent, counted against cfg.max_minutes.
     """
     device = train.device
     if device.type == "cpu":
@@ -128,15 +161,11 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     params = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     lr_ctl = LRController(optimizer, cfg, len(train))
-    state = TrainState(model, optimizer, lr_ctl, cfg, train.batch_size, phase=phase)
+    state = TrainState(model, optimizer, lr_ctl, cfg, train.batch_size, phase=phase,
+                       generator=getattr(train, "generator", None), callbacks=list(callbacks),
+                       train_seconds=seconds_before)
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        state.epoch, state.step, state.history = resume["epoch"], resume["step"], resume["history"]
-        state.best_value, state.best_epoch = resume["best_value"], resume["best_epoch"]
-        lr_ctl.plateau_scale, state.train_seconds = resume["plateau_scale"], resume["train_seconds"]
-        torch.set_rng_state(resume["torch_rng"])
-        state.best_weights = resume_best
-        train.generator.manual_seed(cfg.seed + 1000 * state.epoch)
+        state.restore(resume, resume_best)
     autocast = autocast_for(device, cfg.amp)
     # The compiled module shares parameters with `model`, so checkpoints and best weights stay as they are.
     state.step_model = torch.compile(model) if cfg.compile else model
@@ -156,6 +185,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
             cb.on_epoch_end(state)
         if cfg.max_minutes is not None and state.train_seconds > 60 * cfg.max_minutes and state.stop_reason is None:
             state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
+        for cb in callbacks:
+            cb.on_epoch_final(state)
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     for cb in callbacks:

@@ -1,0 +1,101 @@
+"""A run killed at the worst moment and rerun trains exactly like one that was never interrupted, and a run
+directory is never reused with other settings.
+
+The kill is real (SIGKILL, no clean-up) and lands where it hurts most: right after the trainer state of an
+epoch is committed, before the user-facing checkpoints/last.* and best.* copies are written.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+KILL_AFTER_STATE = textwrap.dedent("""
+    import os, signal, sys
+    from cnnarena.train import checkpoint
+    save, kill_at = checkpoint.save_trainer_state, int(sys.argv[1])
+    def save_then_die(path, state):
+        save(path, state)
+        if state["epoch"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.save_trainer_state = save_then_die
+    from cnnarena.cli import main
+    sys.argv = ["cnnarena", *sys.argv[2:]]
+    main()
+""")
+
+# one thread: the same arithmetic in every process, so histories can be compared exactly
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+
+
+def train(args, out, kill_at=None):
+    cmd = [sys.executable, "-m", "cnnarena.cli", "train", *args, "--out", str(out)]
+    if kill_at is not None:
+        cmd = [sys.executable, "-c", KILL_AFTER_STATE, str(kill_at), "train", *args, "--out", str(out)]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def rows(run):
+    return [{k: r[k] for k in FIELDS} for r in map(json.loads, (run / "history.jsonl").read_text().splitlines())]
+
+
+def metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_killed_and_resumed_run_trains_exactly_like_an_uninterrupted_one(tmp_path):
+    # shuffling and shifts draw from the loader's generator; reduce-on-plateau (patience 1 at a high LR)
+    # changes the LR mid-run: all of it must carry over the kill
+    args = ["digits", "--model", "simple-2conv", "--epochs", "7", "--fraction", "0.3", "--batch-size", "16",
+            "--lr", "2e-2", "--reduce-on-plateau", "1", "--augment", "translate=2"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert train(args, whole).returncode == 0
+    killed = train(args, broken, kill_at=3)
+    assert killed.returncode == -9 and not (broken / "metrics.json").exists()
+    again = train(args, broken)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stderr and "after epoch 3" in again.stderr
+    assert rows(broken) == rows(whole)
+    assert len({r["lr"] for r in rows(whole)}) > 1  # the plateau rule did act
+    for key in ("test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "stop_reason"):
+        assert metrics(broken)[key] == metrics(whole)[key], key
+
+
+def test_a_run_killed_in_its_early_stopping_epoch_stays_stopped(tmp_path):
+    args = ["digits", "--model", "simple-2conv", "--epochs", "40", "--fraction", "0.1", "--batch-size", "16",
+            "--lr", "3e-2", "--early-stopping", "2"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert train(args, whole).returncode == 0
+    stopped_at = len(rows(whole))
+    assert metrics(whole)["stop_reason"].startswith("early stopping") and stopped_at < 40
+    assert train(args, broken, kill_at=stopped_at).returncode == -9
+    again = train(args, broken)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert rows(broken) == rows(whole)  # not one epoch more
+    assert metrics(broken)["stop_reason"] == metrics(whole)["stop_reason"]
+    assert metrics(broken)["test_accuracy"] == metrics(whole)["test_accuracy"]
+    best = metrics(whole)["best_epoch"]  # the kept weights' own validation accuracy
+    assert metrics(whole)["best_val_accuracy"] == rows(whole)[best - 1]["val_accuracy"]
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_run_directory_is_not_reused_with_other_settings(tmp_path, finished):
+    run = tmp_path / "run"
+    args = ["digits", "--model", "simple-2conv", "--epochs", "2", "--fraction", "0.2", "--batch-size", "8"]
+    if finished:
+        assert train(args, run).returncode == 0
+    else:
+        assert train(args, run, kill_at=1).returncode == -9
+    other = train([*args, "--lr", "0.01", "--augment", "flip"], run)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"error: {run} holds a run with other settings (train.augment {{}} -> {{'flip': True}}; "
+        "train.lr 0.001 -> 0.01): pass another --out, or delete it to start over")
+    # the same settings (a device or time budget may change) reuse or resume it
+    same = train([*args, "--device", "cpu", "--max-minutes", "30"], run)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert ("resuming" in same.stderr) != finished
