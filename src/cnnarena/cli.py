@@ -104,17 +104,26 @@ def train(
           f"training)\nrun directory: {run_dir}")
 
 
-@app.command(epilog="Example: cnnarena evaluate runs/fast --tta")
+@app.command(epilog="Example: cnnarena evaluate runs/fast --data ./new-photos --no-tta")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
-    data: str | None = typer.Option(None, help="evaluate on this dataset's test split instead"),
-    tta: bool = typer.Option(False, "--tta/--no-tta", help="flip test-time augmentation"),
+    data: str | None = typer.Option(None, help="evaluate on this dataset instead (same classes; read with the "
+                                    "run's image size, channels and class map): the run's own dataset (its "
+                                    "config.yaml spec) is evaluated on the run's test split (split.json), "
+                                    "another on its official test split, or on all of its images when it has none"),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="flip test-time augmentation (default: the "
+                                    "run's own setting, tta in its config.yaml, as in its metrics.json)"),
 ) -> None:
-    """Re-evaluate a saved run's model on its test split (or on another dataset with the same classes)."""
+    """Re-evaluate a saved run's model on its test split (or on another dataset with the same classes).
+
+    With no options this reproduces the test accuracy of the run's metrics.json; results go to evaluation.json.
+    """
     from .evaluate.metrics import format_per_class
     from .evaluate.reevaluate import reevaluate
 
     metrics = reevaluate(run_dir, data=data, tta=tta)
+    print(f"evaluated on {metrics['test_set']}; test-time augmentation "
+          f"{'on' if metrics['tta'] else 'off'} (from {metrics['tta_from']})\n")
     print(format_per_class(metrics))
     print(f"\ntest accuracy {metrics['test_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
           f"test loss {metrics['test_loss']:.4f}")
