@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cnnarena.study.config import build_study_config
 from cnnarena.study.runner import run_study
@@ -60,13 +61,15 @@ def test_fraction_winners():
         (0.1, "pretrained", 5.0), (1.0, "custom", 2.0)]
 
 
+TINY_STUDY = {"data": "digits", "models": ["simple-2conv", {"simple-3conv-5x5": {"lr": 2e-3}}], "seeds": 2,
+              "fractions": [0.5, 1.0], "lrs": [1e-3, 1e-2], "lr_epochs": 1, "epochs": 2, "batch_size": 64,
+              "measure_seconds": 0.2}
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "s"
-    cfg = build_study_config({}, {
-        "data": "digits", "models": ["simple-2conv", {"simple-3conv-5x5": {"lr": 2e-3}}], "seeds": 2,
-        "fractions": [0.5, 1.0], "lrs": [1e-3, 1e-2], "lr_epochs": 1, "epochs": 2, "batch_size": 64,
-        "measure_seconds": 0.2, "out": str(out)})
+    cfg = build_study_config({}, {**TINY_STUDY, "out": str(out)})
     comparison = run_study(cfg, progress=False)
     return out, comparison
 
@@ -99,16 +102,22 @@ def test_tiny_study_writes_every_output(tiny_study):
     assert len(comparison["fraction_winners"]) == 2
 
 
-def test_rerunning_a_study_skips_finished_runs(tiny_study):
+def test_rerunning_a_study_skips_finished_runs_and_refuses_other_settings(tiny_study, tmp_path):
     out, _ = tiny_study
     stamp = (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns
-    result = subprocess.run([sys.executable, "-m", "cnnarena.cli", "study", "digits", "--models",
-                             "simple-2conv,simple-3conv-5x5", "--seeds", "2", "--fractions", "0.5,1", "--lrs",
-                             "1e-3,1e-2", "--lr-epochs", "1", "--epochs", "2", "--measure-seconds", "0.2",
-                             "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(TINY_STUDY))
+    command = [sys.executable, "-m", "cnnarena.cli", "study", "--config", str(config), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "fraction 1 seed 0: done" in result.stderr
+    assert (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns == stamp
+    # the same study with more epochs is another experiment: its finished runs are not passed off as it
+    config.write_text(yaml.safe_dump({**TINY_STUDY, "epochs": 3}))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {out / 'runs' / 'simple-2conv'}")
+    assert "holds a run with other settings (train.epochs 2 -> 3)" in result.stderr
     assert (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns == stamp
 
 

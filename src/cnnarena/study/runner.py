@@ -22,6 +22,7 @@ import yaml
 from ..config import build_config
 from ..data.split import atomic_write_text, make_split, write_manifest
 from ..errors import UserError
+from ..models.base import Classifier, count_parameters
 from ..run import load_data, train_run
 from ..train.checkpoint import load_model
 from ..train.loop import resolve_device
@@ -70,7 +71,11 @@ def run_study(study: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
                 _say(f"[{model}] fraction {fraction:g} seed {seed}: {state}")
                 metrics = train_run(cfg, run_dir, progress=progress)
                 metrics["run_dir"] = str(run_dir)
-                metrics["batch_size"], metrics["optimizer"] = cfg.train.batch_size, cfg.train.optimizer
+                # what the run trained with, as it saved it: the batch size fitted to the data (a reused run's
+                # cfg still holds the batch size asked for)
+                train = _saved_config(run_dir).get("train") or {}
+                metrics["batch_size"] = int(train.get("batch_size", cfg.train.batch_size))
+                metrics["optimizer"] = str(train.get("optimizer", cfg.train.optimizer))
                 runs.setdefault(model, {}).setdefault(fraction, []).append(metrics)
 
     comparison = summarise(study, data, source, runs, lr_results, out)
@@ -128,7 +133,7 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
             "model_file_mb": round(first["model_file_bytes"] / 2**20, 3),
             "run_dir": first["run_dir"],
         }
-        model_obj = load_model(Path(first["run_dir"]) / "model")
+        model_obj = load_as_trained(Path(first["run_dir"]), first)
         row.update(measure_model(model_obj, device=device, train_batch_size=first["batch_size"],
                                  optimizer=first["optimizer"], seconds=study.measure_seconds))
         row["latency_ms"], row["throughput"] = row["latency_ms_b1"], row["throughput_b64"]
@@ -161,6 +166,43 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         "data_options": {k: study.common[k] for k in ("data_dir", "image_size", "grayscale", "class_map", "strict")
                          if k in study.common},
     }
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml: the resolved config it trained with (batch size and LR fitted to the data)."""
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+
+
+def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:
+    """The run's final model with the parameters trainable that were trainable when training ended.
+
+    load_model returns every parameter trainable; measured that way, a fine-tuned model's frozen stages would
+    be charged gradients, optimizer state and the activations autograd keeps for them. This re-applies what
+    run.train_run and finetune.fine_tune leave: with freeze_epochs, the backbone frozen, its BatchNorm rule
+    (--finetune-bn), then --unfreeze's last stages unfrozen when phase 2 ran; a pretrained model trained all
+    at once, the BatchNorm rule alone. The trainable count must equal the run's params_trainable_final.
+    """
+    model = load_model(Path(run_dir) / "model")
+    saved = _saved_config(run_dir)
+    if model.meta.spec is None:  # a pretrained backbone (custom networks train every parameter)
+        from ..models.pretrained import freeze_backbone, set_batchnorm_frozen, unfreeze
+        from ..train.finetune import parse_bn_mode, parse_unfreeze
+
+        bn_frozen = parse_bn_mode(saved.get("finetune_bn", "frozen"))
+        if int(saved.get("freeze_epochs") or 0) > 0:
+            freeze_backbone(model)
+            set_batchnorm_frozen(model, bn_frozen)
+            boundary = metrics.get("phase_boundary")
+            if boundary is None or metrics.get("epochs_run", boundary + 1) > boundary:  # phase 2 trained
+                unfreeze(model, parse_unfreeze(saved.get("unfreeze", "all")))
+        elif saved.get("pretrained", True):
+            set_batchnorm_frozen(model, bn_frozen)
+    want = metrics.get("params_trainable_final")
+    got = count_parameters(model)[1]
+    if want is not None and got != want:
+        raise RuntimeError(f"{run_dir}: {got:,} parameters trainable after re-applying its freeze state, "
+                           f"but the run ended training with {want:,}")
+    return model
 
 
 def _trainable_during_training(metrics: dict[str, Any]) -> int:
