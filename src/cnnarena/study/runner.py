@@ -142,9 +142,11 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
 
     test = None
     if len(table) >= 2:
+        # a paired test compares two sets of predictions: each model's first run (seed 0, whole training set);
+        # the table ranks by the mean over seeds, and the seed table shows how far single runs spread
         a, b = (_correct_by_id(r["run_dir"]) for r in table[:2])
         ids = sorted(a)
-        test = {"a": table[0]["model"], "b": table[1]["model"],
+        test = {"a": table[0]["model"], "b": table[1]["model"], "runs": "seed 0, whole training set",
                 **mcnemar_exact([a[i] for i in ids], [b[i] for i in ids])}
     curves = {m: {f: mean_std([r["test_accuracy"] for r in rs])[0] for f, rs in bf.items()} for m, bf in runs.items()}
     train_sizes = {f: rs[0]["train_samples"] for bf in runs.values() for f, rs in bf.items()}

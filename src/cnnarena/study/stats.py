@@ -75,8 +75,10 @@ def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None) -> list[str
                      f"({best['train_seconds']:.0f} s vs {second['train_seconds']:.0f} s).")
         if test is not None:
             significant = test["p_value"] < 0.05
-            lines.append(f"McNemar's exact test on the same {test['n']} test images: p = {test['p_value']:.3g} "
-                         f"({test['a_right_b_wrong']} vs {test['a_wrong_b_right']} discordant images) — the "
+            runs = test.get("runs", "one run each")
+            lines.append(f"McNemar's exact test on the same {test['n']} test images ({runs}): "
+                         f"p = {test['p_value']:.3g} ({test['a_right_b_wrong']} vs {test['a_wrong_b_right']} "
+                         "discordant images) — the "
                          f"difference is {'' if significant else 'not '}significant at the 5% level.")
     fastest = min(rows, key=lambda r: r["train_seconds"])
     if fastest is not best:
