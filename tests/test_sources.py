@@ -442,6 +442,12 @@ def test_fashion_mnist_missing_offline_says_how_to_get_it(no_fashion: Path) -> N
         load_source("fashion-mnist", download=False)
 
 
+def test_a_data_dir_without_fashion_mnist_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    # it used to fall back silently to the Debian package or the cache: the user named this folder
+    with pytest.raises(UserError, match=f"--data-dir {tmp_path} holds no Fashion-MNIST: it needs train-images"):
+        load_source("fashion-mnist", data_dir=tmp_path, download=False)
+
+
 @pytest.mark.skipif(not (idx.SYSTEM_DIR / "train-images-idx3-ubyte.gz").exists(),
                     reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_from_the_debian_package(monkeypatch) -> None:

@@ -108,10 +108,15 @@ def test_rerunning_a_study_skips_finished_runs_and_refuses_other_settings(tiny_s
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(TINY_STUDY))
     command = [sys.executable, "-m", "cnnarena.cli", "study", "--config", str(config), "--out", str(out)]
+    first = json.loads((out / "comparison.json").read_text())
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "fraction 1 seed 0: done" in result.stderr
     assert (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns == stamp
+    # the report's time is what the runs took, whichever invocation trained them
+    again = json.loads((out / "comparison.json").read_text())
+    assert again["runs_seconds"] == first["runs_seconds"] > 0
+    assert "the runs took" in (out / "report.html").read_text()
     # the same study with more epochs is another experiment: its finished runs are not passed off as it
     config.write_text(yaml.safe_dump({**TINY_STUDY, "epochs": 3}))
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -46,6 +46,35 @@ class RunConfig:
     out: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def validate(self) -> RunConfig:
+        """Every mistake in the options, before any data is read or any epoch is trained."""
+        from .train.finetune import parse_bn_mode, parse_unfreeze
+        from .train.loop import resolve_device
+
+        checks = [
+            (0 < self.fraction <= 1, f"--fraction must be in (0, 1], got {self.fraction}"),
+            (0 <= self.val_frac < 1 and 0 <= self.test_frac < 1 and self.val_frac + self.test_frac < 1,
+             f"--val-frac and --test-frac must be in [0, 1) with a sum below 1 (got {self.val_frac}, "
+             f"{self.test_frac})"),
+            (self.freeze_epochs >= 0, f"--freeze-epochs must be >= 0 (got {self.freeze_epochs})"),
+            (self.finetune_lr_scale > 0, f"--finetune-lr-scale must be positive (got {self.finetune_lr_scale})"),
+            (self.layer_decay is None or 0 < self.layer_decay <= 1,
+             f"--layer-decay must be in (0, 1] (got {self.layer_decay})"),
+            (0 <= self.head_dropout < 1, f"--head-dropout must be in [0, 1) (got {self.head_dropout})"),
+            (all(n >= 1 for n in self.head_hidden), f"--head-hidden sizes must be positive (got {self.head_hidden})"),
+            (self.image_size is None or 8 <= self.image_size <= 4096,
+             f"--image-size must be between 8 and 4096 pixels (got {self.image_size})"),
+            (self.input_size is None or 8 <= self.input_size <= 4096,
+             f"--input-size must be between 8 and 4096 pixels (got {self.input_size})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        parse_unfreeze(self.unfreeze)
+        parse_bn_mode(self.finetune_bn)
+        resolve_device(self.train.device)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["train"]["augment"] = {k: v for k, v in d["train"]["augment"].items() if v}
@@ -86,9 +115,7 @@ def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str
         cfg = RunConfig(**merged, train=train)
     except TypeError as e:
         raise UserError(f"bad config: {e}") from None
-    if not 0 < cfg.fraction <= 1:
-        raise UserError(f"--fraction must be in (0, 1], got {cfg.fraction}")
-    return cfg
+    return cfg.validate()
 
 
 def load_config_file(path: str | Path | None) -> dict[str, Any]:

@@ -96,6 +96,11 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = T
     model = build_model(cfg, split)
     if note and progress:  # after the model is built: a bad model is reported alone
         print(note, file=sys.stderr)
+    ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
+                                        ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
+    if model.meta.spec is not None and ignored and progress:
+        print(f"note: {', '.join(ignored)} apply to pretrained backbones: ignored for the custom CNN "
+              f"{model.meta.name}", file=sys.stderr)
     t = cfg.train
     train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
                                seed=t.seed, channels_last=t.channels_last)

@@ -52,8 +52,16 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def find_fashion_dir(data_dir: Path | None) -> Path | None:
-    """The first folder holding all four files: data_dir, $CNNARENA_DATA, the Debian package, the user cache."""
-    roots = [Path(d) for d in (data_dir, os.environ.get("CNNARENA_DATA")) if d]
+    """The first folder holding all four files: $CNNARENA_DATA, the Debian package, the user cache; or, when the
+    user names a data_dir, that folder (or its fashion-mnist/ subfolder) and no other."""
+    if data_dir is not None:
+        found = next((d for d in (Path(data_dir), Path(data_dir) / "fashion-mnist")
+                      if all(_file(d, name) for name in FASHION_FILES)), None)
+        if found is None:
+            raise UserError(f"--data-dir {data_dir} holds no Fashion-MNIST: it needs "
+                            f"{', '.join(FASHION_FILES)} (or the same without .gz)")
+        return found
+    roots = [Path(d) for d in (os.environ.get("CNNARENA_DATA"),) if d]
     candidates = [p for root in roots for p in (root, root / "fashion-mnist")]
     candidates += [SYSTEM_DIR, user_cache_dir() / "fashion-mnist"]
     return next((d for d in candidates if all(_file(d, name) for name in FASHION_FILES)), None)

@@ -12,7 +12,7 @@ def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in table:
         marker = "o" if r["family"] == "custom" else "s"
-        ax.errorbar(r[x_key], 100 * r["accuracy"], yerr=100 * r["accuracy_std"], fmt=marker, ms=8, capsize=3,
+        ax.errorbar(r[x_key], 100 * r["accuracy"], yerr=100 * (r["accuracy_std"] or 0), fmt=marker, ms=8, capsize=3,
                     label=r["model"])
         ax.annotate(r["model"], (r[x_key], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
                     fontsize=8)

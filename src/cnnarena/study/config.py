@@ -94,6 +94,14 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
     unknown = [m for m in (cfg.lr_models or []) if m not in cfg.models]
     if unknown:
         raise UserError(f"--lr-models names {unknown[0]!r}, which is not in --models")
+    if cfg.lr_epochs < 1:
+        raise UserError(f"--lr-epochs must be at least 1, got {cfg.lr_epochs}")
+    if not 0 < cfg.lr_fraction <= 1:
+        raise UserError(f"--lr-fraction must be in (0, 1], got {cfg.lr_fraction}")
+    from ..config import build_config
+
+    for model in cfg.models:  # every run's options are checked before the first run trains
+        build_config(None, {**cfg.common, **cfg.overrides.get(model, {}), "data": cfg.data, "model": model})
     return cfg
 
 

@@ -79,7 +79,10 @@ def run_study(study: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
                 runs.setdefault(model, {}).setdefault(fraction, []).append(metrics)
 
     comparison = summarise(study, data, source, runs, lr_results, out)
-    comparison["study_seconds"] = round(time.perf_counter() - t0, 1)
+    comparison["study_seconds"] = round(time.perf_counter() - t0, 1)  # this invocation (reused runs are quick)
+    final = [m for by_fraction in runs.values() for rs in by_fraction.values() for m in rs]
+    comparison["runs_seconds"] = round(sum(m.get("wall_seconds", 0) for m in final)
+                                       + sum(r.get("seconds", 0) for r in lr_results.values()), 1)
     write_comparison(comparison, out)
     from ..report.study_report import write_report
 
@@ -92,18 +95,18 @@ def _lr_comparison(study: StudyConfig, data: str, split_path: Path, out: Path, p
         return {}
     results = {}
     for model in study.lr_models or study.models[:1]:
-        curves = {}
+        curves, spent = {}, 0.0
         for lr in study.lrs:
             run_dir = out / "lr" / model / f"lr={lr:g}"
             _say(f"[{model}] learning-rate comparison: lr {lr:g}")
             cfg = _run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
                               fraction=study.lr_fraction, early_stopping=None)
-            train_run(cfg, run_dir, progress=progress)
+            spent += train_run(cfg, run_dir, progress=progress).get("wall_seconds", 0)
             history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
             curves[lr] = history
         # Best = highest final validation accuracy, ties broken by lower validation loss.
         best = max(curves, key=lambda lr: (curves[lr][-1]["val_accuracy"], -curves[lr][-1]["val_loss"]))
-        results[model] = {"curves": {f"{lr:g}": h for lr, h in curves.items()}, "best_lr": best}
+        results[model] = {"curves": {f"{lr:g}": h for lr, h in curves.items()}, "best_lr": best, "seconds": spent}
         _say(f"[{model}] best learning rate: {best:g}")
     return results
 
@@ -124,7 +127,7 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         acc_mean, acc_std = mean_std([m["test_accuracy"] for m in full])
         row = {
             "model": model, "family": first["family"], "seeds": len(full),
-            "accuracy": acc_mean, "accuracy_std": acc_std,
+            "accuracy": acc_mean, "accuracy_std": acc_std if len(full) > 1 else None,  # no spread from one seed
             **{k: mean_std([m[k] for m in full])[0] for k in (
                 "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
                 "weighted_f1", "test_loss", "train_seconds", "seconds_per_epoch")},
@@ -220,6 +223,8 @@ COLUMNS = [("model", "model"), ("accuracy", "test acc"), ("accuracy_std", "± st
 
 
 def fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "—"
     if isinstance(value, float):
         if key in ("accuracy", "accuracy_std") or "precision" in key or "recall" in key or "f1" in key:
             return f"{100 * value:.2f}"

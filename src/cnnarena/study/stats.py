@@ -25,6 +25,11 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any
     return {"a_right_b_wrong": b, "a_wrong_b_right": c, "p_value": min(1.0, p), "n": int(a.size)}
 
 
+def seconds(value: float) -> str:
+    """A duration as people write it: 0.4 s, 7.5 s, 131 s."""
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single seed)."""
     arr = np.asarray(values, dtype=float)
@@ -72,7 +77,7 @@ def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None) -> list[str
         gap = 100 * (best["accuracy"] - second["accuracy"])
         ratio = best["train_seconds"] / max(second["train_seconds"], 1e-9)
         lines.append(f"It beats {second['model']} by {gap:.2f} points, training {ratio:.2f}× as long "
-                     f"({best['train_seconds']:.0f} s vs {second['train_seconds']:.0f} s).")
+                     f"({seconds(best['train_seconds'])} vs {seconds(second['train_seconds'])}).")
         if test is not None:
             significant = test["p_value"] < 0.05
             runs = test.get("runs", "one run each")
@@ -82,7 +87,7 @@ def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None) -> list[str
                          f"difference is {'' if significant else 'not '}significant at the 5% level.")
     fastest = min(rows, key=lambda r: r["train_seconds"])
     if fastest is not best:
-        lines.append(f"Fastest to train: {fastest['model']} ({fastest['train_seconds']:.0f} s, "
+        lines.append(f"Fastest to train: {fastest['model']} ({seconds(fastest['train_seconds'])}, "
                      f"{100 * fastest['accuracy']:.2f}%).")
     smallest = min(rows, key=lambda r: r["params"])
     lines.append(f"Smallest: {smallest['model']} with {smallest['params']:,} parameters; quickest to answer one "

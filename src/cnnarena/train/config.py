@@ -63,6 +63,19 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (self.monitor in ("val_loss", "val_accuracy"), "--monitor must be val_loss or val_accuracy"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1) (got {self.momentum})"),
+            (self.grad_clip is None or self.grad_clip > 0,
+             f"--grad-clip is a maximum gradient norm: it must be positive (got {self.grad_clip})"),
+            (self.early_stopping is None or self.early_stopping >= 1,
+             f"--early-stopping is a patience in epochs: at least 1 (got {self.early_stopping})"),
+            (self.reduce_on_plateau is None or self.reduce_on_plateau >= 1,
+             f"--reduce-on-plateau is a patience in epochs: at least 1 (got {self.reduce_on_plateau})"),
+            (self.max_minutes is None or self.max_minutes > 0,
+             f"--max-minutes must be positive (got {self.max_minutes})"),
+            (self.step_size >= 1, f"step_size must be at least 1 epoch (got {self.step_size})"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1] (got {self.gamma})"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be at least 1 (got {self.eval_batch_size})"),
         ]
         for ok, message in checks:
             if not ok:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.loader import BatchLoader
+from ..errors import UserError
 from ..memory import keep_freed_memory
 from ..models.base import Classifier
 from .callbacks import Callback
@@ -26,13 +27,27 @@ from .schedule import LRController, build_optimizer
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; a device asked for by name must exist here."""
+    mps = getattr(torch.backends, "mps", None)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if mps and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available to PyTorch here (use --device cpu or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (mps and mps.is_available()):
+        raise UserError(f"--device {name}: Apple's MPS is not available here (use --device cpu or auto)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: cnnarena trains on cpu, cuda or mps")
+    return device
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
