@@ -53,7 +53,8 @@ def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | No
     elif path.is_dir():
         return _files_source(path.name, list_class_folders(path), mapping, image_size, grayscale, strict, cache_dir)
     elif path.is_file() and path.suffix.lower() == ".csv":
-        return _files_source(path.stem, list_csv(path), mapping, image_size, grayscale, strict, cache_dir)
+        return _files_source(path.stem, list_csv(path), mapping, image_size, grayscale, strict, cache_dir,
+                             one_class_hint="the CSV's label column has one value")
     else:
         raise UserError(f"unknown dataset {spec!r}: expected {', '.join(BUILTIN)}, a class-folder directory, "
                         "a CSV file or a cifar-10-batches-py directory")
@@ -63,7 +64,8 @@ def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | No
 
 
 def _files_source(name: str, listing: Listing, mapping: dict[str, str] | None, image_size: int | None,
-                  grayscale: bool | None, strict: bool, cache_dir: Path | None) -> Source:
+                  grayscale: bool | None, strict: bool, cache_dir: Path | None, *,
+                  one_class_hint: str = "point at the folder whose subfolders are the classes") -> Source:
     labels = listing.labels
     if mapping:
         check_names(mapping, sorted(set(labels)))
@@ -71,7 +73,7 @@ def _files_source(name: str, listing: Listing, mapping: dict[str, str] | None, i
     classes = sorted(set(labels))
     if len(classes) < 2:  # checked before decoding: no point decoding a dataset that cannot be used
         raise UserError(f"only one class ({classes[0]!r}) in {listing.root}: a classifier needs at least two "
-                        "(point at the folder whose subfolders are the classes)")
+                        f"({one_class_hint})")
     decoded = load_or_decode(listing.root, listing.ids, labels, image_size=image_size or FILE_IMAGE_SIZE,
                              grayscale=grayscale, class_map=mapping, cache_dir=cache_dir)
     skipped = listing.skipped + decoded.skipped

@@ -50,7 +50,8 @@ class TrainConfig:
         batch = 1 << (cap.bit_length() - 1)
         lr = self.lr * batch / self.batch_size
         note = (f"batch size {self.batch_size} -> {batch} and lr {self.lr:g} -> {lr:g}: only {num_train:,} "
-                f"training images (at least {min_steps} steps per epoch)")
+                f"training images ({-(-num_train // batch)} steps per epoch instead of "
+                f"{-(-num_train // self.batch_size)})")
         return replace(self, batch_size=batch, lr=lr), note
 
     def validate(self) -> TrainConfig:
