@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             "method": f"throughput = median of {plural(args.rounds, 'interleaved round')}, ~{args.seconds:g} s per "
                       "row after warm-up; inference: a call on float [0,1] images, one batch unless said; "
                       "cnnarena's fit() raises glibc's malloc thresholds for the whole process, so the plain "
-                      "PyTorch loop (same process) gets that too",
+                      "PyTorch loop (same process) gets that too; fit() also re-measures every 30 s whether one "
+                      "thread beats all (it does only when other programs keep the cores busy)",
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "data": f"Fashion-MNIST: {len(pool)} train, {len(test)} test images, {tuple(pool.images.shape[1:])}",
         },

@@ -24,6 +24,7 @@ from ..models.base import Classifier
 from .callbacks import Callback
 from .config import TrainConfig
 from .schedule import LRController, build_optimizer
+from .threads import ThreadTuner
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -170,6 +171,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     device = train.device
     if device.type == "cpu":
         keep_freed_memory()
+        if ThreadTuner.wanted(cfg.deterministic):
+            callbacks = [*callbacks, ThreadTuner(torch.get_num_threads())]
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -1,0 +1,71 @@
+"""The training loop picks its thread count by measurement: on a CPU that other programs keep busy, one thread
+beats two (every op's barrier waits for a thread the scheduler set aside)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cnnarena.config import build_config
+from cnnarena.data.dataset import ImageSet
+from cnnarena.data.loader import BatchLoader
+from cnnarena.models.registry import create_model
+from cnnarena.train import threads
+from cnnarena.train.loop import fit
+from cnnarena.train.threads import MARGIN, ThreadChooser
+
+
+def test_fewer_threads_win_only_by_a_clear_margin():
+    chooser = ThreadChooser(2)
+    assert chooser.candidates == [2, 1] and chooser.pending() == 2
+    chooser.record(2, 1000.0)
+    assert chooser.pending() == 1 and chooser.best == 2  # nothing decided before every candidate is measured
+    chooser.record(1, 1000.0 * MARGIN * 0.99)
+    assert chooser.pending() is None and chooser.best == 2  # within noise: keep the cores
+    chooser.start_probe(0.0)
+    chooser.record(2, 300.0)
+    chooser.record(1, 1500.0)
+    assert chooser.best == 1
+    assert ThreadChooser(8).candidates == [8, 4, 1]
+
+
+@pytest.fixture
+def busy_cpu():
+    """Every core kept busy by another process, as on a laptop that is doing something else."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    yield
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(busy_cpu, monkeypatch):
+    monkeypatch.setattr(threads, "_CHOOSERS", {})  # no decision carried over from another test
+    monkeypatch.setattr(threads, "WINDOW_SECONDS", 0.5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        n, classes = 2400, [str(i) for i in range(10)]
+        data = ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (n,)),
+                        classes, [str(i) for i in range(n)])
+        cfg = build_config(None, {"model": "simple-2conv", "batch_size": 16, "epochs": 1, "device": "cpu"}).train
+        model = create_model("simple-2conv", num_classes=10, in_chans=1, data_size=(28, 28), classes=classes)
+        state = fit(model, BatchLoader(data, 16, shuffle=True, channels_last=True),
+                    BatchLoader(data, 1024, channels_last=True), cfg)
+        chooser = threads._CHOOSERS[2]
+        assert set(chooser.rates) == {2, 1}, chooser.rates
+        assert chooser.best == 1, chooser.rates
+        assert any("training on 1 of 2 threads" in m for m in state.messages), state.messages
+        assert torch.get_num_threads() == 2  # fit leaves the process as it found it
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_deterministic_runs_and_the_opt_out_keep_the_thread_count(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on any machine with two or more cores
+    assert threads.ThreadTuner.wanted(deterministic=False)
+    assert not threads.ThreadTuner.wanted(deterministic=True)
+    monkeypatch.setenv("CNNARENA_THREAD_TUNING", "0")
+    assert not threads.ThreadTuner.wanted(deterministic=False)
