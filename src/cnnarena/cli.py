@@ -5,6 +5,7 @@ Every mistake a user can make ends as one `error: ...` line on stderr and exit c
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -13,10 +14,60 @@ import typer
 
 from .errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: plain click help, so that defaults written like [adam] or [runs/DATA-MODEL-TIME] are
+# shown as they are (Rich markup took them for style tags and dropped them); main() prints usage errors itself.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Custom CNN from scratch vs ImageNet-pretrained fine-tuning: train, compare, deploy.")
 
+# Input sides `summary` accepts: far beyond any dataset cnnarena trains on, and the table is computed without
+# allocating any weights or activations (see summary()).
+MAX_SIDE = 4096
+MAX_CLASSES = 100_000
+
 DATA_HELP = "digits, fashion-mnist, cifar10, or a path: class-folder directory, CSV of path,label, cifar-10-batches-py"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"cnnarena {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
+def _example(*lines: str) -> str:
+    """An epilog kept as written (\\b: click does not rewrap it), so examples can be copied whole."""
+    return "\b\n" + "\n".join(lines)
+
+
+def _check_out_dir(path: Path, option: str = "--out") -> None:
+    """A directory to create or reuse: not an existing file, and not inside one."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file, not a directory: give a new or existing directory")
+    _check_parents(path, option)
+
+
+def _check_out_file(path: Path, option: str) -> None:
+    """A file to create or overwrite: not an existing directory, and not inside a file."""
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory: give a file name, e.g. {path / 'out'}")
+    _check_parents(path, option)
+
+
+def _check_parents(path: Path, option: str) -> None:
+    for parent in path.parents:  # the nearest one that exists must be a directory
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {path}: {parent} is a file, not a directory")
+            return
 
 
 def _csv_ints(value: str | None) -> list[int] | None:
@@ -28,7 +79,7 @@ def _csv_ints(value: str | None) -> list[int] | None:
         raise UserError(f"expected comma-separated whole numbers, got {value!r}") from None
 
 
-@app.command(epilog="Example: cnnarena train fashion-mnist --model fast --epochs 12 --out runs/fast")
+@app.command(epilog=_example("Example: cnnarena train fashion-mnist --model fast --epochs 12 --out runs/fast"))
 def train(
     data: str = typer.Argument(..., help=DATA_HELP),
     model: str | None = typer.Option(None, "--model", "-m", help="custom preset (simple-2conv, fast, ...), "
@@ -97,6 +148,7 @@ def train(
         values[key] = str(values[key]) if values[key] is not None else None
     cfg = build_config(load_config_file(config), values)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    _check_out_dir(run_dir)
     metrics = train_run(cfg, run_dir)
     print(format_per_class(metrics))
     print(f"\ntest accuracy {metrics['test_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
@@ -104,7 +156,7 @@ def train(
           f"training)\nrun directory: {run_dir}")
 
 
-@app.command(epilog="Example: cnnarena evaluate runs/fast --data ./new-photos --no-tta")
+@app.command(epilog=_example("Example: cnnarena evaluate runs/fast --data ./new-photos --no-tta"))
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     data: str | None = typer.Option(None, help="evaluate on this dataset instead (same classes; read with the "
@@ -129,7 +181,7 @@ def evaluate(
           f"test loss {metrics['test_loss']:.4f}")
 
 
-@app.command(epilog="Example: cnnarena inspect ./RealWaste --out inspect-realwaste")
+@app.command(epilog=_example("Example: cnnarena inspect ./RealWaste --out inspect-realwaste"))
 def inspect(
     data: str = typer.Argument(..., help=DATA_HELP),
     out: Path = typer.Option(Path("inspect"), "--out", "-o", help="where the PNG charts go"),
@@ -143,6 +195,7 @@ def inspect(
     from .data.inspect import describe, format_description, write_plots
     from .data.sources import load_source
 
+    _check_out_dir(out)
     source = load_source(data, data_dir=data_dir, image_size=image_size, class_map=class_map, strict=strict)
     desc = describe(source)
     paths = write_plots(source, out)
@@ -150,7 +203,7 @@ def inspect(
     print("\n".join(f"wrote {p}" for p in paths))
 
 
-@app.command(epilog="Example: cnnarena summary simple-2conv --input 1x28x28 --classes 10")
+@app.command(epilog=_example("Example: cnnarena summary simple-2conv --input 1x28x28 --classes 10"))
 def summary(
     model: str = typer.Argument(..., help="custom preset, layer-spec file or pretrained backbone"),
     input: str = typer.Option("3x32x32", "--input", help="C×H×W of the data, e.g. 1x28x28"),
@@ -159,20 +212,38 @@ def summary(
     input_size: int | None = typer.Option(None, help="pretrained backbones: resolution they run at"),
 ) -> None:
     """A Keras-style table: layer, output shape, parameters, with trainable / non-trainable totals."""
-    from .models.registry import create_model
-    from .models.summary import summarize
-
     try:
         c, h, w = (int(v) for v in input.lower().replace("×", "x").split("x"))
     except ValueError:
         raise UserError(f"--input must look like 3x32x32, got {input!r}") from None
-    names = [str(i) for i in range(classes)]
-    net = create_model(model, num_classes=classes, in_chans=c, data_size=(h, w), classes=names,
-                       pretrained=False, input_size=input_size)
-    print(summarize(net, (c, h, w), depth=depth))
+    if c not in (1, 3):
+        raise UserError(f"--input {input}: channels must be 1 (grayscale) or 3 (RGB), got {c}")
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise UserError(f"--input {input}: height and width must be 1 to {MAX_SIDE} pixels")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise UserError(f"--classes must be 1 to {MAX_CLASSES:,}, got {classes}")
+    if input_size is not None and not 1 <= input_size <= MAX_SIDE:
+        raise UserError(f"--input-size must be 1 to {MAX_SIDE} pixels, got {input_size}")
+    import torch
+
+    from .models.registry import create_model
+    from .models.summary import summarize
+
+    def table() -> str:
+        net = create_model(model, num_classes=classes, in_chans=c, data_size=(h, w),
+                           classes=[str(i) for i in range(classes)], pretrained=False, input_size=input_size)
+        return summarize(net, (c, h, w), depth=depth)
+
+    try:  # shapes and counts only: on the meta device no weight or activation is allocated, whatever the size
+        with torch.device("meta"):
+            text = table()
+    except (NotImplementedError, RuntimeError):  # an operation without a meta implementation: compute it for real
+        text = table()
+    print(text)
 
 
-@app.command(epilog="Example: cnnarena predict runs/fast photos/ cat.jpg --top-k 3 --format csv --output preds.csv")
+@app.command(epilog=_example("Example: cnnarena predict runs/fast photos/ cat.jpg --top-k 3 --format csv "
+                             "--output preds.csv"))
 def predict(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     paths: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
@@ -182,26 +253,30 @@ def predict(
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="images per forward pass"),
 ) -> None:
     """Top-k labels for image files, decoded exactly like the training data; unreadable files are reported."""
-    from .evaluate.predict import FORMATS, load_run_model, predict_files, render
+    from .evaluate.predict import FORMATS, load_run_model, predict_files, render, unreadable_summary
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
+    if output is not None:
+        _check_out_file(output, "--output")
     rows = predict_files(load_run_model(run_dir), paths, top=top_k, batch_size=batch_size)
     if not rows:
         raise UserError(f"no image files found in {', '.join(map(str, paths))}")
+    bad = [r for r in rows if r.error]
+    if len(bad) == len(rows):
+        raise UserError(unreadable_summary(bad, len(rows)))
     text = render(rows, fmt)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text if text.endswith("\n") else text + "\n")
-        print(f"wrote {len(rows)} predictions to {output}", file=sys.stderr)
+        print(f"wrote {len(rows) - len(bad)} predictions to {output}", file=sys.stderr)
     else:
         print(text)
-    bad = sum(1 for r in rows if r.error)
     if bad:
-        print(f"{bad} of {len(rows)} files could not be read", file=sys.stderr)
+        print(unreadable_summary(bad, len(rows)), file=sys.stderr)
 
 
-@app.command(epilog="Example: cnnarena export runs/fast --format onnx --output deploy/fast.onnx")
+@app.command(epilog=_example("Example: cnnarena export runs/fast --format onnx --output deploy/fast.onnx"))
 def export(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (the only format so far)"),
@@ -210,10 +285,20 @@ def export(
     opset: int = typer.Option(17, help="ONNX opset (dynamo uses at least 18)"),
 ) -> None:
     """Export the whole model (input [0,1] N×C×H×W) to ONNX plus a model card, checked against PyTorch."""
-    from .export.onnx import export_onnx
+    from .evaluate.predict import check_run_dir
+    from .export.onnx import EXPORTERS, export_onnx
 
     if fmt != "onnx":
         raise UserError(f"unknown --format {fmt!r}: only onnx is supported")
+    if exporter not in EXPORTERS:
+        raise UserError(f"unknown --exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
+    check_run_dir(run_dir)  # before importing torch: a mistyped path fails in a blink
+    if output is not None:
+        _check_out_file(output, "--output")
+    low, high = _opset_range(exporter)
+    if not low <= opset <= high:
+        raise UserError(f"--opset {opset} is not supported by the installed torch's {exporter} exporter: "
+                        f"use {low} to {high}" + (" (values below 18 mean 18)" if exporter == "dynamo" else ""))
     result = export_onnx(run_dir, output, exporter=exporter, opset=opset)
     check = result.card["check"]
     diffs = ", ".join(f"{d:.1e} at batch {n}" for n, d in check["max_abs_diff"].items())
@@ -222,7 +307,20 @@ def export(
           f"within {check['tolerance']:.0e} (max difference {diffs})")
 
 
-@app.command(epilog="Example: cnnarena serve runs/fast --port 8000, then open http://127.0.0.1:8000/")
+def _opset_range(exporter: str) -> tuple[int, int]:
+    """The ONNX opsets the installed torch can export with `exporter` (torchscript stops earlier than dynamo)."""
+    try:
+        from torch.onnx import _constants as onnx_constants  # private, hence the fallback below
+
+        low = onnx_constants.ONNX_MIN_OPSET
+        high = (onnx_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET if exporter == "torchscript"
+                else onnx_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        low, high = 7, 20 if exporter == "torchscript" else 23  # torch 2.9-2.14
+    return low, high
+
+
+@app.command(epilog=_example("Example: cnnarena serve runs/fast --port 8000, then open http://127.0.0.1:8000/"))
 def serve(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 for every interface)"),
@@ -237,6 +335,12 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug"),
 ) -> None:
     """HTTP API (POST /v1/predict, GET /v1/health, GET /v1/model) and a web page with webcam mode at /."""
+    from .evaluate.predict import check_run_dir
+    from .serve.address import check_listen, check_log_level
+
+    log_level = check_log_level(log_level)
+    check_run_dir(run_dir)
+    check_listen(host, port)  # before the model loads (and may be exported): uvicorn would only log and exit 3
     import uvicorn
 
     from .serve.app import create_app
@@ -257,9 +361,10 @@ def _csv_floats(value: str | None, name: str) -> list[float] | None:
         raise UserError(f"{name} expects comma-separated numbers, got {value!r}") from None
 
 
-@app.command(epilog="Examples:\n\n  cnnarena study   # the default study (Fashion-MNIST if present, else digits)\n\n"
-             "  cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0"
-             " --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --fractions 0.1,0.25,0.5,1")
+@app.command(epilog=_example("Examples:",
+                             "  cnnarena study   # the default study (Fashion-MNIST if present, else digits)",
+                             "  cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0 \\",
+                             "      --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --fractions 0.1,0.25,0.5,1"))
 def study(
     data: str = typer.Argument("auto", help=DATA_HELP + "; auto = Fashion-MNIST when present, else digits"),
     models: str | None = typer.Option(None, help="comma-separated models [simple-2conv,fast,efficientnet_lite0]"),
@@ -293,6 +398,7 @@ def study(
         "measure_seconds": measure_seconds, "out": str(out) if out else None,
     }
     study_cfg = build_study_config(load_study_file(config) if config else default_study_values(), cli_values)
+    _check_out_dir(Path(study_cfg.out))
     check_models(study_cfg)
     comparison = run_study(study_cfg)
     print((Path(study_cfg.out) / "comparison.md").read_text())
@@ -306,17 +412,20 @@ def default_study_values() -> dict:
     return dict(DEFAULT_STUDY)
 
 
-@app.command("lr-find", epilog="Example: cnnarena lr-find fashion-mnist --model simple-2conv --optimizer adam")
+@app.command("lr-find", epilog=_example("Example: cnnarena lr-find fashion-mnist --model simple-2conv "
+                                        "--optimizer adam"))
 def lr_find_command(
     data: str = typer.Argument(..., help=DATA_HELP),
     model: str = typer.Option("simple-2conv", "--model", "-m", help="model to probe"),
     optimizer: str = typer.Option("adam", help="adam | adamw | sgd"),
     batch_size: int = typer.Option(128, "--batch-size", "-b"),
-    steps: int = typer.Option(100, help="batches to probe"),
-    start_lr: float = typer.Option(1e-7), end_lr: float = typer.Option(10.0),
+    steps: int = typer.Option(100, help="batches to probe (at least 5)"),
+    start_lr: float = typer.Option(1e-7, help="the LR of the first batch"),
+    end_lr: float = typer.Option(10.0, help="the LR of the last batch (above --start-lr)"),
     input_size: int | None = typer.Option(None, help="pretrained backbones: resolution they run at"),
     data_dir: Path | None = typer.Option(None, help="where datasets live"),
-    out: Path = typer.Option(Path("lr_find.png"), "--out", "-o", help="where the plot goes"),
+    out: Path = typer.Option(Path("lr_find.png"), "--out", "-o", help="where the plot goes (.png added to a name "
+                             "without a suffix)"),
 ) -> None:
     """Learning-rate range test: the loss as the LR rises exponentially, with a suggested value."""
     from .config import build_config
@@ -324,8 +433,11 @@ def lr_find_command(
     from .data.split import make_split
     from .run import build_model, load_data
     from .train.loop import resolve_device
-    from .train.lr_finder import lr_find, plot_lr_find
+    from .train.lr_finder import check_range, lr_find, plot_lr_find, plot_path
 
+    check_range(start_lr, end_lr, steps)
+    out = plot_path(out)
+    _check_parents(out, "--out")
     cfg = build_config(None, {"data": data, "model": model, "optimizer": optimizer, "batch_size": batch_size,
                               "input_size": input_size, "data_dir": str(data_dir) if data_dir else None})
     source = load_data(cfg)
@@ -333,12 +445,13 @@ def lr_find_command(
     net = build_model(cfg, split)
     loader = BatchLoader(split.train, batch_size, device=resolve_device(cfg.train.device), shuffle=True)
     result = lr_find(net, loader, cfg.train, start_lr=start_lr, end_lr=end_lr, steps=steps)
-    plot_lr_find(result, out)
+    out = plot_lr_find(result, out)
     print(f"suggested learning rate: {result.suggestion:.2e} (steepest descent); loss was lowest at "
           f"{result.min_loss_lr:.2e}\nplot: {out}")
 
 
-@app.command(epilog="Examples: cnnarena models | cnnarena models resnet | cnnarena models 'efficientnet*' --all")
+@app.command(epilog=_example("Examples: cnnarena models | cnnarena models resnet | "
+                             "cnnarena models 'efficientnet*' --all"))
 def models(
     pattern: str | None = typer.Argument(None, help="search timm's model names (shell-style; a word matches "
                                          "anywhere)"),
@@ -358,19 +471,69 @@ def models(
         print(f"({len(rows)} models: parameters are counted for at most 60 rows; narrow the pattern to see them)")
 
 
+# What Ctrl-C prints, for the commands that resume where they stopped when run again; the others exit quietly.
+RESUME_HINTS = {
+    "train": "interrupted: the run directory keeps the last finished epoch; rerun the same command to resume",
+    "study": "interrupted: the study directory keeps every finished run; rerun the same command to resume",
+}
+
+
 def main() -> None:
     from .memory import keep_freed_memory
 
     keep_freed_memory()  # before any tensor exists, so the heap serves every large block (see memory.py)
+    sys.exit(run(sys.argv[1:]))
+
+
+def run(args: list[str]) -> int:
+    """Parse and run one command line; the exit code. Every mistake is one `error: ...` line and code 2.
+
+    Click is run outside its standalone mode, so that its usage errors (unknown option or command, missing
+    argument, bad value) reach this function instead of being drawn as multi-line boxes, and Ctrl-C is not
+    turned into a silent exit 130 before the resume hint can be printed.
+    """
+    command = typer.main.get_command(app)
+    ctx = None
     try:
-        app()
+        with command.make_context("cnnarena", list(args) or ["--help"]) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as e:  # --help, --version
+        return e.exit_code
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return _error(str(e))
+    except typer.TyperException as e:  # click's UsageError, BadParameter, NoSuchOption, MissingParameter...
+        return _error(_usage_message(e))
     except KeyboardInterrupt:
-        print("interrupted: the run directory keeps the last finished epoch; rerun the same command to resume",
-              file=sys.stderr)
-        sys.exit(130)
+        hint = RESUME_HINTS.get(getattr(ctx, "invoked_subcommand", None) or "")
+        if hint:  # on a terminal the live progress bar has no newline yet
+            print(("\n" if sys.stderr.isatty() else "") + hint, file=sys.stderr)
+        return 130
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. `cnnarena models --all | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
+def _error(message: str) -> int:
+    print("error: " + " ".join(message.split("\n")), file=sys.stderr)
+    return 2
+
+
+def _usage_message(e: typer.TyperException) -> str:
+    """"No such option: --bogus" -> "no such option: --bogus (see `cnnarena train --help`)"."""
+    message = e.format_message().strip().rstrip(".")
+    if type(e).__name__ == "NoSuchOption":  # (typer's own click) its "Possible options" share a letter or two
+        close = difflib.get_close_matches(e.option_name, e.possibilities or [], n=1, cutoff=0.75)
+        message = f"No such option: {e.option_name}" + (f" (did you mean {close[0]}?)" if close else "")
+    if message[:2].istitle():  # "No such ...", "Missing ...", "Invalid ...": lower-case like our other errors
+        message = message[0].lower() + message[1:]
+    ctx = getattr(e, "ctx", None)
+    return f"{message} (see `{ctx.command_path} --help`)" if ctx is not None else message
 
 
 if __name__ == "__main__":

@@ -138,6 +138,16 @@ def predict_files(model: Classifier, paths: Iterable[Path], *, top: int = 5, bat
     return results
 
 
+def unreadable_summary(bad: list[Prediction], total: int, show: int = 3) -> str:
+    """One line: how many of `total` files could not be read, and why for the first few."""
+    if len(bad) == total == 1:
+        return f"{bad[0].path} could not be read ({bad[0].error})"
+    head = f"none of the {total} files could be read" if len(bad) == total else \
+        f"{len(bad)} of {total} files could not be read"
+    more = f"; and {len(bad) - show} more" if len(bad) > show else ""
+    return f"{head}: " + "; ".join(f"{r.path} ({r.error})" for r in bad[:show]) + more
+
+
 # ---- output formats -------------------------------------------------------------------------------
 
 def format_table(rows: list[Prediction]) -> str:

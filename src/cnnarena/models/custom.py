@@ -96,12 +96,37 @@ def _parse(layer: Any) -> tuple[str, dict[str, Any]]:
     raise UserError(f"bad layer {layer!r}: use a name like 'relu' or a mapping like {{conv: 32}}")
 
 
+def _whole(layer: str, key: str, value: Any, minimum: int = 1) -> int:
+    """A whole-number option of a layer (filters, kernel, stride, size, units), at least `minimum`."""
+    try:
+        number = int(value)
+        whole = not isinstance(value, bool) and number == float(value)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if value is None:
+        raise UserError(f"layer {layer!r} needs {key}, e.g. {{{layer}: {{{key}: 32}}}}")
+    if not whole or number < minimum:
+        raise UserError(f"layer {layer!r}: {key} must be a whole number of at least {minimum}, got {value!r}")
+    return number
+
+
+def _rate(value: Any) -> float:
+    """A dropout rate: a probability in [0, 1)."""
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = None
+    if isinstance(value, bool) or rate is None or not 0 <= rate < 1:
+        raise UserError(f"layer 'dropout': rate must be a number from 0 to below 1, got {value!r}")
+    return rate
+
+
 def _conv_padding(kernel: int, padding: Any) -> int:
     if padding in (None, "same"):
         return kernel // 2  # Keras 'same' for odd kernels
     if padding == "valid":
         return 0
-    if isinstance(padding, int) and padding >= 0:
+    if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
         return padding
     raise UserError(f"conv padding must be 'same', 'valid' or a number, got {padding!r}")
 
@@ -131,9 +156,9 @@ def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tupl
     if name in ("conv", "maxpool", "avgpool", "batchnorm", "gap") and not is_map:
         raise UserError(f"layer {name!r} needs a feature map, but the input here is flat {shape}")
     if name == "conv":
-        filters = int(args.pop("filters"))
-        kernel = int(args.pop("kernel", 3))
-        stride = int(args.pop("stride", 1))
+        filters = _whole(name, "filters", args.pop("filters", None))
+        kernel = _whole(name, "kernel", args.pop("kernel", 3))
+        stride = _whole(name, "stride", args.pop("stride", 1))
         pad = _conv_padding(kernel, args.pop("padding", "same"))
         bias = bool(args.pop("bias", True))
         _no_more(name, args)
@@ -143,8 +168,8 @@ def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tupl
             raise UserError(f"conv {kernel}×{kernel} stride {stride} leaves no pixels of a {shape[1]}×{shape[2]} map")
         return nn.Conv2d(c, filters, kernel, stride, pad, bias=bias), (filters, h, w)
     if name in ("maxpool", "avgpool"):
-        size = int(args.pop("size", 2))
-        stride = int(args.pop("stride", size))
+        size = _whole(name, "size", args.pop("size", 2))
+        stride = _whole(name, "stride", args.pop("stride", size))
         _no_more(name, args)
         c, h, w = shape
         h, w = (h - size) // stride + 1, (w - size) // stride + 1
@@ -159,9 +184,10 @@ def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tupl
         _no_more(name, args)
         return ACTIVATIONS[name](), shape
     if name == "dropout":
-        rate = float(args.pop("rate", 0.5))
+        rate = _rate(args.pop("rate", 0.5))
+        spatial = bool(args.pop("spatial", False))  # whole channels; read before _no_more, which rejects the rest
         _no_more(name, args)
-        return (nn.Dropout2d(rate) if args.get("spatial") else nn.Dropout(rate)), shape
+        return (nn.Dropout2d(rate) if spatial else nn.Dropout(rate)), shape
     if name == "flatten":
         _no_more(name, args)
         size = 1
@@ -172,7 +198,7 @@ def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tupl
         _no_more(name, args)
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), (shape[0],)
     if name == "dense":
-        units = int(args.pop("units"))
+        units = _whole(name, "units", args.pop("units", None))
         _no_more(name, args)
         if is_map:
             raise UserError("dense needs a flat input: add 'flatten' or 'gap' before it")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.nn.functional as F
 
 from ..data.loader import BatchLoader
+from ..errors import UserError
 from ..models.base import Classifier
 from .config import TrainConfig
 from .schedule import build_optimizer
@@ -23,9 +25,41 @@ class LRFindResult:
     min_loss_lr: float  # where the loss bottomed out; suggestion is usually ~1/10 of it
 
 
+MIN_STEPS = 5  # the suggestion needs a few points of the curve (see _steepest)
+
+
+def check_range(start_lr: float, end_lr: float, steps: int) -> None:
+    """UserError unless 0 < start_lr < end_lr (finite) and steps >= MIN_STEPS."""
+    if steps < MIN_STEPS:
+        raise UserError(f"--steps must be at least {MIN_STEPS} (the suggestion needs a few points), got {steps}")
+    for name, lr in (("--start-lr", start_lr), ("--end-lr", end_lr)):
+        if not (math.isfinite(lr) and lr > 0):
+            raise UserError(f"{name} must be a positive number, got {lr}")
+    if start_lr >= end_lr:
+        raise UserError(f"--start-lr ({start_lr:g}) must be below --end-lr ({end_lr:g}): the test raises the LR")
+
+
+def plot_path(path: Path | str) -> Path:
+    """Where plot_lr_find will write `path`: matplotlib appends .png to a name without a suffix, and
+    refuses suffixes it cannot write; UserError for those (and for a directory) before any work starts."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--out {path} is a directory: give a file name, e.g. {path / 'lr_find.png'}")
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise UserError(f"--out {path}: cannot write a plot as {path.suffix!r}; use one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    return path
+
+
 def lr_find(model: Classifier, loader: BatchLoader, cfg: TrainConfig, *, start_lr: float = 1e-7,
             end_lr: float = 10.0, steps: int = 100, beta: float = 0.9) -> LRFindResult:
     """Trains a copy of the model (the original is untouched) for at most `steps` batches."""
+    check_range(start_lr, end_lr, steps)
     model = copy.deepcopy(model).to(loader.device).train()
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     gamma = (end_lr / start_lr) ** (1 / max(1, steps - 1))
@@ -65,7 +99,8 @@ def _steepest(lrs: list[float], losses: list[float]) -> float:
     return lrs[i]
 
 
-def plot_lr_find(result: LRFindResult, path) -> None:
+def plot_lr_find(result: LRFindResult, path: Path | str) -> Path:
+    """The plot, written to plot_path(path); returns that path."""
     from ..report.plots import _save, plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -77,4 +112,4 @@ def plot_lr_find(result: LRFindResult, path) -> None:
     ax.set_ylabel("smoothed training loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return _save(fig, plot_path(path))
