@@ -31,6 +31,28 @@ def test_fewer_threads_win_only_by_a_clear_margin():
     assert ThreadChooser(8).candidates == [8, 4, 1]
 
 
+def test_a_choice_that_holds_is_rechecked_less_often_and_a_slowdown_triggers_a_recheck():
+    chooser = ThreadChooser(2)
+    intervals = []
+    for k in range(6):
+        chooser.start_probe(float(k))
+        chooser.record(2, 3000.0)
+        chooser.record(1, 1700.0)
+        intervals.append(chooser.interval)
+    assert intervals == [60, 120, 240, 240, 240, 240] and chooser.best == 2
+    assert not chooser.due(chooser.probed_at + 100, rate=2900.0)
+    assert chooser.due(chooser.probed_at + 100, rate=1000.0)  # another program took a core: probe now
+    assert chooser.due(chooser.probed_at + 240, rate=2900.0)
+    chooser.start_probe(0.0)
+    chooser.record(2, 300.0)
+    chooser.record(1, 1500.0)
+    assert chooser.best == 1 and chooser.interval == 30  # a change: back to frequent checks
+    chooser.start_probe(0.0)
+    chooser.record(2, 300.0)
+    chooser.record(1, 1500.0)
+    assert chooser.best == 1 and chooser.interval == 30  # on fewer threads it keeps looking for the cores
+
+
 @pytest.fixture
 def busy_cpu():
     """Every core kept busy by another process, as on a laptop that is doing something else."""

@@ -92,6 +92,7 @@ class TrainState:
     generator: torch.Generator | None = None  # the training loader's: shuffles and augmentation draw from it
     callbacks: list[Callback] = field(default_factory=list)
     resume_point: dict[str, Any] | None = None  # the trainer state this fit resumed from
+    tuner: ThreadTuner | None = None  # CPU: picks the thread count by measurement
 
     @property
     def phase_label(self) -> str:
@@ -171,8 +172,6 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     device = train.device
     if device.type == "cpu":
         keep_freed_memory()
-        if ThreadTuner.wanted(cfg.deterministic):
-            callbacks = [*callbacks, ThreadTuner(torch.get_num_threads())]
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -184,27 +183,34 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
                        train_seconds=seconds_before)
     if resume is not None:
         state.restore(resume, resume_best)
+    if device.type == "cpu" and ThreadTuner.wanted(cfg.deterministic):
+        state.tuner = ThreadTuner(torch.get_num_threads())
+        state.tuner.begin()
     autocast = autocast_for(device, cfg.amp)
     # The compiled module shares parameters with `model`, so checkpoints and best weights stay as they are.
     state.step_model = torch.compile(model) if cfg.compile else model
     for cb in callbacks:
         cb.on_train_begin(state)
-    while state.epoch < cfg.epochs and state.stop_reason is None:
-        row = _train_one_epoch(state, train, callbacks, autocast)
-        row["epoch"] = first_epoch_label + state.epoch + 1
-        if phase:
-            row["phase"] = phase
-        row["val_loss"], row["val_accuracy"] = evaluate_loader(model, val, autocast)
-        state.epoch += 1
-        state.history.append(row)
-        if state.improved({**row, "epoch": state.epoch}):
-            state.best_weights = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
-        for cb in callbacks:
-            cb.on_epoch_end(state)
-        if cfg.max_minutes is not None and state.train_seconds > 60 * cfg.max_minutes and state.stop_reason is None:
-            state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
-        for cb in callbacks:
-            cb.on_epoch_final(state)
+    try:
+        while state.epoch < cfg.epochs and state.stop_reason is None:
+            row = _train_one_epoch(state, train, callbacks, autocast)
+            row["epoch"] = first_epoch_label + state.epoch + 1
+            if phase:
+                row["phase"] = phase
+            row["val_loss"], row["val_accuracy"] = evaluate_loader(model, val, autocast)
+            state.epoch += 1
+            state.history.append(row)
+            if state.improved({**row, "epoch": state.epoch}):
+                state.best_weights = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            if cfg.max_minutes is not None and state.train_seconds > 60 * cfg.max_minutes and state.stop_reason is None:
+                state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
+            for cb in callbacks:
+                cb.on_epoch_final(state)
+    finally:
+        if state.tuner is not None:
+            state.tuner.end()  # the process gets its threads back
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     for cb in callbacks:
@@ -233,6 +239,8 @@ def _train_one_epoch(state: TrainState, train: BatchLoader, callbacks, autocast)
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()
         state.epoch_seen += y.shape[0]
+        if state.tuner is not None:
+            state.tuner.after_step(state)
         if callbacks and b % 10 == 0 or b == num_batches:  # .item() syncs a GPU: only now and then
             state.running_loss = loss_sum.item() / state.epoch_seen
             state.running_acc = correct.item() / state.epoch_seen

@@ -2,9 +2,9 @@
 
 PyTorch splits every op across all its threads and waits at a barrier after each. When another program keeps
 a core busy, each barrier waits for a thread the scheduler has set aside, and two threads run *slower* than
-one: simple-2conv at batch 32 on this 2-core machine with one busy process beside it did 314 img/s on two
-threads and 732 on one; on digits at batch 8, 209 against 3,667. On an idle machine two threads are ~1.5x
-faster. So the training loop measures both now and then and keeps the faster.
+one: simple-2conv at batch 32 on this 2-core machine with one busy process beside it did 258-699 img/s on two
+threads, and 1,520-1,630 with this tuner; on digits at batch 8, 209 against 3,667 on one thread. On an idle
+machine two threads are ~1.5x faster. So the training loop measures both now and then and keeps the faster.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .callbacks import Callback
-
 if TYPE_CHECKING:
     from .loop import TrainState
 
 WINDOW_SECONDS = 0.3  # one measurement: long enough to span scheduler time slices
-RECHECK_SECONDS = 30.0  # load changes: measure the alternatives again this often
+FIRST_RECHECK, LAST_RECHECK = 30.0, 240.0  # seconds between probes: doubling while the choice holds
 MARGIN = 1.1  # fewer threads must be this much faster to win (noise should not cost an idle machine its cores)
+SLOWDOWN = 0.7  # a window this much slower than the choice's probe means the load changed: probe now
 
 
 class ThreadChooser:
@@ -33,9 +32,12 @@ class ThreadChooser:
         self.rates: dict[int, float] = {}
         self.best = most
         self.probed_at = -float("inf")
+        self.interval = FIRST_RECHECK
 
-    def due(self, now: float) -> bool:
-        return now - self.probed_at >= RECHECK_SECONDS
+    def due(self, now: float, rate: float) -> bool:
+        """Time for a probe: the interval passed, or the current choice got much slower than it measured."""
+        slowed = self.best in self.rates and rate < SLOWDOWN * self.rates[self.best]
+        return slowed or now - self.probed_at >= self.interval
 
     def start_probe(self, now: float) -> None:
         self.rates, self.probed_at = {}, now
@@ -51,14 +53,20 @@ class ThreadChooser:
             for n in self.candidates[1:]:
                 if self.rates[n] > MARGIN * self.rates[best]:
                     best = n
+            # all threads, confirmed again: checked less and less often (a load that arrives slows the choice
+            # down, which `due` notices at once). Fewer threads: checked often, since a load that leaves does not
+            # slow them down; the machine should get its cores back soon.
+            holds = best == self.best == self.candidates[0]
+            self.interval = min(2 * self.interval, LAST_RECHECK) if holds else FIRST_RECHECK
             self.best = best
 
 
 _CHOOSERS: dict[int, ThreadChooser] = {}  # per process: fit() after fit() (a study, a benchmark) reuses the choice
 
 
-class ThreadTuner(Callback):
-    """Measures windows of batches at each candidate thread count, then trains at the fastest."""
+class ThreadTuner:
+    """Called after every training step: measures windows of steps, probes the candidates when due, and trains
+    at the fastest. A perf_counter() call per step when not at a window's end."""
 
     def __init__(self, most: int) -> None:
         self.most = most
@@ -72,37 +80,33 @@ class ThreadTuner(Callback):
         return (torch.get_num_threads() > 1 and not deterministic
                 and os.environ.get("CNNARENA_THREAD_TUNING", "1") != "0")
 
-    def on_train_begin(self, s: TrainState) -> None:
+    def begin(self) -> None:
         torch.set_num_threads(self.chooser.best)
-        self.mark = None
+        self.mark, self.measuring = None, None
 
-    def on_batch_end(self, s: TrainState, batch: int, num_batches: int) -> None:
+    def end(self) -> None:
+        torch.set_num_threads(self.most)
+
+    def after_step(self, s: TrainState) -> None:
         now = time.perf_counter()
-        if self.mark is None or self.mark[2] != s.epoch or s.epoch_seen < self.mark[1]:
-            self._restart(now, s)  # the first batches (warm-up) and epoch boundaries (validation) are not measured
+        mark = self.mark
+        if mark is None or mark[2] != s.epoch or s.epoch_seen < mark[1]:
+            self.mark = (now, s.epoch_seen, s.epoch)  # warm-up steps and epoch boundaries (validation): unmeasured
             return
-        seconds = now - self.mark[0]
+        seconds = now - mark[0]
         if seconds < WINDOW_SECONDS:
             return
+        rate = (s.epoch_seen - mark[1]) / seconds
+        chooser = self.chooser
         if self.measuring is not None:
-            before = self.chooser.best
-            self.chooser.record(self.measuring, (s.epoch_seen - self.mark[1]) / seconds)
+            before = chooser.best
+            chooser.record(self.measuring, rate)
             self.measuring = None
-            if self.chooser.pending() is None:
-                torch.set_num_threads(self.chooser.best)
-                if self.chooser.best != before:
-                    rates = ", ".join(f"{n}: {r:,.0f} img/s" for n, r in self.chooser.rates.items())
-                    s.log(f"epoch {s.epoch + 1}: training on {self.chooser.best} of {self.most} threads ({rates})")
-        elif self.chooser.due(now):
-            self.chooser.start_probe(now)
-        nxt = self.chooser.pending() if self.chooser.probed_at == now or self.chooser.rates else None
-        if nxt is not None:
-            self.measuring = nxt
-            torch.set_num_threads(nxt)
-        self._restart(now, s)
-
-    def _restart(self, now: float, s: TrainState) -> None:
+            if chooser.pending() is None and chooser.best != before:
+                rates = ", ".join(f"{n}: {r:,.0f} img/s" for n, r in chooser.rates.items())
+                s.log(f"epoch {s.epoch + 1}: training on {chooser.best} of {self.most} threads ({rates})")
+        elif chooser.due(now, rate):
+            chooser.start_probe(now)
+        self.measuring = chooser.pending() if chooser.probed_at == now or chooser.rates else None
+        torch.set_num_threads(self.measuring or chooser.best)
         self.mark = (now, s.epoch_seen, s.epoch)
-
-    def on_train_end(self, s: TrainState) -> None:
-        torch.set_num_threads(self.most)
