@@ -4,16 +4,7 @@ import subprocess
 import sys
 
 import pytest
-
-from cnnarena.cli import main
-
-
-def run_cli(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["cnnarena", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from cli_run import run_cli
 
 
 @pytest.fixture

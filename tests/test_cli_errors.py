@@ -11,20 +11,12 @@ import sys
 import time
 
 import pytest
+from cli_run import run_cli
 from PIL import Image
 
 from cnnarena import __version__
-from cnnarena.cli import main
 
 CLI = [sys.executable, "-m", "cnnarena.cli"]
-
-
-def run_cli(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["cnnarena", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def assert_one_error_line(code, err, message):

@@ -2,25 +2,16 @@
 
 import json
 import re
-import sys
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from cnnarena.cli import main
 from cnnarena.config import build_config
 from cnnarena.evaluate.reevaluate import reevaluate, same_data
 from cnnarena.run import train_run
-
-
-def run_cli(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["cnnarena", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

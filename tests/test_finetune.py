@@ -51,22 +51,7 @@ RECIPE = dict(data="digits", model="efficientnet_lite0", input_size=32, fraction
 # (a margin of 28-34 points; random init with lr 1e-2, its better learning rate, reaches 0.664-0.736).
 MARGIN = 0.15
 
-
-@pytest.fixture(scope="module", autouse=True)
-def offline_one_thread(tmp_path_factory):
-    """No network, empty weight caches, one thread (the cores are shared: no oversubscription)."""
-    tmp = tmp_path_factory.mktemp("caches")
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf"), "TORCH_HOME": str(tmp / "torch")}
-    with pytest.MonkeyPatch.context() as mp:
-        import huggingface_hub.constants
-
-        for key, value in env.items():
-            mp.setenv(key, value)
-        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield env
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("offline_one_thread")  # conftest.py: offline, one thread
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,7 @@ from cnnarena.train.checkpoint import load_model
 
 CPU = torch.device("cpu")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def offline_one_thread(tmp_path_factory):
-    """No network, empty weight caches (Lite0's weights come from the installed package), one thread: the
-    cores are shared, and several threads on them made the Lite0 run 7x slower."""
-    tmp = tmp_path_factory.mktemp("caches")
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf"), "TORCH_HOME": str(tmp / "torch")}
-    with pytest.MonkeyPatch.context() as mp:
-        import huggingface_hub.constants
-
-        for key, value in env.items():
-            mp.setenv(key, value)
-        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("offline_one_thread")  # conftest.py: offline, one thread
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from cnnarena.train.threads import MARGIN, ThreadChooser
 
 def test_fewer_threads_win_only_by_a_clear_margin():
     chooser = ThreadChooser(2)
+    chooser.start_probe(0.0)
     assert chooser.candidates == [2, 1] and chooser.pending() == 2
     chooser.record(2, 1000.0)
     assert chooser.pending() == 1 and chooser.best == 2  # nothing decided before every candidate is measured

@@ -115,8 +115,8 @@ class TrainState:
                  "best_epoch": self.best_epoch, "optimizer": self.optimizer.state_dict(),
                  "plateau_scale": self.lr_ctl.plateau_scale, "train_seconds": self.train_seconds,
                  "stop_reason": self.stop_reason, "torch_rng": torch.get_rng_state(),
-                 "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks
-                               if cb.state_dict() is not None}}
+                 "callbacks": {name: saved for name, saved in ((type(cb).__name__, cb.state_dict())
+                                                              for cb in self.callbacks) if saved is not None}}
         if self.generator is not None:
             state["generator"] = self.generator.get_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():

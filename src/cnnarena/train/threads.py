@@ -31,6 +31,7 @@ class ThreadChooser:
         self.candidates = [most, 1] if most < 4 else [most, most // 2, 1]
         self.rates: dict[int, float] = {}
         self.best = most
+        self.probing = False
         self.probed_at = -float("inf")
         self.interval = FIRST_RECHECK
 
@@ -40,15 +41,16 @@ class ThreadChooser:
         return slowed or now - self.probed_at >= self.interval
 
     def start_probe(self, now: float) -> None:
-        self.rates, self.probed_at = {}, now
+        self.rates, self.probed_at, self.probing = {}, now, True
 
     def pending(self) -> int | None:
-        """The next candidate still to measure in this probe, or None when all are measured."""
-        return next((n for n in self.candidates if n not in self.rates), None)
+        """The next candidate to measure in the probe under way, or None when no probe is under way."""
+        return next((n for n in self.candidates if n not in self.rates), None) if self.probing else None
 
     def record(self, threads: int, images_per_second: float) -> None:
         self.rates[threads] = images_per_second
-        if self.pending() is None:
+        if len(self.rates) == len(self.candidates):
+            self.probing = False
             best = self.candidates[0]
             for n in self.candidates[1:]:
                 if self.rates[n] > MARGIN * self.rates[best]:
@@ -107,6 +109,6 @@ class ThreadTuner:
                 s.log(f"epoch {s.epoch + 1}: training on {chooser.best} of {self.most} threads ({rates})")
         elif chooser.due(now, rate):
             chooser.start_probe(now)
-        self.measuring = chooser.pending() if chooser.probed_at == now or chooser.rates else None
+        self.measuring = chooser.pending()
         torch.set_num_threads(self.measuring or chooser.best)
         self.mark = (now, s.epoch_seen, s.epoch)
