@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import UserError
 from .base import Classifier, ModelMeta, count_parameters
 from .fast_layers import LayoutFlatten, pool_before_activation
+from .fused_block import FusingSequential
 
 Spec = list[Any]
 
@@ -148,7 +149,7 @@ def build_layers(spec: Spec, in_shape: tuple[int, int, int], num_classes: int) -
         layers.append(LayoutFlatten())
         shape = (shape[0] * shape[1] * shape[2],)
     layers.append(nn.Linear(shape[0], num_classes))
-    return nn.Sequential(*pool_before_activation(layers))
+    return FusingSequential(*pool_before_activation(layers))
 
 
 def _make_layer(name: str, args: dict[str, Any], shape: tuple[int, ...]) -> tuple[nn.Module, tuple[int, ...]]:

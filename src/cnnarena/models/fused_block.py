@@ -1,0 +1,168 @@
+"""BatchNorm -> 2x2 max-pool -> ReLU of a custom CNN, trained on a CPU as one fused step forward and backward.
+
+In a report-style CNN (conv, batchnorm, relu, maxpool; pooled before the ReLU by fast_layers) these three
+layers are memory-bound: PyTorch runs them as five full-size passes forward and six backward over the conv's
+output, the largest tensor in the network. The C kernels in kernels/bn_pool_relu.c do the same arithmetic in
+two passes each way: the batch statistics and then the pooled, normalised, rectified output; backward, the
+sums over the one pixel per window that the gradient reaches and then the input gradient. On this 2-core CPU,
+simple-2conv at batch 32: <filled in after measuring>.
+
+They run only where they compute the same thing as the layers: training mode on a CPU, float32 channels_last
+activations, affine BatchNorm with running statistics and a momentum, a 2x2 stride-2 max-pool, then ReLU.
+Everywhere else (evaluation, export, GPUs, autocast, torch.compile) the layers run as they are. The kernels are
+compiled once per machine with the system C compiler (cached under ~/.cache/cnnarena); without one, or with
+CNNARENA_FUSED_KERNELS=0, training uses the plain layers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+SOURCE = Path(__file__).with_name("kernels") / "bn_pool_relu.c"
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+_lib: ctypes.CDLL | None | bool = False  # False: not tried yet; None: not available here
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, built on first use; None where they cannot be had (or are switched off)."""
+    global _lib
+    if _lib is False:
+        _lib = None if os.environ.get("CNNARENA_FUSED_KERNELS", "1") == "0" else _load()
+    return _lib
+
+
+def _load() -> ctypes.CDLL | None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not platform.system() == "Linux":
+        return None
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join((compiler, *FLAGS, _cpu_signature())).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("CNNARENA_CACHE", Path.home() / ".cache" / "cnnarena")) / "kernels"
+    target = cache / f"bn_pool_relu-{key}.so"
+    try:
+        if not target.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                built = Path(tmp) / target.name
+                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], check=True,
+                               capture_output=True, timeout=120)
+                os.replace(built, target)  # atomic: a concurrent build or a killed one never leaves half a file
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    _declare(lib)
+    return lib
+
+
+def _cpu_signature() -> str:
+    """-march=native code runs only where it was built: the key includes the CPU's model and flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return "|".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+    lib.bpr_forward.argtypes = [p, i64, i64, i64, i64, i32, f32, p, p, p, p, p, p, p]
+    lib.bpr_forward.restype = None
+    lib.bpr_backward.argtypes = [p, p, p, i64, i64, i64, i64, i32, p, p, p, p, p, p]
+    lib.bpr_backward.restype = None
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+class _BatchNormPoolReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, bn: nn.BatchNorm2d):
+        lib = library()
+        n, c, h, w = x.shape
+        threads = torch.get_num_threads()
+        out = torch.empty((n, c, h // 2, w // 2), memory_format=torch.channels_last)
+        which = torch.empty((n, h // 2, w // 2, c), dtype=torch.uint8)
+        mean, var, invstd = (x.new_empty(c) for _ in range(3))
+        weight_c, bias_c = weight.detach().contiguous(), bias.detach().contiguous()
+        lib.bpr_forward(_ptr(x), n, h, w, c, threads, bn.eps, _ptr(weight_c), _ptr(bias_c), _ptr(out), _ptr(which),
+                        _ptr(mean), _ptr(var), _ptr(invstd))
+        with torch.no_grad():  # running statistics, as BatchNorm2d keeps them (unbiased variance)
+            pixels = n * h * w
+            bn.running_mean.lerp_(mean, bn.momentum)
+            bn.running_var.lerp_(var * (pixels / max(1, pixels - 1)), bn.momentum)
+            bn.num_batches_tracked.add_(1)
+        ctx.save_for_backward(x, which, weight_c, mean, invstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, which, weight, mean, invstd = ctx.saved_tensors
+        n, c, h, w = x.shape
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last)
+        grad_w, grad_b = x.new_empty(c), x.new_empty(c)
+        library().bpr_backward(_ptr(grad_out), _ptr(x), _ptr(which), n, h, w, c, torch.get_num_threads(),
+                               _ptr(weight), _ptr(mean), _ptr(invstd), _ptr(grad_x), _ptr(grad_w), _ptr(grad_b))
+        return grad_x, grad_w, grad_b, None
+
+
+def fusable_layers(bn: nn.Module, pool: nn.Module, act: nn.Module) -> bool:
+    """Whether (bn, pool, act) are the layers the kernels compute (their settings; not yet the input)."""
+    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and bn.momentum is not None
+            and type(pool) is nn.MaxPool2d and _pair(pool.kernel_size) == (2, 2) and _pair(pool.stride) == (2, 2)
+            and _pair(pool.padding) == (0, 0) and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode
+            and not pool.return_indices and type(act) is nn.ReLU)
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def fused_applies(x: torch.Tensor, bn: nn.BatchNorm2d) -> bool:
+    """Whether this call can take the fused path: training on a CPU, float32 channels_last, kernels built."""
+    return (bn.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+            and x.dim() == 4 and x.shape[2] >= 2 and x.shape[3] >= 2
+            and x.is_contiguous(memory_format=torch.channels_last) and bn.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and library() is not None)
+
+
+def batchnorm_pool_relu(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    return _BatchNormPoolReLU.apply(x, bn.weight, bn.bias, bn)
+
+
+class FusingSequential(nn.Sequential):
+    """nn.Sequential that runs each (BatchNorm2d, MaxPool2d 2x2, ReLU) run of its layers as one fused step while
+    training on a CPU. The layers stay its children at their own indices: parameters, state-dict keys and every
+    other mode are nn.Sequential's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            if (i + 2 < len(layers) and fusable_layers(*layers[i:i + 3]) and not _has_hooks(layers[i:i + 3])
+                    and fused_applies(x, layers[i])):
+                x = batchnorm_pool_relu(x, layers[i])
+                i += 3
+            else:
+                x = layers[i](x)
+                i += 1
+        return x
+
+
+def _has_hooks(layers: list[nn.Module]) -> bool:
+    """A hook on one of the layers (a summary's shape probe, a user's) must see it run: then no fusion."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in layers)
