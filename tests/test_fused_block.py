@@ -15,26 +15,30 @@ from cnnarena.models.fused_block import FusingSequential, batchnorm_pool_relu, l
 CL = torch.channels_last
 
 
-def _layers_reference(x, bn, grad):
-    """The three layers as PyTorch runs them, in float64: the ground truth both float32 paths are held to."""
+def _layers(x, bn, pool):
+    return F.relu(F.max_pool2d(bn(x), 2) if pool else bn(x))
+
+
+def _layers_reference(x, bn, grad, pool):
+    """The layers as PyTorch runs them, in float64: the ground truth both float32 paths are held to."""
     x64 = x.detach().double().contiguous(memory_format=CL).requires_grad_()
     bn64 = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum).double()
     bn64.load_state_dict(bn.state_dict())
-    out = F.relu(F.max_pool2d(bn64(x64), 2))
+    out = _layers(x64, bn64, pool)
     out.backward(grad.double())
     return out, x64.grad, bn64
 
 
-def _fused(x, bn, grad):
+def _fused(x, bn, grad, pool):
     x32 = x.detach().clone().contiguous(memory_format=CL).requires_grad_()
-    out = batchnorm_pool_relu(x32, bn)
+    out = batchnorm_pool_relu(x32, bn, pool)
     out.backward(grad)
     return out, x32.grad
 
 
-def _plain32(x, bn, grad):
+def _plain32(x, bn, grad, pool):
     x32 = x.detach().clone().contiguous(memory_format=CL).requires_grad_()
-    out = F.relu(F.max_pool2d(bn(x32), 2))
+    out = _layers(x32, bn, pool)
     out.backward(grad)
     return out, x32.grad
 
@@ -57,8 +61,9 @@ def test_the_kernels_build_here_and_use_pytorchs_openmp_runtime():
     assert before + "]" == "[" + after and "torch" in before, done.stdout
 
 
+@pytest.mark.parametrize("pool", [True, False], ids=["bn-pool-relu", "bn-relu"])
 @pytest.mark.parametrize("n,c,h,w", [(32, 32, 28, 28), (5, 7, 9, 11), (3, 64, 14, 14), (2, 16, 7, 7)])
-def test_fused_matches_the_layers_in_float64_better_than_pytorchs_float32(n, c, h, w):
+def test_fused_matches_the_layers_in_float64_better_than_pytorchs_float32(n, c, h, w, pool):
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w) * 3 + 1
     x[:, :, : h // 3] = 0.25  # whole windows of equal values: max_pool2d's first-index tie rule must hold
@@ -68,11 +73,11 @@ def test_fused_matches_the_layers_in_float64_better_than_pytorchs_float32(n, c, 
         bn_fused.bias.normal_()
         bn_fused.running_mean.normal_()
     bn_plain.load_state_dict(bn_fused.state_dict())
-    grad = torch.randn(n, c, h // 2, w // 2)
+    grad = torch.randn(n, c, h // 2, w // 2) if pool else torch.randn(n, c, h, w)
 
-    ref_out, ref_dx, ref_bn = _layers_reference(x, bn_fused, grad)
-    out, dx = _fused(x, bn_fused, grad)
-    plain_out, plain_dx = _plain32(x, bn_plain, grad)
+    ref_out, ref_dx, ref_bn = _layers_reference(x, bn_fused, grad, pool)
+    out, dx = _fused(x, bn_fused, grad, pool)
+    plain_out, plain_dx = _plain32(x, bn_plain, grad, pool)
 
     assert out.is_contiguous(memory_format=CL) and dx.is_contiguous(memory_format=CL)
     for ours, theirs, truth in ((out, plain_out, ref_out), (dx, plain_dx, ref_dx),
@@ -86,10 +91,11 @@ def test_fused_matches_the_layers_in_float64_better_than_pytorchs_float32(n, c, 
     assert bn_fused.num_batches_tracked.item() == bn_plain.num_batches_tracked.item() == 1
 
 
-def test_nan_propagates_forward_like_relu():
+@pytest.mark.parametrize("pool", [True, False])
+def test_nan_propagates_forward_like_relu(pool):
     x = torch.randn(2, 8, 4, 4)
     x[0, 3, 0, 0] = float("nan")
-    out = batchnorm_pool_relu(x.contiguous(memory_format=CL).requires_grad_(), nn.BatchNorm2d(8))
+    out = batchnorm_pool_relu(x.contiguous(memory_format=CL).requires_grad_(), nn.BatchNorm2d(8), pool)
     assert torch.isnan(out[0, 3, 0, 0])
 
 
@@ -120,6 +126,15 @@ def test_the_network_takes_the_fused_path_only_while_training_on_channels_last_c
     probe = net[1].register_forward_hook(lambda *a: None)  # a hook must see its layer run
     assert sum(fused in n for n in _grad_fn_names(net(x))) == 1  # the second block only
     probe.remove()
+
+
+def test_the_fast_presets_fuse_every_batchnorm_relu_run():
+    fast = build_layers(PRESETS["fast"], (1, 28, 28), 10).to(memory_format=CL)  # BN-ReLU stem, two BN-pool-ReLU
+    large = build_layers(PRESETS["fast-large"], (1, 28, 28), 10).to(memory_format=CL)  # pool-BN-ReLU x3, BN-ReLU x2
+    x = torch.rand(4, 1, 28, 28).contiguous(memory_format=CL)
+    assert _grad_fn_names(fast.train()(x)).count("_BatchNormPoolReLUBackward") == 3
+    names = _grad_fn_names(large.train()(x))
+    assert names.count("_BatchNormPoolReLUBackward") == 5 and "NativeBatchNormBackward0" not in names
 
 
 def test_a_trained_network_follows_the_same_path_with_and_without_fusion():

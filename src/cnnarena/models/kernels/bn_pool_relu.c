@@ -156,3 +156,80 @@ void bpr_backward(const float *restrict dout, const float *restrict y, const uin
     }
     free(a); free(c0); free(c1);
 }
+
+/* The same without the pool: out = relu(a*y + b) over the whole map (which[...] = 4 when the ReLU passed it). */
+void br_forward(const float *restrict y, int64_t N, int64_t H, int64_t W, int64_t C, int threads, float eps,
+                const float *restrict gamma, const float *restrict beta,
+                float *restrict out, uint8_t *restrict which,
+                float *restrict mean, float *restrict var, float *restrict invstd) {
+    float *a = malloc(sizeof(float) * C), *b = malloc(sizeof(float) * C);
+    batch_stats(y, N * H * W, C, threads, eps, gamma, beta, mean, var, invstd, a, b);
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t p = 0; p < N * H * W; p++) {
+        const float *v = y + p * C;
+        float *o = out + p * C;
+        uint8_t *k = which + p * C;
+        #pragma omp simd
+        for (int64_t c = 0; c < C; c++) {
+            float z = a[c] * v[c] + b[c];
+            int pass = z > 0.0f;
+            o[c] = (pass || z != z) ? z : 0.0f;
+            k[c] = (uint8_t)(pass << 2);
+        }
+    }
+    free(a); free(b);
+}
+
+void br_backward(const float *restrict dout, const float *restrict y, const uint8_t *restrict which,
+                 int64_t N, int64_t H, int64_t W, int64_t C, int threads,
+                 const float *restrict gamma, const float *restrict mean, const float *restrict invstd,
+                 float *restrict dy, float *restrict dgamma, float *restrict dbeta) {
+    const int64_t pixels = N * H * W;
+    double *part = calloc((size_t)threads * 2 * C, sizeof(double));
+    #pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        double *sd = part + (int64_t)t * 2 * C, *sx = sd + C;
+        float *rd = malloc(sizeof(float) * 2 * C), *rx = rd + C;
+        int64_t lo = pixels * t / nt, hi = pixels * (t + 1) / nt;
+        for (int64_t p0 = lo; p0 < hi; p0 += 32) {
+            int64_t p1 = p0 + 32 < hi ? p0 + 32 : hi;
+            memset(rd, 0, sizeof(float) * 2 * C);
+            for (int64_t p = p0; p < p1; p++) {
+                const float *g = dout + p * C, *v = y + p * C;
+                const uint8_t *k = which + p * C;
+                #pragma omp simd
+                for (int64_t c = 0; c < C; c++) {
+                    float d = (k[c] & 4) ? g[c] : 0.0f;
+                    rd[c] += d;
+                    rx[c] += d * (v[c] - mean[c]);
+                }
+            }
+            for (int64_t c = 0; c < C; c++) { sd[c] += rd[c]; sx[c] += rx[c]; }
+        }
+        free(rd);
+    }
+    float *a = malloc(sizeof(float) * C), *c0 = malloc(sizeof(float) * C), *c1 = malloc(sizeof(float) * C);
+    for (int64_t c = 0; c < C; c++) {
+        double sd = 0, sx = 0;
+        for (int t = 0; t < threads; t++) { sd += part[(int64_t)t * 2 * C + c]; sx += part[(int64_t)t * 2 * C + C + c]; }
+        dbeta[c] = (float)sd;
+        dgamma[c] = (float)(sx * invstd[c]);
+        a[c] = gamma[c] * invstd[c];
+        c0[c] = (float)(-a[c] * sd / (double)pixels);
+        c1[c] = (float)(a[c] * invstd[c] * (sx * invstd[c]) / (double)pixels);
+    }
+    free(part);
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t p = 0; p < pixels; p++) {
+        const float *g = dout + p * C, *v = y + p * C;
+        const uint8_t *k = which + p * C;
+        float *d = dy + p * C;
+        #pragma omp simd
+        for (int64_t c = 0; c < C; c++) {
+            float hit = (float)(k[c] == 4);
+            d[c] = c0[c] - c1[c] * (v[c] - mean[c]) + hit * a[c] * g[c];
+        }
+    }
+    free(a); free(c0); free(c1);
+}
