@@ -78,9 +78,11 @@ def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(b
         state = fit(model, BatchLoader(data, 16, shuffle=True, channels_last=True),
                     BatchLoader(data, 1024, channels_last=True), cfg)
         chooser = threads._CHOOSERS[2]
-        assert set(chooser.rates) == {2, 1}, chooser.rates
         assert chooser.best == 1, chooser.rates
-        assert any("training on 1 of 2 threads" in m for m in state.messages), state.messages
+        # the probe that chose one thread measured both counts (chooser.rates may hold a later probe, begun when
+        # a noisy window looked slow and cut short by the end of the epoch: it keeps the choice until it is done)
+        chose = [m for m in state.messages if "training on 1 of 2 threads (2: " in m and ", 1: " in m]
+        assert chose, state.messages
         assert torch.get_num_threads() == 2  # fit leaves the process as it found it
     finally:
         torch.set_num_threads(before)
