@@ -1,13 +1,14 @@
 """Do the fused BatchNorm -> max-pool -> ReLU kernels (cnnarena/models/fused_block.py) pay in a training step?
 
-    python benchmarks/fused_kernels.py [--batches 32,256] [--rounds 8] [--seconds 3]
+    python -m benchmarks.fused_kernels [--batches 32,256] [--rounds 8] [--seconds 3]
 
 cnnarena's training path (simple-2conv on Fashion-MNIST, throughput.CnnarenaTrain, the thread tuner off) twice in
 one process: its network as built (the fused kernels), and the same layers in a plain nn.Sequential (PyTorch's
 own BatchNorm, max-pool and ReLU). The two run in interleaved rounds (A B, B A, ...), so load from elsewhere hits
 both; printed: the median images/s of each, the rounds, and the ratio.
 Measured 2026-11-30 on the 2-core AMD EPYC (8 rounds): batch 32 1,881 -> 2,164 img/s (1.15x), batch 256
-2,544 -> 2,880 img/s (1.13x, 6 rounds).
+2,544 -> 2,880 img/s (1.13x, 6 rounds); again with --rounds 6 --seconds 2: batch 32 1,946 -> 2,071 (1.06x),
+batch 256 2,794 -> 3,163 (1.13x). Batch 32's gain moves with the machine's noise: 6-15%.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ two passes each way: the batch statistics and then the pooled, normalised, recti
 sums over the one pixel per window that the gradient reaches and then the input gradient. On this 2-core CPU
 (AMD EPYC, AVX2), forward + backward of simple-2conv's first block (32 x 32 x 28 x 28) took 1.24-1.30 ms against
 PyTorch's 2.37-2.75 ms, its second (32 x 64 x 14 x 14) 0.58-0.60 ms against 1.22-1.35 ms; whole training steps,
-interleaved A/B in one process (8 rounds, medians): batch 32 1,881 -> 2,164 img/s (+15%), batch 256 2,544 ->
-2,880 img/s (+13%). Their sums run in double where PyTorch's float32 path rounds: against float64, their errors
-were 100x smaller (tests/test_fused_block.py holds them to at most PyTorch's).
+interleaved A/B in one process (8 rounds, medians): batch 32 1,881 -> 2,164 img/s (+15%; +6% in a shorter run),
+batch 256 2,544 -> 2,880 img/s (+13%). Their sums run in double where PyTorch's float32 path rounds: against
+float64, their errors were 100x smaller (tests/test_fused_block.py holds them to at most PyTorch's).
 
 A BatchNorm followed by ReLU with no pool between (fast's stem, fast-large's blocks, which pool before the
 BatchNorm) runs the same way without the pool: 7% faster training steps for fast-large at batch 256 (1,484 ->
