@@ -46,6 +46,23 @@ static void batch_stats(const float *restrict y, int64_t pixels, int64_t C, int 
     free(part);
 }
 
+/* From the per-thread sums of dz and dz*(y - mean): dbeta, dgamma, and dy's terms a, c0, c1 in
+ * dy = a*dz + c0 - c1*(y - mean), with M pixels per channel. */
+static void gradient_terms(const double *restrict part, int threads, int64_t C, double M,
+                           const float *restrict gamma, const float *restrict invstd,
+                           float *restrict dgamma, float *restrict dbeta,
+                           float *restrict a, float *restrict c0, float *restrict c1) {
+    for (int64_t c = 0; c < C; c++) {
+        double sd = 0, sx = 0;
+        for (int t = 0; t < threads; t++) { sd += part[(int64_t)t * 2 * C + c]; sx += part[(int64_t)t * 2 * C + C + c]; }
+        dbeta[c] = (float)sd;
+        dgamma[c] = (float)(sx * invstd[c]);
+        a[c] = gamma[c] * invstd[c];
+        c0[c] = (float)(-a[c] * sd / M);
+        c1[c] = (float)(a[c] * invstd[c] * (sx * invstd[c]) / M);
+    }
+}
+
 /* out[n,i,j,c] = relu(max of z over the 2x2 window); which[...] = the window position chosen (0-3, the first
  * of equal values, as max_pool2d) | 4 when the ReLU passed it. */
 void bpr_forward(const float *restrict y, int64_t N, int64_t H, int64_t W, int64_t C, int threads, float eps,
@@ -117,16 +134,7 @@ void bpr_backward(const float *restrict dout, const float *restrict y, const uin
         free(rd);
     }
     float *a = malloc(sizeof(float) * C), *c0 = malloc(sizeof(float) * C), *c1 = malloc(sizeof(float) * C);
-    const double M = (double)(N * H * W);
-    for (int64_t c = 0; c < C; c++) {
-        double sd = 0, sx = 0;
-        for (int t = 0; t < threads; t++) { sd += part[(int64_t)t * 2 * C + c]; sx += part[(int64_t)t * 2 * C + C + c]; }
-        dbeta[c] = (float)sd;
-        dgamma[c] = (float)(sx * invstd[c]);
-        a[c] = gamma[c] * invstd[c];
-        c0[c] = (float)(-a[c] * sd / M);
-        c1[c] = (float)(a[c] * invstd[c] * (sx * invstd[c]) / M);
-    }
+    gradient_terms(part, threads, C, (double)(N * H * W), gamma, invstd, dgamma, dbeta, a, c0, c1);
     free(part);
     /* pass 2: dy = a*dz + c0 - c1*(y - mean), dz nonzero only at each window's chosen pixel */
     #pragma omp parallel for num_threads(threads) schedule(static)
@@ -210,15 +218,7 @@ void br_backward(const float *restrict dout, const float *restrict y, const uint
         free(rd);
     }
     float *a = malloc(sizeof(float) * C), *c0 = malloc(sizeof(float) * C), *c1 = malloc(sizeof(float) * C);
-    for (int64_t c = 0; c < C; c++) {
-        double sd = 0, sx = 0;
-        for (int t = 0; t < threads; t++) { sd += part[(int64_t)t * 2 * C + c]; sx += part[(int64_t)t * 2 * C + C + c]; }
-        dbeta[c] = (float)sd;
-        dgamma[c] = (float)(sx * invstd[c]);
-        a[c] = gamma[c] * invstd[c];
-        c0[c] = (float)(-a[c] * sd / (double)pixels);
-        c1[c] = (float)(a[c] * invstd[c] * (sx * invstd[c]) / (double)pixels);
-    }
+    gradient_terms(part, threads, C, (double)pixels, gamma, invstd, dgamma, dbeta, a, c0, c1);
     free(part);
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t p = 0; p < pixels; p++) {
