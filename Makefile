@@ -28,6 +28,7 @@ system:
 	else echo "apt-get not available as root: Fashion-MNIST / Chromium tests may skip"; fi
 
 test: setup system
+	$(BIN)/python -m tools.check_layers
 	$(BIN)/python -m pytest -q
 
 study: setup
@@ -43,7 +44,7 @@ bench: setup system
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) runs studies .pytest_cache

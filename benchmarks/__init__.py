@@ -6,3 +6,14 @@ time_to_accuracy.py  cnnarena's `fast` preset through train_run, test accuracy a
 table.py             targets judged met / missed, and the table (pure functions)
 serve_load.py        load test of `cnnarena serve` (a separate script)
 """
+
+
+def opt_in() -> None:
+    """What the `cnnarena` command opts into (cnnarena.runtime), so that benchmarks time what users run:
+    malloc and thread tuning (unless CNNARENA_THREAD_TUNING=0), progress lines on stderr."""
+    import os
+
+    from cnnarena import runtime
+
+    runtime.configure(tune_malloc=True, tune_threads=os.environ.get("CNNARENA_THREAD_TUNING", "1") != "0",
+                      console=True)

@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from benchmarks import opt_in
+
+    opt_in()
     try:
         sys.exit(main())
     except KeyboardInterrupt:

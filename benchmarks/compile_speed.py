@@ -26,7 +26,7 @@ def one_run(model: str, compile_: bool, fraction: float, epochs: int, tmp: Path)
     cfg = build_config(None, {"data": "fashion-mnist", "model": model, "fraction": fraction, "epochs": epochs,
                               "compile": compile_, "tta": False})
     run = tmp / f"{model}-{'compiled' if compile_ else 'eager'}"
-    metrics = train_run(cfg, run, progress=False)
+    metrics = train_run(cfg, run)
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     return {"epoch_seconds": [r["epoch_seconds"] for r in rows],
             "steady_images_per_second": statistics.median(r["images_per_second"] for r in rows[1:]),
@@ -67,4 +67,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from benchmarks import opt_in
+
+    opt_in()
     main()

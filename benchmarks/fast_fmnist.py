@@ -30,13 +30,14 @@ ROWS = {
 
 def run_row(name: str, options: dict, val_frac: float) -> dict:
     from cnnarena.config import build_config
-    from cnnarena.run import _cached_source, train_run
+    from cnnarena.data.sources import _cached_source
+    from cnnarena.run import train_run
 
     _cached_source.cache_clear()  # each row pays for its own data loading
     t0 = time.perf_counter()
     cfg = build_config(None, {"data": "fashion-mnist", "val_frac": val_frac, **options})
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = train_run(cfg, Path(tmp) / name, progress=True)
+        metrics = train_run(cfg, Path(tmp) / name)
     wall = time.perf_counter() - t0
     return {"row": name, "model": cfg.model, "test_accuracy": metrics["test_accuracy"], "wall_seconds": round(wall, 1),
             "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
@@ -68,4 +69,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from benchmarks import opt_in
+
+    opt_in()
     main()

@@ -47,4 +47,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from benchmarks import opt_in
+
+    opt_in()
     main()

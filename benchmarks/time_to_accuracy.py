@@ -53,9 +53,9 @@ def run_fast(test: ImageSet, workdir: Path, *, data: str = "fashion-mnist", data
     if epochs is not None and epochs < recipe["epochs"]:
         values["epochs"] = epochs  # a shorter one-cycle schedule: the whole recipe, squeezed
     cfg = build_config(None, values)
-    cache = getattr(run_module, "_cached_source", None)
-    if cache is not None and hasattr(cache, "cache_clear"):
-        cache.cache_clear()  # loading the data is part of the time
+    from cnnarena.data.sources import _cached_source
+
+    _cached_source.cache_clear()  # loading the data is part of the time
     original = run_module.standard_callbacks
     t0 = time.perf_counter()
     clock = EpochTestClock(test, t0, cfg.train.tta, log)
@@ -64,7 +64,7 @@ def run_fast(test: ImageSet, workdir: Path, *, data: str = "fashion-mnist", data
         return [*original(*args, **kwargs), clock]
 
     with mock.patch.object(run_module, "standard_callbacks", with_clock):
-        metrics = run_module.train_run(cfg, Path(workdir) / model, progress=True)
+        metrics = run_module.train_run(cfg, Path(workdir) / model)
     wall = time.perf_counter() - t0 - clock.excluded
     return {"model": model, "recipe": {k: v for k, v in recipe.items()}, "epochs": cfg.train.epochs,
             "recipe_epochs": recipe["epochs"], "capped": cfg.train.epochs < recipe["epochs"],

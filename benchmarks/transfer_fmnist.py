@@ -39,8 +39,9 @@ import torch.nn.functional as F
 from cnnarena.config import build_config
 from cnnarena.data.loader import BatchLoader
 from cnnarena.data.split import make_split, subsample
-from cnnarena.models.pretrained import freeze_backbone, param_groups, set_batchnorm_frozen, unfreeze
-from cnnarena.run import build_model, load_data, train_run
+from cnnarena.data.sources import load_data
+from cnnarena.models.pretrained import param_groups, set_trainable
+from cnnarena.run import build_model, train_run
 from cnnarena.train.finetune import parse_unfreeze, train_head, train_unfrozen
 from cnnarena.train.loop import resolve_device, seed_everything
 
@@ -88,7 +89,7 @@ def main() -> None:
     if (run_dir / "metrics.json").exists():
         sys.exit(f"error: {run_dir} already holds a finished run: pick another --out")
     t0 = time.perf_counter()
-    metrics = train_run(cfg, run_dir, progress=True)
+    metrics = train_run(cfg, run_dir)
     wall = time.perf_counter() - t0
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     report["run"] = dict(
@@ -158,7 +159,7 @@ def phase1_speedup(cfg, cap: int | None) -> dict:
         seed_everything(cfg.train.seed)
         split, train, val = loaders(cfg, cap)
         model = build_model(cfg, split)
-        freeze_backbone(model)
+        set_trainable(model, 0)
         state = train_head(model, dataclasses.replace(cfg.train, epochs=1), train, val, cache=cache)
         row = state.history[0]
         result["cached" if cache else "slow"] = dict(
@@ -181,9 +182,7 @@ def phase2_speedup(cfg, cap: int) -> dict:
         seed_everything(cfg.train.seed)
         split, train, val = loaders(cfg, cap)
         model = build_model(cfg, split)
-        freeze_backbone(model)
-        set_batchnorm_frozen(model, cfg.finetune_bn == "frozen")
-        unfreeze(model, last)
+        set_trainable(model, last, bn_frozen=cfg.finetune_bn == "frozen")
         lr = cfg.train.lr * cfg.finetune_lr_scale
         state = train_unfrozen(model, dataclasses.replace(cfg.train, epochs=1, lr=lr), train, val, [],
                                param_groups(model, lr), cache=cache)
@@ -267,4 +266,7 @@ def print_table(report: dict) -> None:
 
 
 if __name__ == "__main__":
+    from benchmarks import opt_in
+
+    opt_in()
     main()

@@ -25,6 +25,7 @@ def data():
     return pool.images[:768], pool.labels[:768], pool.classes
 
 
+@pytest.mark.slow  # a benchmark: timed measuring rounds
 def test_training_runners_train_and_measure_positive_throughput(data):
     images, labels, classes = data
     cnnarena = throughput.CnnarenaTrain(images, labels, classes, 32, name="cnnarena")
@@ -48,6 +49,7 @@ def test_training_runners_train_and_measure_positive_throughput(data):
     assert n == 64 and seconds > 0
 
 
+@pytest.mark.slow  # a benchmark: ONNX export and timed rounds
 def test_inference_runners_eager_and_onnx_runtime(data, tmp_path):
     images, _, classes = data
     model = throughput.inference_model(images, classes)

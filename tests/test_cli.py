@@ -44,6 +44,7 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, bad_files, monkeypat
     assert message in lines[0]
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_real_process_exit_code_and_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cnnarena.cli", "train", str(tmp_path / "missing")],
                             capture_output=True, text=True, timeout=120)

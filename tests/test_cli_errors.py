@@ -73,8 +73,12 @@ def test_mistakes_are_one_error_line(argv, message, files, monkeypatch, capsys):
 def test_help_shows_bracketed_defaults_and_version(monkeypatch, capsys):
     code, out, _ = run_cli(["train", "--help"], monkeypatch, capsys)
     assert code == 0
-    for default in ("[adam]", "[auto]", "[on]", "[runs/DATA-MODEL-TIME]", "[128]"):
+    for default in ("[adam;", "[auto]", "[on]", "[runs/DATA-MODEL-TIME]", "[128;"):
         assert default in out, default
+    from cnnarena.models.recipes import recipe_for
+
+    # what will run for the recipes that override the defaults, not only the defaults
+    assert f"fast, fast-large: {recipe_for('fast')['batch_size']}" in " ".join(out.split())
     code, out, _ = run_cli(["study", "--help"], monkeypatch, capsys)
     assert code == 0 and "[simple-2conv,fast,efficientnet_lite0]" in out and "[studies/default]" in out
     assert "cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0" in out  # not rewrapped
@@ -105,6 +109,7 @@ def test_predict_output_and_unreadable_inputs(digits_run, files, monkeypatch, ca
     assert "wrote 1 predictions" in err and "1 of 2 files could not be read: " in err
 
 
+@pytest.mark.slow  # five CLI subprocesses
 def test_real_processes_serve_export_and_usage(digits_run, tmp_path):
     """In parallel: what only a real process shows (uvicorn's exit 3, the exporter's stdout, Rich's box)."""
     taken = socket.socket()
@@ -131,6 +136,7 @@ def test_real_processes_serve_export_and_usage(digits_run, tmp_path):
         taken.close()
 
 
+@pytest.mark.slow  # a training subprocess
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     cmd = [*CLI, "train", "digits", "--model", "fast", "--epochs", "500", "--fraction", "0.2",
            "--out", str(tmp_path / "run")]

@@ -21,7 +21,7 @@ def fast_run(tmp_path_factory):
     cfg = build_config(None, {"data": "digits", "model": "fast", "epochs": 1, "val_frac": 0.1, "test_frac": 0.1,
                               "split_seed": 3, "image_size": 8})
     assert cfg.train.tta
-    train_run(cfg, run, progress=False)
+    train_run(cfg, run)
     return run
 
 

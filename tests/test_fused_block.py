@@ -43,6 +43,7 @@ def _plain32(x, bn, grad, pool):
     return out, x32.grad
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_kernels_build_here_and_use_pytorchs_openmp_runtime():
     assert library() is not None, "the C kernels did not build: is a C compiler (cc) installed?"
     # In a fresh process: loading the kernels must not map a second libgomp (two thread pools would fight).

@@ -37,6 +37,7 @@ def test_bad_run_options_are_refused_with_their_name(message):
     assert str(e.value) == message
 
 
+@pytest.mark.slow  # a CLI subprocess
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_a_device_that_is_not_here_is_refused_through_the_cli(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cnnarena.cli", "train", "digits", "--device", "cuda",

@@ -23,7 +23,7 @@ from cnnarena.errors import UserError
 from cnnarena.evaluate.predict import decode_for, load_run_model, predict_files
 from cnnarena.export.onnx import check_onnx, export_onnx
 from cnnarena.run import train_run
-from cnnarena.train.checkpoint import save_model
+from cnnarena.models.artefacts import save_model
 
 CLI = [sys.executable, "-m", "cnnarena.cli"]
 
@@ -77,7 +77,7 @@ def rgb_run(rgb_data: Path, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CNNARENA_CACHE", str(tmp_path_factory.mktemp("cache")))
         cfg = build_config(None, {"data": str(rgb_data), "image_size": 32, "epochs": 2, "batch_size": 16})
-        train_run(cfg, run, progress=False)
+        train_run(cfg, run)
     return run
 
 
@@ -142,6 +142,7 @@ def digit_files(digits_run, tmp_path_factory) -> tuple[Path, dict[str, tuple[str
     return folder, expected
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_predict_cli_json_on_folder_and_file(digits_run, digit_files, tmp_path):
     folder, expected = digit_files
     extra = tmp_path / "extra.png"
@@ -162,6 +163,7 @@ def test_predict_cli_json_on_folder_and_file(digits_run, digit_files, tmp_path):
     assert len(rows[str(folder / "big_rgb.jpg")]["predictions"]) == 3
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_predict_cli_csv_and_table(digits_run, digit_files, tmp_path):
     folder, expected = digit_files
     out = tmp_path / "preds.csv"
@@ -185,6 +187,7 @@ def test_predict_cli_csv_and_table(digits_run, digit_files, tmp_path):
     assert "error: not an image" in lines[1] and lines[2].split()[1] == expected[first][0]
 
 
+@pytest.mark.slow  # a CLI subprocess
 @pytest.mark.parametrize("case", ["missing", "not-a-run", "a-file"])
 def test_bad_run_dir_is_one_clear_line(case, tmp_path):
     image = tmp_path / "x.png"
@@ -197,6 +200,7 @@ def test_bad_run_dir_is_one_clear_line(case, tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_export_cli_writes_checked_onnx_and_card(rgb_run, tmp_path):
     out = tmp_path / "deploy" / "rgb.onnx"
     result = cli("export", rgb_run, "--format", "onnx", "--output", out)

@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test trains in CLI subprocesses
+
 KILL_AFTER_STATE = textwrap.dedent("""
     import os, signal, sys
     from cnnarena.train import checkpoint

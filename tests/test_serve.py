@@ -185,6 +185,7 @@ def _raw_http(port: int, head: bytes, body: bytes = b"", read: bool = True) -> b
         return b"".join(chunks)
 
 
+@pytest.mark.slow  # a uvicorn server process
 def test_real_server_under_concurrent_load_batches_requests(run, samples):
     with ServerProcess(run, "--max-wait-ms", "10", "--log-level", "warning") as server:
         with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -221,6 +222,7 @@ def test_real_server_under_concurrent_load_batches_requests(run, samples):
     assert "Traceback" not in server.log(), server.log()
 
 
+@pytest.mark.slow  # timing
 def test_batcher_answers_a_lone_request_at_once_and_waits_only_under_load():
     import asyncio
     import time

@@ -46,7 +46,7 @@ def noise_jpeg(seed: int = 0) -> bytes:
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
+    return tmp_path / "cache" / "images"  # where $CNNARENA_CACHE=tmp_path/cache keeps decoded images
 
 
 @pytest.fixture
@@ -269,7 +269,7 @@ def test_second_load_is_served_from_the_cache(messy: Path, cache: Path, monkeypa
     second = load_source(str(messy), image_size=16, cache_dir=cache)
     assert torch.equal(first.pool.images, second.pool.images) and first.pool.ids == second.pool.ids
     assert second.skipped == first.skipped and second.original_sizes == first.original_sizes
-    monkeypatch.setenv("CNNARENA_CACHE", str(cache))  # the environment variable finds the same entry
+    monkeypatch.setenv("CNNARENA_CACHE", str(cache.parent))  # the environment variable finds the same entry
     assert load_source(str(messy), image_size=16).pool.ids == first.pool.ids
 
 

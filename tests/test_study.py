@@ -70,10 +70,11 @@ TINY_STUDY = {"data": "digits", "models": ["simple-2conv", {"simple-3conv-5x5": 
 def tiny_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "s"
     cfg = build_study_config({}, {**TINY_STUDY, "out": str(out)})
-    comparison = run_study(cfg, progress=False)
+    comparison = run_study(cfg)
     return out, comparison
 
 
+@pytest.mark.slow  # trains the tiny study's 10 runs
 def test_tiny_study_writes_every_output(tiny_study):
     out, comparison = tiny_study
     for name in ("comparison.md", "comparison.csv", "comparison.json", "report.html", "split.json", "study.yaml"):
@@ -102,6 +103,7 @@ def test_tiny_study_writes_every_output(tiny_study):
     assert len(comparison["fraction_winners"]) == 2
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_rerunning_a_study_skips_finished_runs_and_refuses_other_settings(tiny_study, tmp_path):
     out, _ = tiny_study
     stamp = (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns
@@ -126,13 +128,13 @@ def test_rerunning_a_study_skips_finished_runs_and_refuses_other_settings(tiny_s
     assert (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # a browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt)")
-def test_report_renders_in_headless_chromium(tiny_study):
+def test_report_renders_in_headless_chromium(tiny_study, artifacts_dir):
     from playwright.sync_api import sync_playwright
 
     out, comparison = tiny_study
-    shots = Path("artifacts")
-    shots.mkdir(exist_ok=True)
+    shots = Path(artifacts_dir)  # conftest.py: pytest's tmp dir, not the working tree
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -16,7 +16,7 @@ from cnnarena.run import train_run
 from cnnarena.study.config import build_study_config
 from cnnarena.study.measure import training_memory_bytes
 from cnnarena.study.runner import run_study
-from cnnarena.train.checkpoint import load_model
+from cnnarena.models.artefacts import load_model
 
 CPU = torch.device("cpu")
 
@@ -30,8 +30,8 @@ def study_twice(tmp_path_factory):
     cfg = build_study_config({}, {"data": "digits", "models": ["simple-2conv"], "seeds": 1, "fractions": [1.0],
                                   "lrs": [], "epochs": 1, "batch_size": 128, "measure_seconds": 0.05,
                                   "out": str(out)})
-    first = run_study(cfg, progress=False)
-    second = run_study(cfg, progress=False)
+    first = run_study(cfg)
+    second = run_study(cfg)
     return out / "runs" / "simple-2conv" / "f=1-s=0", first["table"][0], second["table"][0]
 
 
@@ -101,10 +101,11 @@ def lite0_finetuned(tmp_path_factory) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("lite0-memory") / "run"
     metrics = train_run(build_config(None, dict(data="digits", model="efficientnet_lite0", input_size=32,
                                                 fraction=0.05, freeze_epochs=1, epochs=1, unfreeze="1")),
-                        run, progress=False)
+                        run)
     return run, metrics
 
 
+@pytest.mark.slow  # an EfficientNet-Lite0 fine-tune
 def test_finetuned_model_is_measured_with_its_final_freeze_state(lite0_finetuned):
     from cnnarena.study.measure import cpu_training_memory
     from cnnarena.study.runner import load_as_trained
@@ -127,6 +128,7 @@ def test_finetuned_model_is_measured_with_its_final_freeze_state(lite0_finetuned
     assert parts["activations"] < cpu_training_memory(everything, batch, 2)["activations"]
 
 
+@pytest.mark.slow  # an EfficientNet-Lite0 fine-tune
 def test_a_freeze_state_that_does_not_reproduce_the_run_is_an_error(lite0_finetuned, tmp_path):
     from cnnarena.study.runner import load_as_trained
 

@@ -1,13 +1,16 @@
 """The training loop picks its thread count by measurement: on a CPU that other programs keep busy, one thread
 beats two (every op's barrier waits for a thread the scheduler set aside)."""
 
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from cli_run import run_cli
 
+from cnnarena import runtime
 from cnnarena.config import build_config
 from cnnarena.data.dataset import ImageSet
 from cnnarena.data.loader import BatchLoader
@@ -64,7 +67,8 @@ def busy_cpu():
         p.wait()
 
 
-def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(busy_cpu, monkeypatch):
+@pytest.mark.slow  # busy-loop subprocesses on every core, timing
+def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(busy_cpu, monkeypatch, caplog):
     monkeypatch.setattr(threads, "_CHOOSERS", {})  # no decision carried over from another test
     monkeypatch.setattr(threads, "WINDOW_SECONDS", 0.5)
     before = torch.get_num_threads()
@@ -75,14 +79,16 @@ def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(b
                         classes, [str(i) for i in range(n)])
         cfg = build_config(None, {"model": "simple-2conv", "batch_size": 16, "epochs": 1, "device": "cpu"}).train
         model = create_model("simple-2conv", num_classes=10, in_chans=1, data_size=(28, 28), classes=classes)
-        state = fit(model, BatchLoader(data, 16, shuffle=True, channels_last=True),
-                    BatchLoader(data, 1024, channels_last=True), cfg)
+        with runtime.using(tune_threads=True), caplog.at_level(logging.INFO, logger="cnnarena"):  # as the CLI
+            fit(model, BatchLoader(data, 16, shuffle=True, channels_last=True),
+                BatchLoader(data, 1024, channels_last=True), cfg)
         chooser = threads._CHOOSERS[2]
         assert chooser.best == 1, chooser.rates
         # the probe that chose one thread measured both counts (chooser.rates may hold a later probe, begun when
         # a noisy window looked slow and cut short by the end of the epoch: it keeps the choice until it is done)
-        chose = [m for m in state.messages if "training on 1 of 2 threads (2: " in m and ", 1: " in m]
-        assert chose, state.messages
+        messages = [r.getMessage() for r in caplog.records]
+        chose = [m for m in messages if "training on 1 of 2 threads (2: " in m and ", 1: " in m]
+        assert chose, messages
         assert torch.get_num_threads() == 2  # fit leaves the process as it found it
     finally:
         torch.set_num_threads(before)
@@ -90,7 +96,15 @@ def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(b
 
 def test_deterministic_runs_and_the_opt_out_keep_the_thread_count(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on any machine with two or more cores
-    assert threads.ThreadTuner.wanted(deterministic=False)
-    assert not threads.ThreadTuner.wanted(deterministic=True)
-    monkeypatch.setenv("CNNARENA_THREAD_TUNING", "0")
-    assert not threads.ThreadTuner.wanted(deterministic=False)
+    with runtime.using(tune_threads=True):  # what the CLI opts into
+        assert threads.ThreadTuner.wanted(deterministic=False)
+        assert not threads.ThreadTuner.wanted(deterministic=True)
+    assert not threads.ThreadTuner.wanted(deterministic=False)  # a library caller who did not opt in
+
+
+def test_the_cli_opts_into_thread_tuning_unless_told_not_to(monkeypatch, capsys):
+    for value, want in (("1", True), ("0", False)):
+        monkeypatch.setenv("CNNARENA_THREAD_TUNING", value)
+        with runtime.using():  # the settings main() chose are put back afterwards
+            assert run_cli(["--version"], monkeypatch, capsys)[0] == 0
+            assert runtime.settings().tune_threads is want and runtime.settings().tune_malloc

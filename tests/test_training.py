@@ -23,7 +23,7 @@ def digits_cfg(**kw):
 
 
 def test_short_real_training_beats_90_percent(tmp_path):
-    metrics = train_run(digits_cfg(epochs=6), tmp_path / "run", progress=False)
+    metrics = train_run(digits_cfg(epochs=6), tmp_path / "run")
     assert metrics["test_accuracy"] > 0.90
     assert metrics["macro_f1"] > 0.90
     for name in ("config.yaml", "split.json", "history.csv", "history.jsonl", "model.safetensors", "model.json",
@@ -39,7 +39,7 @@ def test_short_real_training_beats_90_percent(tmp_path):
 def test_early_stopping_restores_best_epoch(tmp_path):
     # 10% of digits and a high learning rate: validation loss turns up quickly.
     cfg = digits_cfg(epochs=40, fraction=0.1, lr=1e-2, early_stopping=3, batch_size=16)
-    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    metrics = train_run(cfg, tmp_path / "run")
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     best = min(history, key=lambda r: r["val_loss"])
     assert metrics["stop_reason"].startswith("early stopping")
@@ -55,7 +55,7 @@ def test_early_stopping_restores_best_epoch(tmp_path):
 
 def test_reduce_on_plateau_lowers_lr(tmp_path):
     cfg = digits_cfg(epochs=12, fraction=0.1, lr=1e-2, reduce_on_plateau=1, batch_size=16)
-    train_run(cfg, tmp_path / "run", progress=False)
+    train_run(cfg, tmp_path / "run")
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     start = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["lr"]  # as resolved
     assert lrs[0] == pytest.approx(start) and min(lrs) <= start / 2
@@ -79,6 +79,7 @@ def test_warmup_ramps_up():
     assert schedule_factor(cfg, 19, 10) == 1.0
 
 
+@pytest.mark.slow  # training subprocesses, 12 epochs
 def test_killed_run_resumes_from_last_epoch(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "cnnarena.cli", "train", "digits", "--epochs", "12", "--batch-size", "16",

@@ -13,12 +13,13 @@ from cnnarena.serve.launch import ServerProcess
 
 playwright = pytest.importorskip("playwright.sync_api")
 
+pytestmark = pytest.mark.slow  # a browser and a server process
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         # A synthetic camera that needs no permission prompt: webcam mode runs for real.
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def confident_digit(run, tmp_path_factory) -> tuple[Path, str]:
     return path, best["predicted"]
 
 
-def test_upload_shows_label_bars_and_latency(page, confident_digit):
+def test_upload_shows_label_bars_and_latency(page, confident_digit, artifacts_dir):
     path, label = confident_digit
     page.set_input_files("#file", str(path))
     page.wait_for_function(f"document.querySelector('#label').textContent === {label!r}")
@@ -76,8 +77,7 @@ def test_upload_shows_label_bars_and_latency(page, confident_digit):
     assert widths == sorted(widths, reverse=True) and widths[0] > widths[4] and widths[0] > 0.2 * track
     assert "ms" in page.inner_text("#latency") and page.locator("#preview").is_visible()
     assert page.locator("#error").is_hidden()
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "web_page.png"
+    shot = artifacts_dir / "web_page.png"  # conftest.py: pytest's tmp dir, not the working tree
     page.screenshot(path=str(shot), full_page=True)
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert shot.stat().st_size > 20_000 and img.shape[0] >= 600 and img.shape[1] >= 1000
@@ -92,7 +92,7 @@ def test_bad_file_shows_the_servers_error(page, tmp_path):
     assert "not an image" in page.inner_text("#error")
 
 
-def test_webcam_mode_classifies_frame_after_frame(page, server):
+def test_webcam_mode_classifies_frame_after_frame(page, server, artifacts_dir):
     import httpx
 
     before = httpx.get(server.url + "/v1/health").json()["images"]
@@ -101,8 +101,7 @@ def test_webcam_mode_classifies_frame_after_frame(page, server):
     start = int(page.evaluate("Number(document.body.dataset.predictions || 0)"))
     page.wait_for_function(f"Number(document.body.dataset.predictions || 0) >= {start + 5}", timeout=30_000)
     assert "frames/s" in page.inner_text("#camera-status") and page.inner_text("#label") in [str(i) for i in range(10)]
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "web_page_webcam.png"), full_page=True)
+    page.screenshot(path=str(artifacts_dir / "web_page_webcam.png"), full_page=True)
     page.click("#camera")  # stop: frames stop arriving at the server
     page.wait_for_selector("#video", state="hidden")
     after = httpx.get(server.url + "/v1/health").json()["images"]

@@ -48,6 +48,88 @@ def _example(*lines: str) -> str:
     return "\b\n" + "\n".join(lines)
 
 
+# The config dataclasses' field defaults, as _default_help reads them from their source (filled on first use).
+_SOURCE_DEFAULTS: dict[str, dict] = {}
+
+
+def _default_help(key: str, text: str = "", *, study: bool = False, base: str | None = None) -> str:
+    """`text [default; fast: ...; backbones: ...]`: what option `key` will be when not given, built from the code
+    so that --help cannot go stale. `train`: the TrainConfig/RunConfig default under the default model's recipe,
+    then each model family whose recipe (models/recipes.py) differs; `study=True`: the default study's value
+    (study/defaults.py), then StudyConfig's where a --config file gets another. The dataclasses are read from
+    their source, not imported: train/config.py imports torch, seconds every command line would pay for its
+    help. `base` names a default that is not a literal (augment's empty AugmentConfig)."""
+    import ast
+
+    from .models.recipes import recipe_overrides
+    from .study.defaults import DEFAULT_STUDY
+
+    if not _SOURCE_DEFAULTS:
+        for module, name in (("train/config.py", "TrainConfig"), ("config.py", "RunConfig"),
+                             ("study/config.py", "StudyConfig")):
+            try:
+                tree = ast.parse((Path(__file__).parent / module).read_text())
+            except OSError:  # installed without its sources: the help names no defaults
+                tree = ast.Module(body=[], type_ignores=[])
+            fields = _SOURCE_DEFAULTS.setdefault(name, {})
+            for stmt in (s for c in tree.body if isinstance(c, ast.ClassDef) and c.name == name for s in c.body):
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+                    try:
+                        fields[stmt.target.id] = ast.literal_eval(stmt.value)
+                    except ValueError:  # field(default_factory=...)
+                        pass
+
+    def show(value, exp: bool = False) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, list):  # study models are names or {name: options}; LRs all alike: 1e-4,...,1e-1
+            exp = any("e" in show(v) for v in value if isinstance(v, float))
+            return ",".join(next(iter(v)) if isinstance(v, dict) else show(v, exp) for v in value) or "none"
+        if isinstance(value, float):  # 1e-3, 5e-4, 0.2, 0.01
+            mantissa, exponent = f"{value:e}".split("e")
+            short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+            return short if exp or len(short) < len(f"{value:g}") else f"{value:g}"
+        return str(value)
+
+    def epochs(values: dict) -> str:
+        frozen = values.get("freeze_epochs") or 0
+        return f"{frozen} frozen + {values['epochs']}" if frozen else str(values["epochs"])
+
+    missing = object()
+    if study:
+        if key == "epochs":  # each model's own, in the default study
+            runs = [f"{next(iter(m))} {epochs(m[next(iter(m))])}" for m in DEFAULT_STUDY["models"]
+                    if isinstance(m, dict) and "epochs" in m[next(iter(m))]]
+            return f"{text} [default study: {', '.join(runs)}]" if runs else text
+        configured = _SOURCE_DEFAULTS["StudyConfig"].get(key, missing)
+        default = DEFAULT_STUDY.get(key, configured)
+        if default is missing:
+            return text
+        parts = [show(default)]
+        if configured is not missing and show(configured) != parts[0]:
+            parts.append(f"with --config: {show(configured)}")
+        return f"{text} [{'; '.join(parts)}]".strip()
+    groups = recipe_overrides()
+    first = groups.pop(next(iter(groups)))
+    defaults = {**_SOURCE_DEFAULTS["RunConfig"], **_SOURCE_DEFAULTS["TrainConfig"], **first}
+    if key not in defaults and base is None:
+        return text
+
+    def shown(recipe: dict) -> str:
+        values = {**defaults, **recipe}
+        if key == "epochs":
+            return epochs(values)
+        return show(values[key]) if key in values else str(base)
+
+    default_text = shown({})
+    others: dict[str, list[str]] = {}  # value -> the families that get it
+    for name, recipe in groups.items():
+        if shown(recipe) != default_text:
+            others.setdefault(shown(recipe), []).append(name)
+    parts = [default_text] + [f"{', '.join(names)}: {value}" for value, names in others.items()]
+    return f"{text} [{'; '.join(parts)}]".strip()
+
+
 def _check_out_dir(path: Path, option: str = "--out") -> None:
     """A directory to create or reuse: not an existing file, and not inside one."""
     if path.exists() and not path.is_dir():
@@ -84,28 +166,31 @@ def train(
     data: str = typer.Argument(..., help=DATA_HELP),
     model: str | None = typer.Option(None, "--model", "-m", help="custom preset (simple-2conv, fast, ...), "
                                         "a layer-spec YAML/JSON, or a pretrained backbone (see `cnnarena models`)"),
-    epochs: int | None = typer.Option(None, help="maximum epochs [10]"),
-    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="[128]"),
-    lr: float | None = typer.Option(None, help="learning rate [1e-3]"),
-    optimizer: str | None = typer.Option(None, help="adam | adamw | sgd [adam]"),
-    momentum: float | None = typer.Option(None, help="SGD momentum [0.9]"),
-    nesterov: bool | None = typer.Option(None, "--nesterov/--no-nesterov", help="SGD Nesterov momentum"),
-    weight_decay: float | None = typer.Option(None, help="[0]"),
-    schedule: str | None = typer.Option(None, help="constant | step | exponential | cosine | onecycle | linear"),
-    warmup_epochs: float | None = typer.Option(None, help="linear warm-up epochs [0]"),
-    label_smoothing: float | None = typer.Option(None, help="[0]"),
+    epochs: int | None = typer.Option(None, help=_default_help("epochs", "maximum epochs")),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help=_default_help("batch_size")),
+    lr: float | None = typer.Option(None, help=_default_help("lr", "learning rate")),
+    optimizer: str | None = typer.Option(None, help=_default_help("optimizer", "adam | adamw | sgd")),
+    momentum: float | None = typer.Option(None, help=_default_help("momentum", "SGD momentum")),
+    nesterov: bool | None = typer.Option(None, "--nesterov/--no-nesterov", help=_default_help(
+        "nesterov", "SGD Nesterov momentum")),
+    weight_decay: float | None = typer.Option(None, help=_default_help("weight_decay")),
+    schedule: str | None = typer.Option(None, help=_default_help(
+        "schedule", "constant | step | exponential | cosine | onecycle | linear")),
+    warmup_epochs: float | None = typer.Option(None, help=_default_help("warmup_epochs", "linear warm-up epochs")),
+    label_smoothing: float | None = typer.Option(None, help=_default_help("label_smoothing")),
     grad_clip: float | None = typer.Option(None, help="clip the global gradient norm to this"),
     early_stopping: int | None = typer.Option(None, help="patience in epochs; restores the best epoch"),
     reduce_on_plateau: int | None = typer.Option(None, help="patience in epochs before halving the LR"),
     monitor: str | None = typer.Option(None, help="val_loss | val_accuracy: what 'best epoch' means"),
-    augment: str | None = typer.Option(None, help="none | flip | light | standard | strong, "
-                                          "or a list like 'flip,translate=2,rotation=10'"),
-    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="flip test-time augmentation"),
-    seed: int | None = typer.Option(None, help="training seed [0]"),
+    augment: str | None = typer.Option(None, help=_default_help(
+        "augment", "none | flip | light | standard | strong, or a list like 'flip,translate=2,rotation=10'",
+        base="none")),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help=_default_help("tta", "flip test-time augmentation")),
+    seed: int | None = typer.Option(None, help=_default_help("seed", "training seed")),
     deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic"),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on CUDA only)"),
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step"),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda | mps [auto]"),
+    device: str | None = typer.Option(None, help=_default_help("device", "auto | cpu | cuda | mps")),
     max_minutes: float | None = typer.Option(None, help="time budget: stop after the epoch that crosses it"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="ImageNet weights for backbones (default on; never silently off)"),
@@ -113,25 +198,29 @@ def train(
     input_size: int | None = typer.Option(None, help="resolution a pretrained backbone runs at, e.g. 96"),
     head_hidden: str | None = typer.Option(None, help="hidden dense layers of a backbone's head, e.g. 256,128"),
     head_dropout: float | None = typer.Option(None, help="dropout in the head"),
-    freeze_epochs: int | None = typer.Option(None, help="fine-tuning: epochs with the backbone frozen first"),
+    freeze_epochs: int | None = typer.Option(None, help=_default_help(
+        "freeze_epochs", "fine-tuning: epochs with the backbone frozen first")),
     unfreeze: str | None = typer.Option(None, help="then unfreeze the last K stages, or 'all'"),
-    finetune_lr_scale: float | None = typer.Option(None, help="phase-2 LR = lr × this [0.1]"),
+    finetune_lr_scale: float | None = typer.Option(None, help=_default_help(
+        "finetune_lr_scale", "phase-2 LR = lr × this")),
     layer_decay: float | None = typer.Option(None, help="phase 2: layer-wise LR decay per stage"),
-    finetune_bn: str | None = typer.Option(None, help="BatchNorm when fine-tuning (phase 2, or the whole run "
-                                            "with --freeze-epochs 0): frozen (keeps ImageNet statistics, "
-                                            "Keras' advice) | train [frozen]"),
+    finetune_bn: str | None = typer.Option(None, help=_default_help(
+        "finetune_bn", "BatchNorm when fine-tuning (phase 2, or the whole run with --freeze-epochs 0): frozen "
+        "(keeps ImageNet statistics, Keras' advice) | train")),
     finetune_warmup: float | None = typer.Option(None, help="phase 2: linear LR warm-up epochs [as --warmup-epochs]"),
     feature_cache: bool | None = typer.Option(None, "--feature-cache/--no-feature-cache",
-                                              help="no augmentation: compute the frozen part's output once [on]"),
+                                              help=_default_help(
+        "feature_cache", "no augmentation: compute the frozen part's output once")),
     data_dir: Path | None = typer.Option(None, help="where datasets live (else $CNNARENA_DATA, system, cache)"),
     image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
     grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="force channel mode for folders"),
     class_map: Path | None = typer.Option(None, help="YAML/JSON mapping folder names to class names"),
     strict: bool | None = typer.Option(None, "--strict/--lenient", help="unreadable images are an error"),
     split: Path | None = typer.Option(None, help="reuse this split manifest (split.json of another run)"),
-    val_frac: float | None = typer.Option(None, help="validation share [0.2]"),
-    test_frac: float | None = typer.Option(None, help="test share when there is no official test set [0.2]"),
-    split_seed: int | None = typer.Option(None, help="[0]"),
+    val_frac: float | None = typer.Option(None, help=_default_help("val_frac", "validation share")),
+    test_frac: float | None = typer.Option(None, help=_default_help(
+        "test_frac", "test share when there is no official test set")),
+    split_seed: int | None = typer.Option(None, help=_default_help("split_seed")),
     fraction: float | None = typer.Option(None, help="train on this stratified share of the training set"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory [runs/DATA-MODEL-TIME]; "
                                        "an unfinished one is resumed"),
@@ -309,15 +398,9 @@ def export(
 
 def _opset_range(exporter: str) -> tuple[int, int]:
     """The ONNX opsets the installed torch can export with `exporter` (torchscript stops earlier than dynamo)."""
-    try:
-        from torch.onnx import _constants as onnx_constants  # private, hence the fallback below
+    from .export.onnx import supported_opsets
 
-        low = onnx_constants.ONNX_MIN_OPSET
-        high = (onnx_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET if exporter == "torchscript"
-                else onnx_constants.ONNX_MAX_OPSET)
-    except (ImportError, AttributeError):
-        low, high = 7, 20 if exporter == "torchscript" else 23  # torch 2.9-2.14
-    return low, high
+    return supported_opsets(exporter)
 
 
 @app.command(epilog=_example("Example: cnnarena serve runs/fast --port 8000, then open http://127.0.0.1:8000/"))
@@ -367,19 +450,23 @@ def _csv_floats(value: str | None, name: str) -> list[float] | None:
                              "      --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --fractions 0.1,0.25,0.5,1"))
 def study(
     data: str = typer.Argument("auto", help=DATA_HELP + "; auto = Fashion-MNIST when present, else digits"),
-    models: str | None = typer.Option(None, help="comma-separated models [simple-2conv,fast,efficientnet_lite0]"),
-    seeds: int | None = typer.Option(None, help="train every model with this many seeds [1]"),
+    models: str | None = typer.Option(None, help=_default_help("models", "comma-separated models", study=True)),
+    seeds: int | None = typer.Option(None, help=_default_help(
+        "seeds", "train every model with this many seeds", study=True)),
     fractions: str | None = typer.Option(None, help="training-set fractions for learning curves, e.g. 0.1,0.5,1"),
-    lrs: str | None = typer.Option(None, help="learning-rate comparison, e.g. 1e-4,1e-3,1e-2,1e-1"),
+    lrs: str | None = typer.Option(None, help=_default_help("lrs", "learning-rate comparison", study=True)),
     lr_models: str | None = typer.Option(None, help="models that get the LR comparison [the first]"),
-    lr_epochs: int | None = typer.Option(None, help="epochs per LR-comparison run [2]"),
-    lr_fraction: float | None = typer.Option(None, help="share of the training set for the LR comparison [1]"),
-    epochs: int | None = typer.Option(None, help="override every model's epochs"),
+    lr_epochs: int | None = typer.Option(None, help=_default_help(
+        "lr_epochs", "epochs per LR-comparison run", study=True)),
+    lr_fraction: float | None = typer.Option(None, help=_default_help(
+        "lr_fraction", "share of the training set for the LR comparison", study=True)),
+    epochs: int | None = typer.Option(None, help=_default_help("epochs", "override every model's epochs", study=True)),
     max_minutes: float | None = typer.Option(None, help="time budget per run"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     data_dir: Path | None = typer.Option(None, help="where datasets live"),
     image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
-    measure_seconds: float | None = typer.Option(None, help="seconds per latency/throughput measurement [1.5]"),
+    measure_seconds: float | None = typer.Option(None, help=_default_help(
+        "measure_seconds", "seconds per latency/throughput measurement", study=True)),
     out: Path | None = typer.Option(None, "--out", "-o", help="study directory [studies/default]; rerun to resume"),
     config: Path | None = typer.Option(None, "--config", "-c", help="study YAML: data, models (with per-model "
                                        "options), seeds, fractions, lrs, and run options for all models"),
@@ -430,21 +517,21 @@ def lr_find_command(
     """Learning-rate range test: the loss as the LR rises exponentially, with a suggested value."""
     from .config import build_config
     from .data.loader import BatchLoader
-    from .data.split import make_split
-    from .run import build_model, load_data
+    from .report.lr_plot import plot_lr_find, plot_path
+    from .run import build_model, prepare
     from .train.loop import resolve_device
-    from .train.lr_finder import check_range, lr_find, plot_lr_find, plot_path
+    from .train.lr_finder import check_range, lr_find
 
     check_range(start_lr, end_lr, steps)
     out = plot_path(out)
     _check_parents(out, "--out")
     cfg = build_config(None, {"data": data, "model": model, "optimizer": optimizer, "batch_size": batch_size,
                               "input_size": input_size, "data_dir": str(data_dir) if data_dir else None})
-    source = load_data(cfg)
-    split = make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed)
-    net = build_model(cfg, split)
-    loader = BatchLoader(split.train, batch_size, device=resolve_device(cfg.train.device), shuffle=True)
-    result = lr_find(net, loader, cfg.train, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    prep = prepare(cfg)  # the split, fraction and recipe fitted to the data that `train` would use
+    t = prep.cfg.train
+    net = build_model(prep.cfg, prep.split)
+    loader = BatchLoader(prep.train, t.batch_size, device=resolve_device(t.device), shuffle=True, seed=t.seed)
+    result = lr_find(net, loader, t, start_lr=start_lr, end_lr=end_lr, steps=steps)
     out = plot_lr_find(result, out)
     print(f"suggested learning rate: {result.suggestion:.2e} (steepest descent); loss was lowest at "
           f"{result.min_loss_lr:.2e}\nplot: {out}")
@@ -479,9 +566,15 @@ RESUME_HINTS = {
 
 
 def main() -> None:
-    from .memory import keep_freed_memory
+    """The `cnnarena` command: the one place that opts into process-wide settings (runtime.py)."""
+    import os
 
-    keep_freed_memory()  # before any tensor exists, so the heap serves every large block (see memory.py)
+    from . import runtime
+
+    runtime.configure(
+        tune_malloc=True,  # before any tensor exists, so the heap serves every large block (see memory.py)
+        tune_threads=os.environ.get("CNNARENA_THREAD_TUNING", "1") != "0",
+        live_progress=sys.stderr.isatty(), console=True)
     sys.exit(run(sys.argv[1:]))
 
 

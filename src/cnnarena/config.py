@@ -81,7 +81,7 @@ class RunConfig:
         return d
 
     def save(self, path: Path) -> None:
-        from .data.split import atomic_write_text
+        from .files import atomic_write_text
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -7,12 +7,13 @@ metrics.json, predictions.csv and plots/. Re-running into the same directory res
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
-import sys
+import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,42 +22,56 @@ import yaml
 
 from .config import RunConfig
 from .data.augment import build_augment
-from .data.dataset import Source
+from .data.dataset import ImageSet, Source
 from .data.loader import BatchLoader
-from .data.split import Split, atomic_write_text, load_manifest, make_split, subsample, write_manifest
+from .data.sources import load_data
+from .data.split import Split, load_manifest, make_split, subsample, write_manifest
 from .errors import UserError
 from .evaluate.inference import predict_logits
 from .evaluate.metrics import compute_metrics
+from .files import atomic_write_text
+from .models.artefacts import save_model
 from .models.base import Classifier, count_parameters
 from .models.registry import create_model
 from .report import plots
 from .train.callbacks import standard_callbacks
-from .train.checkpoint import load_resume_point, save_model
-from .train.loop import TrainState, fit, resolve_device, seed_everything
+from .train.checkpoint import load_resume_point
+from .train.loop import TrainResult, fit, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=4)
-def _cached_source(spec: str, data_dir: str | None, image_size: int | None, grayscale: bool | None,
-                   class_map: str | None, strict: bool) -> Source:
-    from .data.sources import load_source
-
-    return load_source(spec, data_dir=Path(data_dir) if data_dir else None, image_size=image_size,
-                       grayscale=grayscale, class_map=Path(class_map) if class_map else None, strict=strict)
-
-
-def load_data(cfg: RunConfig) -> Source:
-    """Decoded once per process: a study's runs share the same in-memory source."""
-    return _cached_source(cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict)
-
-
-def resolve_split(cfg: RunConfig, source: Source, run_dir: Path) -> Split:
+def resolve_split(cfg: RunConfig, source: Source, run_dir: Path | None) -> Split:
     """The run's own split.json (when resuming), else --split, else a new seeded split."""
-    own = run_dir / "split.json"
-    if own.exists():
+    own = run_dir / "split.json" if run_dir is not None else None
+    if own is not None and own.exists():
         return load_manifest(own, source)
     if cfg.split:
         return load_manifest(Path(cfg.split), source)
     return make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed)
+
+
+@dataclass
+class Prepared:
+    """What a run trains on, decided before any model exists: `train` (a fraction of the split's training set
+    when asked) and cfg with its recipe fitted to that many images (`note` says what changed, if anything)."""
+
+    cfg: RunConfig
+    source: Source
+    split: Split
+    train: ImageSet
+    note: str | None
+
+
+def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
+    """Data, split, training fraction and the recipe fitted to the data: the pipeline `train` and `lr-find`
+    share. The config is copied, not changed."""
+    cfg = copy.deepcopy(cfg)
+    source = load_data(cfg)
+    split = resolve_split(cfg, source, run_dir)
+    train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
+    cfg.train, note = cfg.train.fit_to_data(len(train_set))
+    return Prepared(cfg, source, split, train_set, note)
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -73,54 +88,53 @@ def build_model(cfg: RunConfig, split: Split) -> Classifier:
                         head_hidden=tuple(cfg.head_hidden), head_dropout=cfg.head_dropout)
 
 
-def train_run(cfg: RunConfig, run_dir: Path | None = None, *, progress: bool = True) -> dict[str, Any]:
+def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one run; returns metrics.json's content. A finished run with the same settings is
     returned as is, an unfinished one resumes; a run directory holding other settings is an error."""
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
     t_start = time.perf_counter()
-    source = load_data(cfg)
-    split = resolve_split(cfg, source, run_dir)
-    train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
-    cfg.train, note = cfg.train.fit_to_data(len(train_set))
+    prep = prepare(cfg, run_dir)
+    cfg, split, train_set = prep.cfg, prep.split, prep.train
     check_same_settings(cfg, run_dir)
     done = run_dir / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(split, run_dir / "split.json", source_name=source.name, seed=cfg.split_seed)
+    write_manifest(split, run_dir / "split.json", source_name=prep.source.name, seed=cfg.split_seed)
     cfg.save(run_dir / "config.yaml")
     data_seconds = time.perf_counter() - t_start
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, split)
-    if note and progress:  # after the model is built: a bad model is reported alone
-        print(note, file=sys.stderr)
+    if prep.note:  # after the model is built: a bad model is reported alone
+        log.info(prep.note)
     ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
                                         ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
-    if model.meta.spec is not None and ignored and progress:
-        print(f"note: {', '.join(ignored)} apply to pretrained backbones: ignored for the custom CNN "
-              f"{model.meta.name}", file=sys.stderr)
+    if not model.meta.is_pretrained and ignored:
+        log.info(f"note: {', '.join(ignored)} apply to pretrained backbones: ignored for the custom CNN "
+                 f"{model.meta.name}")
     t = cfg.train
     train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
                                seed=t.seed, channels_last=t.channels_last)
     val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last)
-    callbacks = standard_callbacks(cfg.train, run_dir, progress)
 
-    if cfg.freeze_epochs > 0 and model.meta.spec is None:
+    if model.meta.is_pretrained and cfg.freeze_epochs > 0:
         from .train.finetune import fine_tune
 
-        state, boundary = fine_tune(model, cfg, train_loader, val_loader, split, callbacks, run_dir)
+        result = fine_tune(model, cfg, train_loader, val_loader, run_dir)
     else:
-        if model.meta.spec is None and cfg.pretrained:  # fine-tuning all at once: the same BatchNorm rule
-            from .models.pretrained import set_batchnorm_frozen
+        if model.meta.is_pretrained and cfg.pretrained:  # fine-tuning all at once: the same BatchNorm rule
+            from .models.pretrained import set_trainable
             from .train.finetune import parse_bn_mode
 
-            set_batchnorm_frozen(model, parse_bn_mode(cfg.finetune_bn))
-        state, boundary = _fit_resumable(model, cfg, train_loader, val_loader, callbacks, run_dir), None
-    if state.messages and progress:
-        print("\n".join(state.messages), file=sys.stderr)
-    return finish_run(model, cfg, split, train_set, state, run_dir, data_seconds=data_seconds, boundary=boundary,
+            set_trainable(model, None, bn_frozen=parse_bn_mode(cfg.finetune_bn))
+        resume = load_resume_point(model, run_dir / "checkpoints")
+        if resume is not None:
+            log.info(f"resuming {run_dir} after epoch {resume['epoch']}")
+        result = fit(model, train_loader, val_loader, cfg.train, callbacks=standard_callbacks(cfg.train, run_dir),
+                     resume=resume).result()
+    return finish_run(model, cfg, split, train_set, result, run_dir, data_seconds=data_seconds,
                       wall_seconds=time.perf_counter() - t_start)
 
 
@@ -160,37 +174,31 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _fit_resumable(model: Classifier, cfg: RunConfig, train_loader, val_loader, callbacks, run_dir: Path) -> TrainState:
-    resume, best = load_resume_point(model, run_dir / "checkpoints")
-    if resume is not None:
-        print(f"resuming {run_dir} after epoch {resume['epoch']}", file=sys.stderr)
-    return fit(model, train_loader, val_loader, cfg.train, callbacks=callbacks, resume=resume, resume_best=best)
-
-
-def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, state: TrainState, run_dir: Path, *,
-               data_seconds: float, wall_seconds: float, boundary: int | None) -> dict[str, Any]:
+def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, result: TrainResult, run_dir: Path, *,
+               data_seconds: float, wall_seconds: float) -> dict[str, Any]:
     """Evaluate the best weights on the test split and write model, metrics, predictions and plots."""
-    save_model(model, run_dir / "model", {"epoch": state.best_epoch})
+    save_model(model, run_dir / "model", {"epoch": result.best_epoch})
     test = split.test
     t0 = time.perf_counter()
     logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=cfg.train.tta)
     metrics = compute_metrics(logits, test.labels, test.classes)
     eval_seconds = time.perf_counter() - t0
     total, trainable = count_parameters(model)
-    epochs_run = len(state.history)
-    train_seconds = sum(r["epoch_seconds"] for r in state.history)
+    history, best = result.history, result.best_epoch
+    epochs_run = len(history)
+    train_seconds = sum(r["epoch_seconds"] for r in history)
     metrics.update({
         "model": model.meta.name,
-        "family": "custom" if model.meta.spec is not None else "pretrained",
+        "family": model.meta.family,
         "data": cfg.data,
         "params_total": total,
         "params_trainable_final": trainable,
         "model_file_bytes": (run_dir / "model.safetensors").stat().st_size,
         "epochs_run": epochs_run,
-        "best_epoch": state.history[state.best_epoch - 1]["epoch"] if state.best_epoch else None,
+        "best_epoch": history[best - 1]["epoch"] if best else None,
         # of the epoch whose weights were kept (the best by --monitor), not the highest of any epoch
-        "best_val_accuracy": state.history[state.best_epoch - 1]["val_accuracy"] if state.best_epoch else None,
-        "stop_reason": state.stop_reason or "completed all epochs",
+        "best_val_accuracy": history[best - 1]["val_accuracy"] if best else None,
+        "stop_reason": result.stop_reason or "completed all epochs",
         "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
         "data_seconds": round(data_seconds, 2),
@@ -200,11 +208,12 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, state
         "val_samples": len(split.val),
         "device": str(next(model.parameters()).device),
         "tta": cfg.train.tta,
-        "phase_boundary": boundary,
+        "phase_boundary": result.phase_boundary,
     })
     _write_predictions(run_dir / "predictions.csv", test, logits)
     plot_dir = run_dir / "plots"
-    plots.training_curves(state.history, plot_dir / "curves.png", boundary, title=f"{model.meta.name} on {cfg.data}")
+    plots.training_curves(history, plot_dir / "curves.png", result.phase_boundary,
+                          title=f"{model.meta.name} on {cfg.data}")
     plots.confusion_matrices(metrics["confusion_matrix"], test.classes, plot_dir / "confusion_matrix.png")
     plots.top_mistakes(test.images, test.labels, logits, test.classes, plot_dir / "top_mistakes.png")
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))

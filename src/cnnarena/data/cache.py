@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import runtime
 from ..errors import UserError
 from . import imageio
 
@@ -28,14 +29,13 @@ _COPY_ROWS = 4096  # rows per copy when compacting, to bound memory
 
 
 def user_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnarena"
+    """Downloaded datasets live here (runtime.cache_dir(): $CNNARENA_CACHE or ~/.cache/cnnarena)."""
+    return runtime.cache_dir()
 
 
 def image_cache_dir(cache_dir: Path | None = None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("CNNARENA_CACHE")
-    return Path(env) if env else user_cache_dir() / "images"
+    """Decoded images: `cache_dir` when given, else images/ under the cache root."""
+    return Path(cache_dir) if cache_dir is not None else user_cache_dir() / "images"
 
 
 @dataclass
@@ -82,7 +82,7 @@ def load_or_decode(root: Path, ids: list[str], labels: list[str], *, image_size:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the image cache {directory} ({e.strerror}): "
-                        "set $CNNARENA_CACHE or --cache-dir to a writable folder") from None
+                        "set $CNNARENA_CACHE to a writable folder (decoded images go to its images/ folder)") from None
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     raw_path, npy_tmp, json_tmp = (directory / f".{key}.{tag}.{part}" for part in ("raw.npy", "npy", "json"))
     try:

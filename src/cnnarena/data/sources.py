@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import sys
+import logging
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,9 +21,24 @@ from .digits import load_digits_source
 from .folder import Listing, list_class_folders
 from .idx import load_fashion_mnist
 
+log = logging.getLogger(__name__)
+
 BUILTIN = ("digits", "fashion-mnist", "cifar10")
 FILE_IMAGE_SIZE = 64  # folder/CSV images come in any size; one is needed for one tensor
 _CHUNK = 4096  # images per tensor op when converting array datasets, to bound memory
+
+
+def load_data(cfg: Any) -> Source:
+    """The source a run config names (its data, data_dir, image_size, grayscale, class_map, strict), decoded once
+    per process: a study's runs, its report and a re-evaluation share the same in-memory source."""
+    return _cached_source(cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict)
+
+
+@lru_cache(maxsize=4)
+def _cached_source(spec: str, data_dir: str | None, image_size: int | None, grayscale: bool | None,
+                   class_map: str | None, strict: bool) -> Source:
+    return load_source(spec, data_dir=Path(data_dir) if data_dir else None, image_size=image_size,
+                       grayscale=grayscale, class_map=Path(class_map) if class_map else None, strict=strict)
 
 
 def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | None = None,
@@ -85,8 +102,8 @@ def _files_source(name: str, listing: Listing, mapping: dict[str, str] | None, i
         raise UserError(f"class{'es' * (len(lost) > 1)} {', '.join(map(repr, lost))} in {listing.root} "
                         f"{'have' if len(lost) > 1 else 'has'} no readable images: {describe_skipped(skipped)}")
     if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable file{'s' * (len(skipped) > 1)} "
-              f"(see `inspect` for the list): {describe_skipped(skipped)}", file=sys.stderr)
+        log.warning(f"warning: skipped {len(skipped)} unreadable file{'s' * (len(skipped) > 1)} "
+                    f"(see `inspect` for the list): {describe_skipped(skipped)}")
     _, index = np.unique(np.asarray(decoded.labels), return_inverse=True)  # sorted like `classes`
     pool = ImageSet(torch.from_numpy(decoded.images), torch.from_numpy(index.astype(np.int64)), classes,
                     decoded.ids)

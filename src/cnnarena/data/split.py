@@ -7,8 +7,6 @@ sample ids), not a seed that happens to be shared.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..files import atomic_write_text
 from .dataset import ImageSet, Source
 
 
@@ -110,13 +109,3 @@ def load_manifest(path: Path, source: Source) -> Split:
             labels[mask] = data.labels[index[mask]]
         out[part] = ImageSet(images, labels, source.classes, list(ids))
     return Split(out["train"], out["val"], out["test"])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file + rename so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

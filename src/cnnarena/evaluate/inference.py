@@ -6,7 +6,6 @@ import time
 
 import torch
 
-from ..memory import keep_freed_memory
 from ..models.base import Classifier
 
 
@@ -15,8 +14,6 @@ def predict_logits(model: Classifier, images: torch.Tensor, *, batch_size: int =
                    device: torch.device | str | None = None, tta: bool = False) -> torch.Tensor:
     """Logits (float32, on CPU) for uint8 N×C×H×W images; `tta` averages with the mirrored image."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    if device.type == "cpu":
-        keep_freed_memory()
     model.eval().to(device)
     out = []
     for lo in range(0, images.shape[0], batch_size):

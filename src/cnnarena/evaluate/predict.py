@@ -54,7 +54,7 @@ def check_run_dir(run_dir: Path) -> Path:
 def load_run_model(run_dir: Path) -> Classifier:
     """The best model of a finished run (model.json + model.safetensors)."""
     run_dir = check_run_dir(run_dir)  # before importing torch: a mistyped path fails in a blink
-    from ..train.checkpoint import load_model
+    from ..models.artefacts import load_model
 
     model = load_model(run_dir / "model")
     if model.meta.data_size[0] != model.meta.data_size[1]:  # decode_image makes square images only

@@ -15,7 +15,7 @@ re-evaluating a run on its own split reproduces metrics.json's test accuracy.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,11 @@ from ..data.dataset import ImageSet, Source
 from ..data.sources import BUILTIN
 from ..data.split import load_manifest
 from ..errors import UserError
-from ..train.checkpoint import load_model
+from ..models.artefacts import load_model
 from .inference import predict_logits
 from .metrics import compute_metrics
+
+log = logging.getLogger(__name__)
 
 
 def same_data(spec: str, run_spec: str) -> bool:
@@ -62,14 +64,14 @@ def _warn_if_seen(test: ImageSet, run_dir: Path) -> None:
         return
     shared = sum(sid in seen for sid in test.ids)
     if shared:
-        print(f"warning: {shared} of the {len(test)} evaluated images have the ids of images the run trained or "
-              "validated on; if this is a copy of the run's dataset, pass its original spec to --data (or leave "
-              "--data out) to evaluate on the run's test split", file=sys.stderr)
+        log.warning(f"warning: {shared} of the {len(test)} evaluated images have the ids of images the run "
+                    "trained or validated on; if this is a copy of the run's dataset, pass its original spec to "
+                    "--data (or leave --data out) to evaluate on the run's test split")
 
 
 def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = None) -> dict[str, Any]:
     """Metrics of a run's best model (also written to evaluation.json); `tta` None keeps the run's setting."""
-    from ..run import load_data
+    from ..data.sources import load_data
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():

@@ -14,7 +14,9 @@ it with exporter="dynamo".
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -37,6 +39,8 @@ CHECK_BATCHES = (1, 7)
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 CARD_FORMAT = "cnnarena-model-card/1"
 EXPORTERS = ("torchscript", "dynamo")
+MIN_OPSET = 7  # torch.onnx.export's documented minimum (opset_version "must be >= 7")
+FALLBACK_MAX_OPSET = {"torchscript": 20, "dynamo": 23}  # torch 2.9-2.14, should probing find nothing
 
 
 @dataclass
@@ -60,7 +64,7 @@ def model_card(model: Classifier, run_dir: Path) -> dict[str, Any]:
     return {
         "format": CARD_FORMAT,
         "model": meta.name,
-        "family": "custom" if meta.spec is not None else "pretrained",
+        "family": meta.family,
         "data": metrics.get("data"),
         "classes": list(meta.classes),
         "num_classes": meta.num_classes,
@@ -81,6 +85,48 @@ def model_card(model: Classifier, run_dir: Path) -> dict[str, Any]:
         "metrics": {k: v for k, v in metrics.items() if k != "confusion_matrix"},
         "source_run": str(Path(run_dir).resolve()),
     }
+
+
+@functools.cache
+def supported_opsets(exporter: str) -> tuple[int, int]:
+    """The lowest and highest ONNX opset `exporter` can write with the installed torch.
+
+    Found from public behaviour, once per process: a tiny export (an Identity module, into memory, about
+    2 ms) at each opset upwards from torch.onnx.export's documented minimum. The TorchScript exporter warns
+    (torch.onnx.errors.OnnxExporterWarning) above the newest opset it supports itself and refuses outright
+    above the newest torch knows: its maximum is the last opset with neither, the dynamo exporter's the last
+    one not refused; neither beyond what the onnx package knows. The probes take ~30 ms beyond importing
+    onnx, which any export does. The dynamo exporter writes at least opset 18 whatever it is asked for.
+    """
+    if exporter not in EXPORTERS:
+        raise UserError(f"unknown exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
+    accepted = ("ok",) if exporter == "torchscript" else ("ok", "warned")
+    high = None
+    for opset in range(MIN_OPSET, MIN_OPSET + 100):  # the bound only guards against a probe that never refuses
+        verdict = _probe_opset(opset)
+        if verdict not in accepted:
+            break
+        high = opset
+    import onnx.defs  # already loaded by the exporter; its checker (check_onnx) knows no newer opset
+
+    newest = onnx.defs.onnx_opset_version()
+    return MIN_OPSET, min(newest, high if high is not None else FALLBACK_MAX_OPSET[exporter])
+
+
+@functools.cache
+def _probe_opset(opset: int) -> str:
+    """"ok", "warned" (exported, but the exporter says the opset is not supported) or "refused"."""
+    import torch
+    from torch.onnx.errors import OnnxExporterWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            torch.onnx.export(torch.nn.Identity(), (torch.zeros(1),), io.BytesIO(), dynamo=False,
+                              opset_version=opset)
+        except Exception:  # e.g. RuntimeError("Unsupported onnx_opset_version: 24")
+            return "refused"
+    return "warned" if any(issubclass(w.category, OnnxExporterWarning) for w in caught) else "ok"
 
 
 def _export_graph(model: Classifier, path: Path, exporter: str, opset: int) -> None:
@@ -155,7 +201,7 @@ def export_onnx(run_dir: Path, output: Path | None = None, *, exporter: str = "t
     run_dir = check_run_dir(run_dir)  # before importing torch: a mistyped path fails in a blink
     import torch
 
-    from ..data.split import atomic_write_text
+    from ..files import atomic_write_text
 
     model = (model or load_run_model(run_dir)).cpu().eval()
     output = Path(output) if output else run_dir / "model.onnx"

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+FAMILIES = ("custom", "pretrained")
+
 
 @dataclass
 class ModelMeta:
@@ -30,6 +32,17 @@ class ModelMeta:
     classes: list[str] = field(default_factory=list)
     spec: list[dict[str, Any]] | None = None  # custom layer spec, when name is a custom model
     extra: dict[str, Any] = field(default_factory=dict)  # family-specific options (head, timm name...)
+    family: str = ""  # "custom" (trained from scratch) or "pretrained" (a backbone); "" = derive (older files)
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            self.family = "custom" if self.spec is not None else "pretrained"
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}")
+
+    @property
+    def is_pretrained(self) -> bool:
+        return self.family == "pretrained"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,29 +1,20 @@
 """BatchNorm -> 2x2 max-pool -> ReLU (or BatchNorm -> ReLU) of a custom CNN, trained on a CPU as one fused step.
 
-In a report-style CNN (conv, batchnorm, relu, maxpool; pooled before the ReLU by fast_layers) these three
-layers are memory-bound: PyTorch runs them as five full-size passes forward and six backward over the conv's
-output, the largest tensor in the network. The C kernels in kernels/bn_pool_relu.c do the same arithmetic in
-two passes each way: the batch statistics and then the pooled, normalised, rectified output; backward, the
-sums over the one pixel per window that the gradient reaches and then the input gradient. On this 2-core CPU
-(AMD EPYC, AVX2), forward + backward of simple-2conv's first block (32 x 32 x 28 x 28) took 1.24-1.30 ms against
-PyTorch's 2.37-2.75 ms, its second (32 x 64 x 14 x 14) 0.58-0.60 ms against 1.22-1.35 ms; whole training steps,
-interleaved A/B in one process (8 rounds, medians): batch 32 1,881 -> 2,164 img/s (+15%; +6% in a shorter run),
-batch 256 2,544 -> 2,880 img/s (+13%). Their sums run in double where PyTorch's float32 path rounds: against
-float64, their errors were 100x smaller (tests/test_fused_block.py holds them to at most PyTorch's).
-
-A BatchNorm followed by ReLU with no pool between (fast's stem, fast-large's blocks, which pool before the
-BatchNorm) runs the same way without the pool: 7% faster training steps for fast-large at batch 256 (1,484 ->
-1,587 img/s, interleaved A/B); fast, with both kinds fused, 7% faster than with neither (2,580 -> 2,759 img/s).
-
-Tried and not kept: computing the first conv (1 input channel) inside the same kernels, so that its output is
-never stored, made the step slower (1,951 -> 1,530 img/s at batch 32): per pixel it recomputed the conv five
-times in scalar-gathered patches, where oneDNN's conv and weight gradient together cost ~1 ms a step.
+Why: these layers are memory-bound, and PyTorch runs them as five full-size passes forward and six backward over
+the conv's output, the largest tensor in the network; the C kernels in kernels/bn_pool_relu.c take two each way
+(the measurements: benchmarks/results/fused_kernels.md). Their sums run in double, so they are closer to float64
+than PyTorch's float32 path (tests/test_fused_block.py holds them to it).
 
 They run only where they compute the same thing as the layers: training mode on a CPU, float32 channels_last
 activations, affine BatchNorm with running statistics and a momentum, a 2x2 stride-2 max-pool, then ReLU.
 Everywhere else (evaluation, export, GPUs, autocast, torch.compile) the layers run as they are. The kernels are
-compiled once per machine with the system C compiler (cached under ~/.cache/cnnarena); without one, or with
-CNNARENA_FUSED_KERNELS=0, training uses the plain layers.
+compiled once per machine with the system C compiler (cached under runtime.cache_dir() / "kernels"); without
+one, or with CNNARENA_FUSED_KERNELS=0, training uses the plain layers.
+
+The boundary: the kernels are called only inside four torch.library custom ops (cnnarena::bn_pool_relu_forward,
+..._backward, cnnarena::bn_relu_forward, ..._backward), which check device, dtype, memory layout and shapes
+before any pointer reaches C, have fake (meta) implementations for shapes, and turn the kernels' status codes
+into exceptions (MemoryError when one could not allocate its scratch memory).
 """
 
 from __future__ import annotations
@@ -38,11 +29,34 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from ..runtime import cache_dir
 
 SOURCE = Path(__file__).with_name("kernels") / "bn_pool_relu.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 _lib: ctypes.CDLL | None | bool = False  # False: not tried yet; None: not available here
+_STATUS_NO_MEMORY, _STATUS_BAD_SIZES = 1, 2  # the C file's BPR_NO_MEMORY, BPR_BAD_SIZES (0: BPR_OK)
+
+
+class _Dims(ctypes.Structure):
+    """The sizes every C entry point takes, by pointer: the C file's bpr_dims."""
+
+    _fields_ = [("n", ctypes.c_int64), ("h", ctypes.c_int64), ("w", ctypes.c_int64), ("c", ctypes.c_int64),
+                ("threads", ctypes.c_int32), ("eps", ctypes.c_float)]
+
+
+class _ForwardIO(ctypes.Structure):
+    """A forward entry point's tensors by name (the C file's bpr_forward_io): their data pointers."""
+
+    _fields_ = [(name, ctypes.c_void_p) for name in ("y", "gamma", "beta", "out", "which", "mean", "var", "invstd")]
+
+
+class _BackwardIO(ctypes.Structure):
+    """A backward entry point's tensors by name (the C file's bpr_backward_io)."""
+
+    _fields_ = [(name, ctypes.c_void_p)
+                for name in ("dout", "y", "which", "gamma", "mean", "invstd", "dy", "dgamma", "dbeta")]
 
 
 def library() -> ctypes.CDLL | None:
@@ -59,7 +73,7 @@ def _load() -> ctypes.CDLL | None:
         return None
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join((compiler, *FLAGS, _cpu_signature())).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("CNNARENA_CACHE", Path.home() / ".cache" / "cnnarena")) / "kernels"
+    cache = cache_dir() / "kernels"
     target = cache / f"bn_pool_relu-{key}.so"
     try:
         if not target.exists():
@@ -72,8 +86,7 @@ def _load() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.SubprocessError):
         return None
-    _declare(lib)
-    return lib
+    return lib if _declare(lib) else None
 
 
 def _cpu_signature() -> str:
@@ -85,35 +98,168 @@ def _cpu_signature() -> str:
     return "|".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
 
 
-def _declare(lib: ctypes.CDLL) -> None:
-    p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-    for forward, backward in (("bpr_forward", "bpr_backward"), ("br_forward", "br_backward")):
-        getattr(lib, forward).argtypes = [p, i64, i64, i64, i64, i32, f32, p, p, p, p, p, p, p]
-        getattr(lib, forward).restype = None
-        getattr(lib, backward).argtypes = [p, p, p, i64, i64, i64, i64, i32, p, p, p, p, p, p]
-        getattr(lib, backward).restype = None
+def _declare(lib: ctypes.CDLL) -> bool:
+    """Declares the entry points' signatures; False if the library's structs are not the size of their mirrors."""
+    lib.bpr_struct_size.argtypes, lib.bpr_struct_size.restype = [ctypes.c_int], ctypes.c_size_t
+    if [lib.bpr_struct_size(i) for i in range(3)] != [ctypes.sizeof(t) for t in (_Dims, _ForwardIO, _BackwardIO)]:
+        return False
+    for entry, io in (("bpr_forward", _ForwardIO), ("br_forward", _ForwardIO),
+                      ("bpr_backward", _BackwardIO), ("br_backward", _BackwardIO)):
+        getattr(lib, entry).argtypes = [ctypes.POINTER(_Dims), ctypes.POINTER(io)]
+        getattr(lib, entry).restype = ctypes.c_int  # 0, or the C file's BPR_NO_MEMORY / BPR_BAD_SIZES
+    return True
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
+# --- the ops: what crosses into C is checked here -------------------------------------------------------------
+
+_CL = torch.channels_last
+
+
+def _check(op: str, name: str, t: Tensor, dtype: torch.dtype, shape: tuple | None, channels_last: bool,
+           real: bool) -> None:
+    """Raises ValueError unless `t` is what the C kernels read: on the CPU (real tensors; fake and meta ones are
+    checked for the rest), of `dtype` and `shape` (for None: 4-d), dense in the layout they index."""
+    if (isinstance(t, Tensor) and (t.is_cpu or not real) and t.dtype == dtype
+            and (t.dim() == 4 if shape is None else t.shape == shape)
+            and (t.is_contiguous(memory_format=_CL) if channels_last else t.is_contiguous())):
+        return  # the common case, in a few attribute reads; the messages below only when it is not
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
+    if real and not t.is_cpu:
+        raise ValueError(f"{op}: {name} must be on the CPU (the kernels are C), got a tensor on {t.device}")
+    if t.dtype != dtype:
+        raise ValueError(f"{op}: {name} must be {dtype}, got {t.dtype}")
+    if shape is None:
+        raise ValueError(f"{op}: {name} must be a 4-d (N, C, H, W) map, got shape {tuple(t.shape)}")
+    if t.shape != shape:
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if channels_last:
+        raise ValueError(f"{op}: {name} must be channels_last (NHWC in memory) and dense, as the C kernels index "
+                         f"it; got strides {t.stride()}: use .contiguous(memory_format=torch.channels_last)")
+    raise ValueError(f"{op}: {name} must be contiguous, got strides {t.stride()}")
+
+
+def _check_map(op: str, x: Tensor, pool: bool, real: bool) -> tuple[int, int, int, int]:
+    _check(op, "x", x, torch.float32, None, True, real)
+    n, c, h, w = x.shape
+    least = 2 if pool else 1
+    if n < 1 or c < 1 or h < least or w < least:
+        raise ValueError(f"{op}: x must be at least 1 x 1 x {least} x {least} (N x C x H x W), got {tuple(x.shape)}")
+    return n, c, h, w
+
+
+def _check_forward(op: str, pool: bool, x: Tensor, weight: Tensor, bias: Tensor, real: bool = True) -> None:
+    _, c, _, _ = _check_map(op, x, pool, real)
+    _check(op, "weight", weight, torch.float32, (c,), False, real)
+    _check(op, "bias", bias, torch.float32, (c,), False, real)
+
+
+def _check_backward(op: str, pool: bool, grad_out: Tensor, x: Tensor, which: Tensor, weight: Tensor,
+                    mean: Tensor, invstd: Tensor, real: bool = True) -> None:
+    n, c, h, w = _check_map(op, x, pool, real)
+    oh, ow = (h // 2, w // 2) if pool else (h, w)
+    _check(op, "grad_out", grad_out, torch.float32, (n, c, oh, ow), True, real)
+    _check(op, "which", which, torch.uint8, (n, oh, ow, c), False, real)
+    for name, t in (("weight", weight), ("mean", mean), ("invstd", invstd)):
+        _check(op, name, t, torch.float32, (c,), False, real)
+
+
+def _run(op: str, entry: str, x: Tensor, eps: float, io: type[ctypes.Structure], **tensors: Tensor) -> None:
+    """The one call of C entry point `entry`, on checked tensors named as `io`'s fields; a non-zero status
+    becomes an exception."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"{op}: the fused kernels are not available here (no C compiler, not Linux, "
+                           "or CNNARENA_FUSED_KERNELS=0)")
+    assert len(tensors) == len(io._fields_), (entry, sorted(tensors))  # no field left NULL
+    n, c, h, w = x.shape
+    dims = _Dims(n, h, w, c, max(1, torch.get_num_threads()), eps)
+    pointers = io(**{name: t.data_ptr() for name, t in tensors.items()})
+    status = getattr(lib, entry)(ctypes.byref(dims), ctypes.byref(pointers))
+    if status == _STATUS_NO_MEMORY:
+        raise MemoryError(f"fused BatchNorm kernel: out of memory in {entry} (its scratch memory for "
+                          f"{n} x {c} x {h} x {w}, {dims.threads} threads)")
+    if status != 0:
+        what = "sizes below 1" if status == _STATUS_BAD_SIZES else f"status {status}"
+        raise RuntimeError(f"{op}: the C kernel {entry} failed: {what} ({n} x {c} x {h} x {w})")
+
+
+def _forward_outputs(x: Tensor, pool: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """out (N, C, H', W') channels_last, which (N, H', W', C) uint8, mean, var, invstd (C,)."""
+    n, c, h, w = x.shape
+    oh, ow = (h // 2, w // 2) if pool else (h, w)
+    out = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=_CL)
+    which = torch.empty((n, oh, ow, c), dtype=torch.uint8, device=x.device)
+    return out, which, x.new_empty(c), x.new_empty(c), x.new_empty(c)
+
+
+def _backward_outputs(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """grad_x (like x, channels_last), grad_weight, grad_bias (C,)."""
+    c = x.shape[1]
+    return torch.empty_like(x, memory_format=_CL), x.new_empty(c), x.new_empty(c)
+
+
+# The four ops, registered at import (cheap: nothing is compiled until one first runs), with a Library rather
+# than torch.library.custom_op: its Python wrapper cost 3x the dispatch time a call (~15-25 us against ~5 us,
+# 4 calls per fused block a training step). Forward's `which`[n, i, j, c] is the 2x2 window position the
+# max-pool chose (0-3) | 4 where the ReLU passed it; mean and var are the batch's (biased), invstd is
+# 1 / sqrt(var + eps). Backward takes forward's x, which, mean, invstd and BatchNorm's weight.
+_LIBRARY = torch.library.Library("cnnarena", "FRAGMENT")  # the ops live as long as this object
+_FORWARD = ("(Tensor x, Tensor weight, Tensor bias, float eps) -> "
+            "(Tensor out, Tensor which, Tensor mean, Tensor var, Tensor invstd)")
+_BACKWARD = ("(Tensor grad_out, Tensor x, Tensor which, Tensor weight, Tensor mean, Tensor invstd) -> "
+             "(Tensor grad_x, Tensor grad_weight, Tensor grad_bias)")
+
+
+def _define(name: str, pool: bool, backward: bool) -> torch._ops.OpOverload:
+    op = f"cnnarena::{name}"
+
+    def forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float):
+        _check_forward(op, pool, x, weight, bias)
+        out, which, mean, var, invstd = outputs = _forward_outputs(x, pool)
+        _run(op, "bpr_forward" if pool else "br_forward", x, eps, _ForwardIO, y=x, gamma=weight, beta=bias,
+             out=out, which=which, mean=mean, var=var, invstd=invstd)
+        return outputs
+
+    def backward(grad_out: Tensor, x: Tensor, which: Tensor, weight: Tensor, mean: Tensor, invstd: Tensor):
+        _check_backward(op, pool, grad_out, x, which, weight, mean, invstd)
+        grad_x, grad_weight, grad_bias = outputs = _backward_outputs(x)
+        _run(op, "bpr_backward" if pool else "br_backward", x, 0.0, _BackwardIO, dout=grad_out, y=x, which=which,
+             gamma=weight, mean=mean, invstd=invstd, dy=grad_x, dgamma=grad_weight, dbeta=grad_bias)
+        return outputs
+
+    def fake_forward(x, weight, bias, eps):
+        _check_forward(op, pool, x, weight, bias, real=False)
+        return _forward_outputs(x, pool)
+
+    def fake_backward(grad_out, x, which, weight, mean, invstd):
+        _check_backward(op, pool, grad_out, x, which, weight, mean, invstd, real=False)
+        return _backward_outputs(x)
+
+    _LIBRARY.define(name + (_BACKWARD if backward else _FORWARD))
+    # every device: a GPU tensor gets _check's message, not the dispatcher's "no kernel"
+    _LIBRARY.impl(name, backward if backward else forward, "CompositeExplicitAutograd")
+    torch.library.register_fake(op, fake_backward if backward else fake_forward, lib=_LIBRARY)
+    return getattr(torch.ops.cnnarena, name).default
+
+
+bn_pool_relu_forward = _define("bn_pool_relu_forward", pool=True, backward=False)
+bn_pool_relu_backward = _define("bn_pool_relu_backward", pool=True, backward=True)
+bn_relu_forward = _define("bn_relu_forward", pool=False, backward=False)
+bn_relu_backward = _define("bn_relu_backward", pool=False, backward=True)
 
 
 class _BatchNormPoolReLU(torch.autograd.Function):
-    """BatchNorm (training) -> 2x2/2 max-pool -> ReLU, or with pool=False BatchNorm -> ReLU."""
+    """BatchNorm (training) -> 2x2/2 max-pool -> ReLU, or with pool=False BatchNorm -> ReLU: the ops above, and
+    BatchNorm2d's running statistics."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, bn: nn.BatchNorm2d, pool: bool):
-        lib = library()
-        n, c, h, w = x.shape
-        oh, ow = (h // 2, w // 2) if pool else (h, w)
-        out = torch.empty((n, c, oh, ow), memory_format=torch.channels_last)
-        which = torch.empty((n, oh, ow, c), dtype=torch.uint8)
-        mean, var, invstd = (x.new_empty(c) for _ in range(3))
         weight_c, bias_c = weight.detach().contiguous(), bias.detach().contiguous()
-        kernel = lib.bpr_forward if pool else lib.br_forward
-        kernel(_ptr(x), n, h, w, c, torch.get_num_threads(), bn.eps, _ptr(weight_c), _ptr(bias_c), _ptr(out),
-               _ptr(which), _ptr(mean), _ptr(var), _ptr(invstd))
+        op = bn_pool_relu_forward if pool else bn_relu_forward
+        out, which, mean, var, invstd = op(x, weight_c, bias_c, bn.eps)
         with torch.no_grad():  # running statistics, as BatchNorm2d keeps them (unbiased variance)
+            n, _, h, w = x.shape
             pixels = n * h * w
             bn.running_mean.lerp_(mean, bn.momentum)
             bn.running_var.lerp_(var * (pixels / max(1, pixels - 1)), bn.momentum)
@@ -125,13 +271,9 @@ class _BatchNormPoolReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, which, weight, mean, invstd = ctx.saved_tensors
-        n, c, h, w = x.shape
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-        grad_x = torch.empty_like(x, memory_format=torch.channels_last)
-        grad_w, grad_b = x.new_empty(c), x.new_empty(c)
-        kernel = library().bpr_backward if ctx.pool else library().br_backward
-        kernel(_ptr(grad_out), _ptr(x), _ptr(which), n, h, w, c, torch.get_num_threads(), _ptr(weight), _ptr(mean),
-               _ptr(invstd), _ptr(grad_x), _ptr(grad_w), _ptr(grad_b))
+        op = bn_pool_relu_backward if ctx.pool else bn_relu_backward
+        grad_x, grad_w, grad_b = op(grad_out, x, which, weight, mean, invstd)
         return grad_x, grad_w, grad_b, None, None
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ import torchvision
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cnnarena.errors import UserError
-from cnnarena.models.base import Classifier, ModelMeta
-from cnnarena.models.weights import (
+from ..errors import UserError
+from .base import Classifier, ModelMeta
+from .weights import (
     LITE0_INPUT_SIZE,
     LITE0_MEAN_STD,
     LITE0_PACKAGE,
@@ -268,8 +267,8 @@ def build_pretrained(name: str, *, num_classes: int, in_chans: int, data_size: t
     dim = feature_dim(backbone)
     meta = ModelMeta(
         name=name, num_classes=num_classes, in_chans=in_chans, data_size=tuple(data_size), input_size=size,
-        net_chans=3, mean=mean, std=std, classes=list(classes),
-        extra=dict(family="pretrained", timm_name=arch, create_kwargs=create_kwargs, feature_dim=dim,
+        net_chans=3, mean=mean, std=std, classes=list(classes), family="pretrained",
+        extra=dict(timm_name=arch, create_kwargs=create_kwargs, feature_dim=dim,
                    head_hidden=[int(w) for w in head_hidden], head_dropout=float(head_dropout),
                    weights_source=plan.label if plan is not None else "random"))
     net = PretrainedNet(backbone, make_head(dim, num_classes, head_hidden, head_dropout))
@@ -484,32 +483,23 @@ def _matcher_stages(backbone: nn.Module) -> list[list[str]]:
     return [groups[k] for k in sorted(groups)]
 
 
-def freeze_backbone(model: Classifier) -> None:
-    """No gradients for the backbone, and its BatchNorm stays in eval mode (running stats fixed)."""
+def set_trainable(model: Classifier, stages: int | None, *, bn_frozen: bool = False) -> None:
+    """The one freezing function: the head trains, and of the backbone exactly its last `stages` stages
+    (0: the backbone is frozen, None: all of it); earlier stages get no gradients and their BatchNorm keeps its
+    running statistics (eval mode while training). bn_frozen: every backbone BatchNorm, trainable or not,
+    normalises with its running statistics and keeps them (its affine weights still train when unfrozen);
+    False: unfrozen BatchNorm uses batch statistics."""
     net = _pretrained_net(model)
-    net.backbone.requires_grad_(False)
-    net.train(net.training)  # re-apply the BN rule to the current mode
-
-
-def unfreeze(model: Classifier, last: int | None = None) -> None:
-    """Make exactly the last `last` backbone stages trainable (None: all); earlier stages stay frozen."""
-    net = _pretrained_net(model)
-    stages = backbone_stages(net.backbone)
-    if last is not None and last < 0:
-        raise UserError(f"unfreeze needs a number of stages >= 0, got {last}")
-    keep = len(stages) if last is None else min(last, len(stages))
-    trainable = {n for stage in stages[len(stages) - keep:] for n in stage}
+    if stages is not None and stages < 0:
+        raise UserError(f"unfreeze needs a number of stages >= 0, got {stages}")
+    backbone_stage_names = backbone_stages(net.backbone)
+    keep = len(backbone_stage_names) if stages is None else min(stages, len(backbone_stage_names))
+    trainable = {n for stage in backbone_stage_names[len(backbone_stage_names) - keep:] for n in stage}
     for pname, param in net.backbone.named_parameters():
         param.requires_grad_(pname in trainable)
-    net.train(net.training)
-
-
-def set_batchnorm_frozen(model: Classifier, frozen: bool = True) -> None:
-    """frozen: every backbone BatchNorm normalises with its running statistics while training (and
-    keeps them); its affine weights still train when unfrozen. False: unfrozen BN uses batch statistics."""
-    net = _pretrained_net(model)
-    net.bn_frozen = bool(frozen)
-    net.train(net.training)
+    net.head.requires_grad_(True)
+    net.bn_frozen = bool(bn_frozen)
+    net.train(net.training)  # re-apply the BatchNorm rule to the current mode
 
 
 def param_groups(model: Classifier, lr: float, layer_decay: float | None = None) -> list[dict[str, Any]]:
@@ -533,143 +523,3 @@ def param_groups(model: Classifier, lr: float, layer_decay: float | None = None)
     if rest:
         groups.append({"name": "head", "params": rest, "lr": lr})
     return groups
-
-
-# --- the backbone as a chain, split into a constant trunk and a trainable tail ------------------------------
-
-Unit = tuple[str, nn.Module]
-
-
-def backbone_chain(backbone: nn.Module, sample: torch.Tensor) -> list[Unit] | None:
-    """The backbone as a list of modules whose composition is its forward (nn.Sequential flattened), or None.
-
-    timm's CNNs (resnet, efficientnet, mobilenet, densenet, vgg, inception) and GoogLeNet run their
-    children in registration order; that is checked on `sample` (normalised N×3×H×W, N >= 2) in eval and
-    in train mode (same random numbers, buffers restored), so a model with another control flow (skips
-    around children, functional dropout, unused children) is refused rather than computed wrongly.
-    """
-    units: list[Unit] = []
-
-    def add(prefix: str, module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, nn.Sequential):
-                add(f"{prefix}{name}.", child)
-            else:
-                units.append((f"{prefix}{name}", child))
-
-    add("", backbone)
-    if not units:
-        return None
-    chain = lambda x: run_chain(units, x)  # noqa: E731
-    for mode in (False, True):
-        with _untouched(backbone):
-            backbone.train(mode)
-            if not _close(_seeded(chain, sample), _seeded(backbone, sample)):
-                return None
-    return units
-
-
-def run_chain(units: Sequence[Unit], x: torch.Tensor) -> torch.Tensor:
-    for _, module in units:
-        x = module(x)
-    return x
-
-
-def is_constant_in_training(net: nn.Module, fn, sample: torch.Tensor) -> bool:
-    """fn(sample) is the same with `net` in its training mode (its BN rule applied) as in eval mode: what
-    a cache computed once in eval mode needs. Checked numerically, so functional dropout is caught too."""
-    with _untouched(net):
-        net.train(True)
-        in_training = _seeded(fn, sample)
-        net.eval()
-        return _close(in_training, _seeded(fn, sample))
-
-
-@contextmanager
-def _untouched(root: nn.Module) -> Iterator[None]:
-    """Restore every module's mode and every buffer (BN running statistics) afterwards."""
-    modes = {m: m.training for m in root.modules()}
-    state = {k: v.clone() for k, v in root.state_dict().items()}
-    try:
-        yield
-    finally:
-        root.load_state_dict(state)
-        for m, mode in modes.items():
-            m.training = mode
-
-
-def _seeded(fn, x: torch.Tensor) -> torch.Tensor | None:
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        try:
-            return fn(x)
-        except (RuntimeError, ValueError, TypeError, IndexError):
-            return None
-
-
-def _close(got: torch.Tensor | None, want: torch.Tensor | None) -> bool:
-    if got is None or want is None:
-        return False
-    if got.shape != want.shape and got.dim() > 2 and got.shape[2:].numel() == 1:
-        got = got.flatten(1)  # a pooled N×C×1×1 that the model flattens functionally
-    if got.shape != want.shape:
-        return False
-    scale = want.abs().max().item() + 1e-6
-    return torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
-
-
-def constant_prefix(units: Sequence[Unit]) -> int:
-    """How many leading units give the same output for the same input all through training, in the current
-    mode: no trainable parameter, no BatchNorm in training mode, no active dropout or drop-path."""
-    for i, (_, unit) in enumerate(units):
-        if any(p.requires_grad for p in unit.parameters()) or any(_varies(m) for m in unit.modules()):
-            return i
-    return len(units)
-
-
-def _varies(module: nn.Module) -> bool:
-    if not module.training:
-        return False
-    if isinstance(module, _BatchNorm):
-        return True
-    return isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0 or \
-        float(getattr(module, "drop_prob", 0.0) or 0.0) > 0
-
-
-# --- feature cache --------------------------------------------------------------------------------------------
-
-def compute_features(model: Classifier, images_uint8: torch.Tensor, batch_size: int = 128,
-                     device: str | torch.device = "cpu", units: Sequence[Unit] | None = None,
-                     channels_last: bool = False) -> torch.Tensor:
-    """Backbone features (N×feature_dim, float32, on the CPU) of uint8 N×C×H×W images, in eval mode.
-
-    For phase 1 of transfer learning: with a frozen backbone its output never changes, so the head
-    can be trained on these cached features. With `units` (a trunk of `backbone_chain`), the output of
-    those units instead: the activations entering the first trainable stage of phase 2.
-    The model is moved to `device` (in channels_last memory format when asked) and left there.
-    Batches of about the training batch size run faster on a CPU than big ones (cache locality), and
-    channels_last is 2-4x faster than contiguous for EfficientNet-Lite0 (measured at 32-96 px).
-    """
-    if images_uint8.dtype != torch.uint8:
-        raise ValueError(f"compute_features expects uint8 images, got {images_uint8.dtype}")
-    net = _pretrained_net(model)
-    body = net.backbone if units is None else (lambda x: run_chain(units, x))
-    was_training = model.training
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.eval().to(device)
-    if channels_last:
-        model.to(memory_format=fmt)
-    chunks = []
-    with torch.inference_mode():
-        for batch in _batches(images_uint8, batch_size):
-            x = model.adapter(batch.to(device, non_blocking=True).float().div_(255))
-            chunks.append(body(x.contiguous(memory_format=fmt)).float().cpu().contiguous())
-    model.train(was_training)
-    if not chunks:
-        return torch.zeros(0, model.meta.extra.get("feature_dim", feature_dim(net.backbone)))
-    return torch.cat(chunks).clone()  # outside inference mode: a normal tensor the head can train on
-
-
-def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
-    for start in range(0, images.shape[0], batch_size):
-        yield images[start:start + batch_size]

@@ -31,3 +31,11 @@ def recipe_for(model: str) -> dict[str, Any]:
     if model in PRESETS or model.endswith((".yaml", ".yml", ".json")):
         return dict(REPORT_STYLE)
     return dict(PRETRAINED)
+
+
+def recipe_overrides() -> dict[str, dict[str, Any]]:
+    """Each family's recipe as recipe_for gives it, by a name for --help; the first is the default model's
+    (simple-2conv: the custom presets and layer-spec files), then each preset with a recipe of its own, then
+    the pretrained backbones (every other model name)."""
+    return {"presets": dict(REPORT_STYLE), **{name: dict(recipe) for name, recipe in TUNED.items()},
+            "backbones": dict(PRETRAINED)}

@@ -37,7 +37,7 @@ def create_model(name: str, *, num_classes: int, in_chans: int, data_size: tuple
 
 def rebuild(meta: ModelMeta) -> Classifier:
     """The architecture described by `meta`, with untrained weights (a checkpoint is loaded next)."""
-    if meta.spec is not None:
+    if not meta.is_pretrained:
         return rebuild_custom(meta)
     from .pretrained import rebuild_pretrained
 

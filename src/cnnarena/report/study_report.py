@@ -8,9 +8,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ..data.split import atomic_write_text
-from ..study.runner import COLUMNS, fmt
+from ..files import atomic_write_text
 from . import study_plots
+from .comparison import COLUMNS, fmt
 
 
 def _embed(path: Path) -> str:
@@ -20,7 +20,7 @@ def _embed(path: Path) -> str:
 def write_report(comparison: dict[str, Any], out: Path) -> Path:
     from ..config import build_config
     from ..data.inspect import write_plots
-    from ..run import load_data  # the study's source is already decoded in this process
+    from ..data.sources import load_data  # the study's source is already decoded in this process
 
     out = Path(out)
     plots = out / "plots"

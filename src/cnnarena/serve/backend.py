@@ -7,7 +7,7 @@ and the HTTP layer never know which one runs.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ..models.base import ModelMeta
 
 BACKENDS = ("onnx", "torch")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,7 +75,7 @@ def _onnx_backend(run_dir: Path, model) -> Backend:
     else:  # export (and check) into a temp dir: the run directory may be read-only or shared
         tmp = tempfile.TemporaryDirectory(prefix="cnnarena-serve-")
         keep.append(tmp)
-        print(f"exporting {run_dir} to ONNX for serving (run `cnnarena export` once to skip this)", file=sys.stderr)
+        log.info(f"exporting {run_dir} to ONNX for serving (run `cnnarena export` once to skip this)")
         result = export_onnx(run_dir, Path(tmp.name) / "model.onnx", model=model)
         onnx_path, card = result.onnx_path, result.card
     options = ort.SessionOptions()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,15 @@ from typing import Any
 import yaml
 
 from ..config import build_config
-from ..data.split import atomic_write_text, make_split, write_manifest
+from ..data.sources import load_data
+from ..data.split import make_split, write_manifest
 from ..errors import UserError
+from ..files import atomic_write_text
+from ..models.artefacts import load_model
 from ..models.base import Classifier, count_parameters
-from ..run import load_data, train_run
-from ..train.checkpoint import load_model
+from ..report.comparison import write_comparison
+from ..report.study_report import write_report
+from ..run import train_run
 from ..train.loop import resolve_device
 from .config import StudyConfig, resolve_data
 from .measure import measure_model
@@ -37,11 +41,11 @@ def _run_config(study: StudyConfig, data: str, model: str, split: Path, **extra:
     return build_config(None, values)
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
+_say = log.info
 
 
-def run_study(study: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_study(study: StudyConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +59,7 @@ def run_study(study: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
         write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed)
     _say(f"study of {len(study.models)} models on {data} -> {out}")
 
-    lr_results = _lr_comparison(study, data, split_path, out, progress)
+    lr_results = _lr_comparison(study, data, split_path, out)
     chosen_lr = {m: r["best_lr"] for m, r in lr_results.items()}
 
     runs: dict[str, dict[float, list[dict[str, Any]]]] = {}
@@ -69,7 +73,7 @@ def run_study(study: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
                 cfg = _run_config(study, data, model, split_path, **extra)
                 state = "done" if (run_dir / "metrics.json").exists() else "training"
                 _say(f"[{model}] fraction {fraction:g} seed {seed}: {state}")
-                metrics = train_run(cfg, run_dir, progress=progress)
+                metrics = train_run(cfg, run_dir)
                 metrics["run_dir"] = str(run_dir)
                 # what the run trained with, as it saved it: the batch size fitted to the data (a reused run's
                 # cfg still holds the batch size asked for)
@@ -84,13 +88,11 @@ def run_study(study: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
     comparison["runs_seconds"] = round(sum(m.get("wall_seconds", 0) for m in final)
                                        + sum(r.get("seconds", 0) for r in lr_results.values()), 1)
     write_comparison(comparison, out)
-    from ..report.study_report import write_report
-
     write_report(comparison, out)
     return comparison
 
 
-def _lr_comparison(study: StudyConfig, data: str, split_path: Path, out: Path, progress: bool) -> dict[str, Any]:
+def _lr_comparison(study: StudyConfig, data: str, split_path: Path, out: Path) -> dict[str, Any]:
     if not study.lrs:
         return {}
     results = {}
@@ -101,7 +103,7 @@ def _lr_comparison(study: StudyConfig, data: str, split_path: Path, out: Path, p
             _say(f"[{model}] learning-rate comparison: lr {lr:g}")
             cfg = _run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
                               fraction=study.lr_fraction, early_stopping=None)
-            spent += train_run(cfg, run_dir, progress=progress).get("wall_seconds", 0)
+            spent += train_run(cfg, run_dir).get("wall_seconds", 0)
             history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
             curves[lr] = history
         # Best = highest final validation accuracy, ties broken by lower validation loss.
@@ -179,74 +181,20 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
 
 
 def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:
-    """The run's final model with the parameters trainable that were trainable when training ended.
-
-    load_model returns every parameter trainable; measured that way, a fine-tuned model's frozen stages would
-    be charged gradients, optimizer state and the activations autograd keeps for them. This re-applies what
-    run.train_run and finetune.fine_tune leave: with freeze_epochs, the backbone frozen, its BatchNorm rule
-    (--finetune-bn), then --unfreeze's last stages unfrozen when phase 2 ran; a pretrained model trained all
-    at once, the BatchNorm rule alone. The trainable count must equal the run's params_trainable_final.
-    """
+    """The run's final model with the parameters trainable that were trainable when training ended (model.json
+    records them): measured otherwise, a fine-tuned model's frozen stages would be charged gradients, optimizer
+    state and the activations autograd keeps for them. The count must equal the run's params_trainable_final."""
     model = load_model(Path(run_dir) / "model")
-    saved = _saved_config(run_dir)
-    if model.meta.spec is None:  # a pretrained backbone (custom networks train every parameter)
-        from ..models.pretrained import freeze_backbone, set_batchnorm_frozen, unfreeze
-        from ..train.finetune import parse_bn_mode, parse_unfreeze
-
-        bn_frozen = parse_bn_mode(saved.get("finetune_bn", "frozen"))
-        if int(saved.get("freeze_epochs") or 0) > 0:
-            freeze_backbone(model)
-            set_batchnorm_frozen(model, bn_frozen)
-            boundary = metrics.get("phase_boundary")
-            if boundary is None or metrics.get("epochs_run", boundary + 1) > boundary:  # phase 2 trained
-                unfreeze(model, parse_unfreeze(saved.get("unfreeze", "all")))
-        elif saved.get("pretrained", True):
-            set_batchnorm_frozen(model, bn_frozen)
     want = metrics.get("params_trainable_final")
     got = count_parameters(model)[1]
     if want is not None and got != want:
-        raise RuntimeError(f"{run_dir}: {got:,} parameters trainable after re-applying its freeze state, "
+        raise RuntimeError(f"{run_dir}: {got:,} parameters trainable as saved with the model, "
                            f"but the run ended training with {want:,}")
     return model
 
 
 def _trainable_during_training(metrics: dict[str, Any]) -> int:
     return int(metrics.get("params_trainable_final", metrics["params_total"]))
-
-
-COLUMNS = [("model", "model"), ("accuracy", "test acc"), ("accuracy_std", "± std"), ("macro_precision", "precision"),
-           ("macro_recall", "recall"), ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"),
-           ("test_loss", "test loss"), ("params", "params"), ("params_trainable", "trainable"),
-           ("model_file_mb", "file MB"), ("train_seconds", "train s"), ("seconds_per_epoch", "s/epoch"),
-           ("epochs", "epochs"), ("latency_ms", "latency ms (b1)"), ("throughput", "img/s (b64)"),
-           ("train_memory_mb", "train MB")]
-
-
-def fmt(key: str, value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        if key in ("accuracy", "accuracy_std") or "precision" in key or "recall" in key or "f1" in key:
-            return f"{100 * value:.2f}"
-        return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def write_comparison(comparison: dict[str, Any], out: Path) -> None:
-    table = comparison["table"]
-    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=1, default=str))
-    with open(out / "comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS] + ["family", "seeds"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(table)
-    lines = [f"# cnnarena study on {comparison['data']}", "",
-             "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(k, r[k]) for k, _ in COLUMNS) + " |" for r in table]
-    lines += ["", "Accuracy, precision, recall and F1 in %, macro averages unless marked.", "", "## Verdict", ""]
-    lines += [f"- {s}" for s in comparison["verdict"]]
-    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
 
 
 def check_models(study: StudyConfig) -> None:

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..runtime import settings
+
 if TYPE_CHECKING:
     from .loop import TrainState
 
+log = logging.getLogger(__name__)
 
-def standard_callbacks(cfg, run_dir: Path, progress: bool, earlier: list[dict] | None = None) -> list[Callback]:
-    """The callbacks a training config asks for; `earlier` = history rows of a previous phase."""
-    callbacks: list[Callback] = [MetricsLog(run_dir, earlier), Checkpoint(run_dir)]  # Checkpoint saves last
+
+def standard_callbacks(cfg, run_dir: Path) -> list[Callback]:
+    """The callbacks a training config asks for, writing into run_dir; progress goes to the log."""
+    callbacks: list[Callback] = [MetricsLog(run_dir), Checkpoint(run_dir)]  # Checkpoint saves last
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(cfg.early_stopping))
     if cfg.reduce_on_plateau:
         callbacks.append(ReduceLROnPlateau(cfg.reduce_on_plateau))
-    if progress:
-        callbacks.append(ProgressBar())
+    callbacks.append(ProgressBar())
     return callbacks
 
 
@@ -67,7 +71,8 @@ class ReduceLROnPlateau(Callback):
         if self.wait >= self.patience and s.lr_ctl.plateau_scale > self.min_scale:
             s.lr_ctl.plateau_scale *= self.factor
             self.wait = 0
-            s.log(f"reduce-on-plateau: learning rate x{self.factor} -> scale {s.lr_ctl.plateau_scale:g}")
+            log.info(f"{s.phase.label}reduce-on-plateau: learning rate x{self.factor} -> "
+                     f"scale {s.lr_ctl.plateau_scale:g}")
 
     def state_dict(self) -> dict:
         return {"best": self.best, "wait": self.wait}
@@ -77,14 +82,14 @@ class ReduceLROnPlateau(Callback):
 
 
 class MetricsLog(Callback):
-    """history.csv and history.jsonl in the run directory, rewritten after every epoch."""
+    """history.csv and history.jsonl in the run directory, rewritten after every epoch (earlier phases' rows
+    first: one history per run)."""
 
-    def __init__(self, run_dir: Path, earlier: list[dict] | None = None) -> None:
+    def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.earlier = earlier or []  # rows of an earlier phase (fine-tuning), kept in the same file
 
     def on_epoch_end(self, s: TrainState) -> None:
-        rows = self.earlier + s.history
+        rows = [*s.phase.earlier, *s.history]
         keys = list(dict.fromkeys(k for row in rows for k in row))
         with open(self.run_dir / "history.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
@@ -100,57 +105,58 @@ class Checkpoint(Callback):
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir) / "checkpoints"
-        self.best: dict | None = None
-
-    def on_train_begin(self, s: TrainState) -> None:
-        if s.resume_point is not None:
-            self.best = s.resume_point["best_weights"]
 
     def on_epoch_final(self, s: TrainState) -> None:
-        from .checkpoint import cpu_state, save_model, save_trainer_state
+        from ..models.artefacts import save_model
+        from .checkpoint import cpu_state, save_trainer_state
 
-        improved = s.best_epoch == s.epoch
-        if improved:
-            self.best = cpu_state(s.model)
+        best = {k: v.detach().to("cpu", copy=True) for k, v in (s.best_weights or {}).items()} or None
         save_trainer_state(self.dir / "trainer_state.pt",
-                           {**s.resume_state(), "weights": cpu_state(s.model), "best_weights": self.best})
-        if improved:
+                           {**s.resume_state(), "weights": cpu_state(s.model), "best_weights": best})
+        if s.best_epoch == s.epoch:
             save_model(s.model, self.dir / "best", {"epoch": s.epoch})
         save_model(s.model, self.dir / "last", {"epoch": s.epoch})
 
 
 class ProgressBar(Callback):
-    """A live bar on a terminal (epoch, batch, loss, accuracy, lr, images/s, ETA); one line per epoch otherwise."""
+    """One log line per epoch (epoch, loss, accuracy, lr, images/s, time), and with runtime's live_progress a
+    live bar redrawn on stderr while the epoch trains (batch, loss, accuracy, lr, images/s, ETA)."""
 
     def __init__(self, stream=None, every: int = 10) -> None:
-        self.stream, self.every = stream or sys.stderr, every  # sys.stderr now, not at import (redirectable)
-        self.live = self.stream.isatty()
-        self.t0 = 0.0
+        self.stream, self.every = stream, every
+        self.drawn = False
 
-    def on_train_begin(self, s: TrainState) -> None:
-        self.t0 = time.perf_counter()
+    @property
+    def live(self) -> bool:
+        return settings().live_progress
+
+    def _out(self):
+        return self.stream or sys.stderr  # sys.stderr now, not at construction (redirectable)
 
     def on_batch_end(self, s: TrainState, batch: int, num_batches: int) -> None:
         if not self.live or (batch % self.every and batch != num_batches):
             return
-        seen = s.epoch_seen
-        rate = seen / max(1e-9, time.perf_counter() - s.epoch_t0)
+        p = s.progress
+        rate = p.seen / max(1e-9, time.perf_counter() - p.t0)
         left = (num_batches - batch) * s.batch_size / max(rate, 1e-9)
         left += (s.cfg.epochs - s.epoch - 1) * num_batches * s.batch_size / max(rate, 1e-9)
         width = 24
         done = int(width * batch / num_batches)
-        self.stream.write(
-            f"\r{s.phase_label}epoch {s.epoch + 1}/{s.cfg.epochs} [{'#' * done}{'.' * (width - done)}] "
-            f"{batch}/{num_batches} loss {s.running_loss:.4f} acc {s.running_acc:.3f} lr {s.lr_ctl.lr:.2e} "
+        out = self._out()
+        out.write(
+            f"\r{s.phase.label}epoch {s.epoch + 1}/{s.cfg.epochs} [{'#' * done}{'.' * (width - done)}] "
+            f"{batch}/{num_batches} loss {p.loss:.4f} acc {p.accuracy:.3f} lr {s.lr_ctl.lr:.2e} "
             f"{rate:,.0f} img/s ETA {left:4.0f}s ")
-        self.stream.flush()
+        out.flush()
+        self.drawn = True
 
     def on_epoch_end(self, s: TrainState) -> None:
+        if self.drawn:  # clear the live bar's line before the epoch's log line
+            self._out().write("\r\033[K")
+            self.drawn = False
         row = s.history[-1]
-        self.stream.write(
-            # numbered within the phase, like the live bar (history rows carry the run-wide number)
-            f"\r{s.phase_label}epoch {s.epoch:>3}/{s.cfg.epochs}  "
-            f"loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
-            f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}  "
-            f"lr {row['lr']:.2e}  {row['images_per_second']:,.0f} img/s  {row['epoch_seconds']:.1f}s" + " " * 20 + "\n")
-        self.stream.flush()
+        # numbered within the phase, like the live bar (history rows carry the run-wide number)
+        log.info(f"{s.phase.label}epoch {s.epoch:>3}/{s.cfg.epochs}  "
+                 f"loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
+                 f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}  "
+                 f"lr {row['lr']:.2e}  {row['images_per_second']:,.0f} img/s  {row['epoch_seconds']:.1f}s")

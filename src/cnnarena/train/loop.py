@@ -6,9 +6,9 @@ tracks the best epoch by cfg.monitor, and leaves the model holding the best epoc
 
 from __future__ import annotations
 
-import copy
 import random
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..data.loader import BatchLoader
 from ..errors import UserError
-from ..memory import keep_freed_memory
 from ..models.base import Classifier
 from .callbacks import Callback
 from .config import TrainConfig
@@ -66,40 +66,69 @@ def autocast_for(device: torch.device, amp: bool | None):
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use else nullcontext
 
 
+@dataclass(frozen=True)
+class Phase:
+    """What one fit() continues: a named phase after the history rows of `earlier` ones (fine-tuning's phase 2
+    after phase 1). Its epochs are numbered after theirs, and their training time counts against max_minutes."""
+
+    name: str = ""
+    earlier: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def first_epoch(self) -> int:
+        return len(self.earlier)
+
+    @property
+    def seconds_before(self) -> float:
+        return sum(row["epoch_seconds"] for row in self.earlier)
+
+    @property
+    def label(self) -> str:
+        return f"[{self.name}] " if self.name else ""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a whole training (one fit, or fine-tuning's two) ends with; the model holds the kept weights."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int  # 1-based row of history whose weights were kept (0: none)
+    stop_reason: str | None
+    phase_boundary: int | None = None  # rows of fine-tuning's phase 1
+
+
+@dataclass
+class EpochProgress:
+    """Running numbers of the epoch being trained, for the progress bar and the thread tuner."""
+
+    t0: float = 0.0
+    seen: int = 0
+    loss: float = 0.0
+    accuracy: float = 0.0
+
+
 @dataclass
 class TrainState:
-    model: Classifier
+    model: Classifier  # the whole model: best weights and checkpoints are its, whatever part of it trains
     optimizer: torch.optim.Optimizer
     lr_ctl: LRController
     cfg: TrainConfig
     batch_size: int
-    epoch: int = 0  # epochs completed
+    phase: Phase = Phase()
+    epoch: int = 0  # epochs completed in this phase
     step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # this phase's rows
     best_value: float | None = None
     best_epoch: int = 0
     best_weights: dict[str, torch.Tensor] | None = None
     stop_reason: str | None = None
-    train_seconds: float = 0.0
-    phase: str = ""
-    # running numbers of the current epoch, for the progress bar
-    epoch_t0: float = 0.0
-    epoch_seen: int = 0
-    running_loss: float = 0.0
-    running_acc: float = 0.0
-    messages: list[str] = field(default_factory=list)
-    step_model: torch.nn.Module | None = None  # what the training step calls (the model, or its compiled form)
+    train_seconds: float = 0.0  # earlier phases included
+    progress: EpochProgress = field(default_factory=EpochProgress)
     generator: torch.Generator | None = None  # the training loader's: shuffles and augmentation draw from it
     callbacks: list[Callback] = field(default_factory=list)
-    resume_point: dict[str, Any] | None = None  # the trainer state this fit resumed from
-    tuner: ThreadTuner | None = None  # CPU: picks the thread count by measurement
 
-    @property
-    def phase_label(self) -> str:
-        return f"[{self.phase}] " if self.phase else ""
-
-    def log(self, message: str) -> None:
-        self.messages.append(message)
+    def result(self) -> TrainResult:
+        return TrainResult(self.history, self.best_epoch, self.stop_reason)
 
     def improved(self, row: dict[str, Any]) -> bool:
         value = row[self.cfg.monitor]
@@ -123,13 +152,14 @@ class TrainState:
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
-    def restore(self, resume: dict[str, Any], best_weights: dict[str, torch.Tensor] | None) -> None:
-        """Carry on from resume_state() (weights are loaded by the caller)."""
+    def restore(self, resume: dict[str, Any]) -> None:
+        """Carry on from resume_state() plus its "best_weights" (the last weights are loaded by the caller)."""
         self.optimizer.load_state_dict(resume["optimizer"])
         self.epoch, self.step, self.history = resume["epoch"], resume["step"], resume["history"]
         self.best_value, self.best_epoch = resume["best_value"], resume["best_epoch"]
         self.lr_ctl.plateau_scale, self.train_seconds = resume["plateau_scale"], resume["train_seconds"]
         self.stop_reason = resume.get("stop_reason")
+        self.best_weights = resume.get("best_weights")
         torch.set_rng_state(resume["torch_rng"])
         if "cuda_rng" in resume and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
@@ -142,7 +172,6 @@ class TrainState:
         for cb in self.callbacks:
             if type(cb).__name__ in saved:
                 cb.load_state_dict(saved[type(cb).__name__])
-        self.best_weights, self.resume_point = best_weights, resume
 
 
 @torch.no_grad()
@@ -161,94 +190,95 @@ def evaluate_loader(model: Classifier, loader: BatchLoader, autocast=nullcontext
 
 
 def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfig, *,
-        callbacks: list[Callback] = (), param_groups: list[dict] | None = None,
-        resume: dict[str, Any] | None = None, resume_best: dict[str, torch.Tensor] | None = None,
-        phase: str = "", first_epoch_label: int = 0, seconds_before: float = 0.0) -> TrainState:
+        callbacks: Sequence[Callback] = (), param_groups: list[dict] | None = None, phase: Phase = Phase(),
+        resume: dict[str, Any] | None = None, net: nn.Module | None = None) -> TrainState:
     """Train; returns the final state (history, best epoch, stop reason). The model ends on its best weights.
 
-    first_epoch_label offsets the epoch numbers written to history (for a second fine-tuning phase);
-    seconds_before is training time an earlier phase spent, counted against cfg.max_minutes.
+    phase: what this fit continues (see Phase). resume: a trainer state saved by the Checkpoint callback, with
+    `model` already on its last weights (train.checkpoint.load_resume_point). net: what runs on the loaders'
+    batches when that is not `model` itself - the tail behind a trunk cache, sharing its modules with `model`.
     """
     device = train.device
-    if device.type == "cpu":
-        keep_freed_memory()
-    model.to(device)
+    net = model if net is None else net
+    net.to(device)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    params = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
+        net.to(memory_format=torch.channels_last)
+    params = param_groups if param_groups is not None else [p for p in net.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     lr_ctl = LRController(optimizer, cfg, len(train))
     state = TrainState(model, optimizer, lr_ctl, cfg, train.batch_size, phase=phase,
                        generator=getattr(train, "generator", None), callbacks=list(callbacks),
-                       train_seconds=seconds_before)
+                       train_seconds=phase.seconds_before)
     if resume is not None:
-        state.restore(resume, resume_best)
-    if device.type == "cpu" and ThreadTuner.wanted(cfg.deterministic):
-        state.tuner = ThreadTuner(torch.get_num_threads())
-        state.tuner.begin()
+        state.restore(resume)
+    tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ThreadTuner.wanted(cfg.deterministic) \
+        else None
     autocast = autocast_for(device, cfg.amp)
-    # The compiled module shares parameters with `model`, so checkpoints and best weights stay as they are.
-    state.step_model = torch.compile(model) if cfg.compile else model
-    for cb in callbacks:
+    # The compiled module shares parameters with `net`, so checkpoints and best weights stay as they are.
+    step_net = torch.compile(net) if cfg.compile else net
+    for cb in state.callbacks:
         cb.on_train_begin(state)
+    if tuner is not None:
+        tuner.begin()
     try:
         while state.epoch < cfg.epochs and state.stop_reason is None:
-            row = _train_one_epoch(state, train, callbacks, autocast)
-            row["epoch"] = first_epoch_label + state.epoch + 1
-            if phase:
-                row["phase"] = phase
-            row["val_loss"], row["val_accuracy"] = evaluate_loader(model, val, autocast)
+            row = _train_one_epoch(state, net, step_net, train, autocast, tuner)
+            row["epoch"] = phase.first_epoch + state.epoch + 1
+            if phase.name:
+                row["phase"] = phase.name
+            row["val_loss"], row["val_accuracy"] = evaluate_loader(net, val, autocast)
             state.epoch += 1
             state.history.append(row)
             if state.improved({**row, "epoch": state.epoch}):
-                state.best_weights = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
-            for cb in callbacks:
+                state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            for cb in state.callbacks:
                 cb.on_epoch_end(state)
             if cfg.max_minutes is not None and state.train_seconds > 60 * cfg.max_minutes and state.stop_reason is None:
                 state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
-            for cb in callbacks:
+            for cb in state.callbacks:
                 cb.on_epoch_final(state)
     finally:
-        if state.tuner is not None:
-            state.tuner.end()  # the process gets its threads back
+        if tuner is not None:
+            tuner.end()  # the process gets its threads back
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
-    for cb in callbacks:
+    for cb in state.callbacks:
         cb.on_train_end(state)
     return state
 
 
-def _train_one_epoch(state: TrainState, train: BatchLoader, callbacks, autocast) -> dict[str, Any]:
-    model, cfg, opt = state.model, state.cfg, state.optimizer
-    model.train()
-    state.epoch_t0, state.epoch_seen = time.perf_counter(), 0
+def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, train: BatchLoader, autocast,
+                     tuner: ThreadTuner | None) -> dict[str, Any]:
+    cfg, opt, progress, callbacks = state.cfg, state.optimizer, state.progress, state.callbacks
+    net.train()
+    progress.t0, progress.seen = time.perf_counter(), 0
     loss_sum = torch.zeros((), device=train.device)
     correct = torch.zeros((), device=train.device, dtype=torch.long)
     num_batches = len(train)
     for b, (x, y) in enumerate(train, start=1):
         lr = state.lr_ctl.set_step(state.step)
         with autocast():
-            logits = state.step_model(x)
+            logits = step_net(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         state.step += 1
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()
-        state.epoch_seen += y.shape[0]
-        if state.tuner is not None:
-            state.tuner.after_step(state)
+        progress.seen += y.shape[0]
+        if tuner is not None:
+            tuner.after_step(state)
         if callbacks and b % 10 == 0 or b == num_batches:  # .item() syncs a GPU: only now and then
-            state.running_loss = loss_sum.item() / state.epoch_seen
-            state.running_acc = correct.item() / state.epoch_seen
+            progress.loss = loss_sum.item() / progress.seen
+            progress.accuracy = correct.item() / progress.seen
             for cb in callbacks:
                 cb.on_batch_end(state, b, num_batches)
-    seconds = time.perf_counter() - state.epoch_t0
+    seconds = time.perf_counter() - progress.t0
     state.train_seconds += seconds
-    return {"train_loss": loss_sum.item() / max(1, state.epoch_seen),
-            "train_accuracy": correct.item() / max(1, state.epoch_seen),
+    return {"train_loss": loss_sum.item() / max(1, progress.seen),
+            "train_accuracy": correct.item() / max(1, progress.seen),
             "lr": lr, "epoch_seconds": round(seconds, 3),
-            "images_per_second": round(state.epoch_seen / max(seconds, 1e-9), 1)}
+            "images_per_second": round(progress.seen / max(seconds, 1e-9), 1)}

@@ -1,12 +1,13 @@
 """Learning-rate range test (fastai's lr_find / Leslie Smith): raise the LR exponentially each batch,
-record the smoothed loss, stop when it blows up, suggest the LR where the loss falls fastest."""
+record the smoothed loss, stop when it blows up, suggest the LR where the loss falls fastest.
+
+The figure is drawn by report/lr_plot.py (plot_lr_find): train sits below report."""
 
 from __future__ import annotations
 
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch.nn.functional as F
 
@@ -37,23 +38,6 @@ def check_range(start_lr: float, end_lr: float, steps: int) -> None:
             raise UserError(f"{name} must be a positive number, got {lr}")
     if start_lr >= end_lr:
         raise UserError(f"--start-lr ({start_lr:g}) must be below --end-lr ({end_lr:g}): the test raises the LR")
-
-
-def plot_path(path: Path | str) -> Path:
-    """Where plot_lr_find will write `path`: matplotlib appends .png to a name without a suffix, and
-    refuses suffixes it cannot write; UserError for those (and for a directory) before any work starts."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"--out {path} is a directory: give a file name, e.g. {path / 'lr_find.png'}")
-    if not path.suffix:
-        return path.with_name(path.name + ".png")
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if path.suffix[1:].lower() not in formats:
-        raise UserError(f"--out {path}: cannot write a plot as {path.suffix!r}; use one of "
-                        f"{', '.join('.' + f for f in sorted(formats))}")
-    return path
 
 
 def lr_find(model: Classifier, loader: BatchLoader, cfg: TrainConfig, *, start_lr: float = 1e-7,
@@ -97,19 +81,3 @@ def _steepest(lrs: list[float], losses: list[float]) -> float:
               for i in range(max(1, lo), min(hi, len(lrs) - 1))]
     i = min(range(len(slopes)), key=slopes.__getitem__) + max(1, lo)
     return lrs[i]
-
-
-def plot_lr_find(result: LRFindResult, path: Path | str) -> Path:
-    """The plot, written to plot_path(path); returns that path."""
-    from ..report.plots import _save, plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(result.lrs, result.losses)
-    ax.set_xscale("log")
-    ax.axvline(result.suggestion, color="red", ls="--", label=f"suggested {result.suggestion:.2e}")
-    ax.axvline(result.min_loss_lr, color="grey", ls=":", label=f"minimum loss {result.min_loss_lr:.2e}")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("smoothed training loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, plot_path(path))

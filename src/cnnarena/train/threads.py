@@ -9,14 +9,18 @@ machine two threads are ~1.5x faster. So the training loop measures both now and
 
 from __future__ import annotations
 
-import os
+import logging
 import time
 from typing import TYPE_CHECKING
 
 import torch
 
+from ..runtime import settings
+
 if TYPE_CHECKING:
     from .loop import TrainState
+
+log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 0.3  # one measurement: long enough to span scheduler time slices
 FIRST_RECHECK, LAST_RECHECK = 30.0, 240.0  # seconds between probes: doubling while the choice holds
@@ -78,9 +82,9 @@ class ThreadTuner:
 
     @staticmethod
     def wanted(deterministic: bool) -> bool:
-        """Only on several threads, not when results must repeat bit for bit, and not when the user opted out."""
-        return (torch.get_num_threads() > 1 and not deterministic
-                and os.environ.get("CNNARENA_THREAD_TUNING", "1") != "0")
+        """Only when the caller opted in (runtime.configure(tune_threads=True): the CLI does, unless
+        CNNARENA_THREAD_TUNING=0), on several threads, and not when results must repeat bit for bit."""
+        return settings().tune_threads and torch.get_num_threads() > 1 and not deterministic
 
     def begin(self) -> None:
         torch.set_num_threads(self.chooser.best)
@@ -92,13 +96,14 @@ class ThreadTuner:
     def after_step(self, s: TrainState) -> None:
         now = time.perf_counter()
         mark = self.mark
-        if mark is None or mark[2] != s.epoch or s.epoch_seen < mark[1]:
-            self.mark = (now, s.epoch_seen, s.epoch)  # warm-up steps and epoch boundaries (validation): unmeasured
+        seen = s.progress.seen
+        if mark is None or mark[2] != s.epoch or seen < mark[1]:
+            self.mark = (now, seen, s.epoch)  # warm-up steps and epoch boundaries (validation): unmeasured
             return
         seconds = now - mark[0]
         if seconds < WINDOW_SECONDS:
             return
-        rate = (s.epoch_seen - mark[1]) / seconds
+        rate = (seen - mark[1]) / seconds
         chooser = self.chooser
         if self.measuring is not None:
             before = chooser.best
@@ -106,9 +111,9 @@ class ThreadTuner:
             self.measuring = None
             if chooser.pending() is None and chooser.best != before:
                 rates = ", ".join(f"{n}: {r:,.0f} img/s" for n, r in chooser.rates.items())
-                s.log(f"epoch {s.epoch + 1}: training on {chooser.best} of {self.most} threads ({rates})")
+                log.info(f"epoch {s.epoch + 1}: training on {chooser.best} of {self.most} threads ({rates})")
         elif chooser.due(now, rate):
             chooser.start_probe(now)
         self.measuring = chooser.pending()
         torch.set_num_threads(self.measuring or chooser.best)
-        self.mark = (now, s.epoch_seen, s.epoch)
+        self.mark = (now, seen, s.epoch)

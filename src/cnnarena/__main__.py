@@ -1,0 +1,5 @@
+"""`python -m cnnarena ...` (and `torchrun -m cnnarena ...`): the same as the `cnnarena` command."""
+
+from .cli import main
+
+main()
