@@ -91,8 +91,7 @@ def main() -> None:
         print(f"generated {n} JPEGs ({megabytes:.0f} MB) in {gen_s:.1f}s", flush=True)
 
         from cnnarena.config import build_config
-        from cnnarena.data.sources import load_source
-        from cnnarena.data.sources import _cached_source
+        from cnnarena.data.sources import _cached_source, load_source
         from cnnarena.run import train_run
 
         t0 = time.perf_counter()

@@ -18,13 +18,13 @@ def bad_files(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "no/such/folder"], "unknown dataset"),
-    (["train", "digits", "--model", "resnet9000"], "unknown model"),
+    (["train", "digits", "--model", "resnet9000", "--out", "{tmp}/run"], "unknown model"),
     (["train", "digits", "--augment", "sparkle"], "unknown augmentation"),
     (["train", "digits", "--epochs", "0"], "--epochs must be at least 1"),
     (["train", "digits", "--optimizer", "rmsprop"], "unknown optimizer"),
     (["train", "digits", "--config", "{tmp}/bad_config.yaml"], "unknown config key 'wobble'"),
     (["train", "digits", "--config", "{tmp}/missing.yaml"], "config file not found"),
-    (["train", "digits", "--model", "{tmp}/bad_spec.yaml"], "unknown layer 'sparkle'"),
+    (["train", "digits", "--model", "{tmp}/bad_spec.yaml", "--out", "{tmp}/run"], "unknown layer 'sparkle'"),
     (["train", "digits", "--split", "{tmp}/split.json", "--out", "{tmp}/run"], "not a cnnarena split manifest"),
     (["train", "digits", "--fraction", "1.5"], "--fraction must be in"),
     (["train", "digits", "--head-hidden", "a,b"], "comma-separated whole numbers"),
@@ -58,6 +58,7 @@ def test_summary_prints_keras_style_table(monkeypatch, capsys):
     assert "Trainable params: 429,450" in out and "Output Shape" in out
 
 
+@pytest.mark.slow  # ~3.5 s: trains 3 epochs
 def test_train_then_evaluate_via_cli(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     code, out, _ = run_cli(["train", "digits", "--epochs", "3", "--batch-size", "32", "--out", str(run)],

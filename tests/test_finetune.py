@@ -222,6 +222,7 @@ def test_batchnorm_train_mode_lets_unfrozen_statistics_move_and_frozen_mode_does
 
 # --- the CLI ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~3 s: builds every backbone
 def test_models_lists_every_alias_with_params_input_size_and_offline_weights():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output

@@ -181,3 +181,111 @@ def test_without_a_compiler_or_when_switched_off_training_uses_the_layers(monkey
     monkeypatch.delenv("CNNARENA_FUSED_KERNELS")
     assert library() is not None  # built afresh into the empty cache folder
     assert [p.suffix for p in (tmp_path / "kernels").iterdir()] == [".so"]  # no half-written files left
+
+
+# --- the boundary: the ops check what reaches the C kernels ---------------------------------------------------
+
+def _op_inputs(pool):
+    x = torch.randn(3, 5, 6, 7).contiguous(memory_format=CL)
+    weight, bias = torch.rand(5) + 0.5, torch.randn(5)
+    forward, backward = ((fused_block.bn_pool_relu_forward, fused_block.bn_pool_relu_backward) if pool
+                         else (fused_block.bn_relu_forward, fused_block.bn_relu_backward))
+    out, which, mean, _, invstd = forward(x, weight, bias, 1e-5)
+    grad = torch.randn(out.shape).contiguous(memory_format=CL)
+    return forward, (x, weight, bias, 1e-5), backward, (grad, x, which, weight, mean, invstd)
+
+
+@pytest.mark.parametrize("pool", [True, False], ids=["bn-pool-relu", "bn-relu"])
+def test_the_ops_pass_opcheck(pool):
+    forward, forward_args, backward, backward_args = _op_inputs(pool)
+    torch.library.opcheck(forward, forward_args)  # schema, fake (meta) shapes and strides, tracing
+    torch.library.opcheck(backward, backward_args)
+    meta = forward(*(a.to("meta") if isinstance(a, torch.Tensor) else a for a in forward_args))
+    assert [t.shape for t in meta] == [t.shape for t in forward(*forward_args)]
+
+
+FORWARD_ARGS, BACKWARD_ARGS = ("x", "weight", "bias", "eps"), ("grad_out", "x", "which", "weight", "mean", "invstd")
+
+
+@pytest.mark.parametrize("step,arg,bad,message", [
+    ("forward", "x", lambda t: t.contiguous(), r"x must be channels_last \(NHWC in memory\) and dense"),
+    ("forward", "x", lambda t: t.double().contiguous(memory_format=CL), "x must be torch.float32, got torch.float64"),
+    ("forward", "x", lambda t: t[:, :, :, ::2], "x must be channels_last"),  # a strided view: not dense
+    ("forward", "x", lambda t: t[0], r"x must be a 4-d \(N, C, H, W\) map"),
+    ("forward", "x", lambda t: t.to("meta"), "weight must be on x's device meta, got cpu"),
+    ("forward", "weight", lambda t: t[:4], r"weight must have shape \(5,\), got \(4,\)"),
+    ("forward", "bias", lambda t: t.half(), "bias must be torch.float32"),
+    ("backward", "grad_out", lambda t: t.contiguous(), "grad_out must be channels_last"),
+    ("backward", "grad_out", lambda t: t[:1], r"grad_out must have shape \(3, 5, "),
+    ("backward", "which", lambda t: t.float(), "which must be torch.uint8"),
+    ("backward", "which", lambda t: t.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1), "which must be contiguous"),
+    ("backward", "mean", lambda t: t[:3], r"mean must have shape \(5,\)"),
+])
+@pytest.mark.parametrize("pool", [True, False], ids=["bn-pool-relu", "bn-relu"])
+def test_the_ops_reject_what_the_kernels_cannot_read_with_a_clear_message(pool, step, arg, bad, message):
+    forward, forward_args, backward, backward_args = _op_inputs(pool)
+    op, names, args = (forward, FORWARD_ARGS, forward_args) if step == "forward" else (backward, BACKWARD_ARGS,
+                                                                                     backward_args)
+    args = list(args)
+    args[names.index(arg)] = bad(args[names.index(arg)])
+    with pytest.raises(ValueError, match=f"cnnarena::bn_{'pool_' if pool else ''}relu_{step}: {message}"):
+        op(*args)
+
+
+def test_the_ops_read_a_tensor_at_its_offset():
+    big = torch.randn(4, 5, 6, 6).contiguous(memory_format=CL)
+    weight, bias = torch.rand(5) + 0.5, torch.randn(5)
+    part = big[1:3]  # channels_last and dense, starting 180 floats into the storage
+    assert part.storage_offset() > 0
+    for got, want in zip(fused_block.bn_pool_relu_forward(part, weight, bias, 1e-5),
+                         fused_block.bn_pool_relu_forward(part.clone(memory_format=CL), weight, bias, 1e-5),
+                         strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_ops_need_the_map_the_pool_needs_and_say_so():
+    x = torch.randn(2, 3, 1, 5).contiguous(memory_format=CL)
+    with pytest.raises(ValueError, match=r"at least 1 x 1 x 2 x 2 .* got \(2, 3, 1, 5\)"):
+        fused_block.bn_pool_relu_forward(x, torch.ones(3), torch.zeros(3), 1e-5)
+    assert fused_block.bn_relu_forward(x, torch.ones(3), torch.zeros(3), 1e-5)[0].shape == x.shape  # no pool: fine
+
+
+def test_a_kernel_status_becomes_an_exception(monkeypatch):
+    args = (torch.randn(2, 3, 4, 4).contiguous(memory_format=CL), torch.ones(3), torch.zeros(3), 1e-5)
+    monkeypatch.setattr(fused_block, "_lib", type("FailingLib", (), {"bpr_forward": staticmethod(lambda d, io: 1),
+                                                                    "br_forward": staticmethod(lambda d, io: 7)}))
+    with pytest.raises(MemoryError, match=r"fused BatchNorm kernel: out of memory in bpr_forward"):
+        fused_block.bn_pool_relu_forward(*args)
+    with pytest.raises(RuntimeError, match="br_forward failed: status 7"):
+        fused_block.bn_relu_forward(*args)
+    monkeypatch.setattr(fused_block, "_lib", None)
+    with pytest.raises(RuntimeError, match="fused kernels are not available here"):
+        fused_block.bn_relu_forward(*args)
+
+
+@pytest.mark.slow  # a subprocess
+def test_importing_registers_the_ops_without_building_and_a_failed_allocation_is_a_memory_error():
+    """In a fresh process: the ops exist after the import, the kernels are not loaded until used, and with its
+    address space capped so that the outputs fit but the kernel's scratch memory does not, the C code reports
+    the failed allocation (freeing what it had) as a MemoryError, and the next call works."""
+    script = (
+        "import resource, torch\n"
+        "from cnnarena.models import fused_block as fb\n"
+        "assert fb._lib is False and torch.ops.cnnarena.bn_relu_forward.default is fb.bn_relu_forward\n"
+        "cl = torch.channels_last\n"
+        "small = torch.randn(2, 4, 4, 4).contiguous(memory_format=cl)\n"
+        "fb.bn_relu_forward(small, torch.ones(4), torch.zeros(4), 1e-5)  # built, and OpenMP's threads started\n"
+        "c = 4_000_000  # outputs ~84 MB, scratch memory ~100 MB a thread + 32 MB\n"
+        "x, w, b = torch.randn(1, c, 1, 1).contiguous(memory_format=cl), torch.ones(c), torch.zeros(c)\n"
+        "vm = next(int(ln.split()[1]) for ln in open('/proc/self/status') if ln.startswith('VmSize')) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + 150 * 2**20, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    fb.bn_relu_forward(x, w, b, 1e-5)\n"
+        "    print('no error')\n"
+        "except MemoryError as e:\n"
+        "    print(e)\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+        "assert fb.bn_relu_forward(small, torch.ones(4), torch.zeros(4), 1e-5)[0].shape == small.shape\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("fused BatchNorm kernel: out of memory in br_forward"), done.stdout

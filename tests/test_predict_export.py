@@ -22,8 +22,8 @@ from cnnarena.data.sources import load_source
 from cnnarena.errors import UserError
 from cnnarena.evaluate.predict import decode_for, load_run_model, predict_files
 from cnnarena.export.onnx import check_onnx, export_onnx
-from cnnarena.run import train_run
 from cnnarena.models.artefacts import save_model
+from cnnarena.run import train_run
 
 CLI = [sys.executable, "-m", "cnnarena.cli"]
 
@@ -81,6 +81,7 @@ def rgb_run(rgb_data: Path, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow  # ~3 s: trains rgb_run
 def test_predict_decodes_every_file_exactly_like_training(rgb_data, rgb_run, tmp_path):
     model = load_run_model(rgb_run)
     assert model.meta.in_chans == 3 and model.meta.data_size == (32, 32)
@@ -252,6 +253,7 @@ def test_export_function_default_path_and_failed_checks(digits_run, tmp_path):
         export_onnx(digits_run, tmp_path / "model.bin")
 
 
+@pytest.mark.slow  # ~8 s: an EfficientNet-Lite0 export
 def test_export_efficientnet_lite0_with_resize_inside(tmp_path):
     """timm's EfficientNet-Lite0 behind the adapter (gray 16×16 -> RGB 48×48) exports with a dynamic batch."""
     from cnnarena.models.registry import create_model
@@ -264,6 +266,7 @@ def test_export_efficientnet_lite0_with_resize_inside(tmp_path):
     _assert_ort_matches_torch(result.onnx_path, load_run_model(tmp_path / "run"))
 
 
+@pytest.mark.slow  # ~10 s: the dynamo exporter
 def test_export_with_dynamo_exporter(digits_run, tmp_path):
     result = export_onnx(digits_run, tmp_path / "dynamo.onnx", exporter="dynamo")
     _assert_ort_matches_torch(result.onnx_path, load_run_model(digits_run))

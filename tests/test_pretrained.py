@@ -130,7 +130,8 @@ def test_package_mapping_fails_loudly_when_tensors_do_not_line_up():
 
 # --- names and architectures ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("alias", list(ALIASES))
+@pytest.mark.parametrize("alias", [pytest.param(a, marks=pytest.mark.slow) if a == "vgg16" else a  # ~4 s
+                                   for a in ALIASES])
 def test_every_alias_builds_with_its_head_and_runs(alias):
     size = 75 if alias.startswith("inception") else 64
     in_chans = 1 if alias in {"resnet18", "googlenet", "vgg16", "mobilenet_v3"} else 3
@@ -200,6 +201,7 @@ def test_pretrained_offline_without_weights_says_how_to_get_them(alias):
     assert "--no-pretrained" in message and "\n" not in message
 
 
+@pytest.mark.slow  # ~4 s: builds every backbone
 def test_list_pretrained_reports_every_alias():
     rows = {row["alias"]: row for row in list_pretrained()}
     assert list(rows) == list(ALIASES)

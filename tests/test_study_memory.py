@@ -2,6 +2,7 @@
 activation once and the weights apart, and with a fine-tuned model's frozen layers left frozen. Real runs on
 digits, no mocks."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,12 +12,12 @@ import torch.nn.functional as F
 import yaml
 
 from cnnarena.config import build_config
+from cnnarena.models.artefacts import load_model
 from cnnarena.models.base import count_parameters
 from cnnarena.run import train_run
 from cnnarena.study.config import build_study_config
 from cnnarena.study.measure import training_memory_bytes
 from cnnarena.study.runner import run_study
-from cnnarena.models.artefacts import load_model
 
 CPU = torch.device("cpu")
 
@@ -35,6 +36,7 @@ def study_twice(tmp_path_factory):
     return out / "runs" / "simple-2conv" / "f=1-s=0", first["table"][0], second["table"][0]
 
 
+@pytest.mark.slow  # ~9 s: runs a study twice
 def test_rerunning_a_study_measures_the_batch_size_the_run_trained_with(study_twice):
     run_dir, first, second = study_twice
     trained_with = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["batch_size"]
@@ -66,6 +68,7 @@ def saved_for_backward(loss: torch.Tensor) -> list[torch.Tensor]:
     return found
 
 
+@pytest.mark.slow  # uses that study's run
 def test_cpu_estimate_counts_each_saved_storage_once_and_weights_apart(study_twice):
     run_dir = study_twice[0]
     model = load_model(run_dir / "model").train()
@@ -114,8 +117,8 @@ def test_finetuned_model_is_measured_with_its_final_freeze_state(lite0_finetuned
     total = metrics["params_total"]
     trainable = metrics["params_trainable_final"]  # the last backbone stage + the head
     assert trainable < total
-    everything = load_model(run / "model")
-    assert count_parameters(everything) == (total, total)  # what the study measured before: all trainable
+    assert count_parameters(load_model(run / "model")) == (total, trainable)  # model.json keeps the freeze state
+    everything = load_model(run / "model").requires_grad_(True)  # what the study measured before: all trainable
 
     model = load_as_trained(run, metrics)
     assert count_parameters(model) == (total, trainable)
@@ -136,7 +139,11 @@ def test_a_freeze_state_that_does_not_reproduce_the_run_is_an_error(lite0_finetu
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     cfg = yaml.safe_load((copy / "config.yaml").read_text())
-    cfg["unfreeze"] = "all"  # not what the run trained with
+    cfg["unfreeze"] = "all"  # not what the run trained with: the freeze state is not re-derived from the config
     (copy / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    with pytest.raises(RuntimeError, match="parameters trainable after re-applying its freeze state"):
+    assert count_parameters(load_as_trained(copy, metrics))[1] == metrics["params_trainable_final"]
+    saved = json.loads((copy / "model.json").read_text())
+    saved["freeze"]["frozen"] = []  # a model file whose freeze state is not the one the run ended with
+    (copy / "model.json").write_text(json.dumps(saved))
+    with pytest.raises(RuntimeError, match="parameters trainable as saved with the model"):
         load_as_trained(copy, metrics)

@@ -53,6 +53,7 @@ def test_early_stopping_restores_best_epoch(tmp_path):
     assert not all(torch.equal(final[k], last_ckpt[k]) for k in final)
 
 
+@pytest.mark.slow  # ~4 s: 12 epochs
 def test_reduce_on_plateau_lowers_lr(tmp_path):
     cfg = digits_cfg(epochs=12, fraction=0.1, lr=1e-2, reduce_on_plateau=1, batch_size=16)
     train_run(cfg, tmp_path / "run")

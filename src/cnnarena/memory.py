@@ -10,7 +10,8 @@ Evaluation gains most: EfficientNet-Lite0 at 80 px, batch 1024, ran at 123 img/s
 predict_logits() first runs (after the model is loaded) 236-290 img/s: the heap already laid out keeps some faults.
 So the CLI tunes at start-up: `cnnarena evaluate` of that run (10,000 images) took 50 s instead of 84 s.
 
-The setting is process-wide and stays on; a user who set MALLOC_*_ variables keeps theirs.
+The setting is process-wide and stays on, so the library never applies it by itself: the CLI opts in at start-up
+(runtime.configure(tune_malloc=True)); a user who set MALLOC_*_ variables keeps theirs.
 """
 
 from __future__ import annotations

@@ -151,9 +151,10 @@ def download(url: str, dest: Path, md5: str, how_to: str) -> None:
         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
         console = Console(stderr=True)
+        live = runtime.settings().live_progress and console.is_terminal  # the CLI opts in (runtime.py)
         with (urllib.request.urlopen(url, timeout=30) as response, part.open("wb") as out,
               Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                       console=console, transient=True, disable=not console.is_terminal) as bar):
+                       console=console, transient=True, disable=not live) as bar):
             length = response.headers.get("Content-Length")
             task = bar.add_task(f"downloading {dest.name}", total=int(length) if length else None)
             while chunk := response.read(1 << 20):

@@ -138,6 +138,8 @@ def decode_files(paths: list[str], out_path: Path, size: int, grayscale: bool) -
     from rich.console import Console  # imported here: workers never need it
     from rich.progress import Progress
 
+    from ..runtime import settings
+
     if len(paths) < PARALLEL_MIN_FILES:
         return decode_chunk(paths, 0, str(out_path), size, grayscale)
     workers = os.cpu_count() or 1
@@ -152,7 +154,8 @@ def decode_files(paths: list[str], out_path: Path, size: int, grayscale: bool) -
                    for i in range(0, len(paths), step)}
         # transient: the bar vanishes once every file is decoded; none at all when stderr is a file.
         console = Console(stderr=True)
-        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        live = settings().live_progress and console.is_terminal  # the CLI opts in (runtime.py)
+        with Progress(console=console, transient=True, disable=not live) as bar:
             task = bar.add_task("decoding images", total=len(paths))
             for future in as_completed(futures):
                 chunk = future.result()

@@ -45,25 +45,17 @@ PRESETS: dict[str, Spec] = {
     # Designed for accuracy per second on 28–64 px images on a CPU: a stride-2 first conv (the
     # full-resolution layer is the expensive one), BatchNorm everywhere, no wide dense layer;
     # trained with the recipe in models/recipes.py (one-cycle SGD, label smoothing, flip + flip TTA).
-    # 48 (not 64) filters in the middle: the two 3×3 convs after the stem are ~all the FLOPs, and on
-    # Fashion-MNIST 48 trained an epoch in 17-19 s against 27 s for 64 (same machine, same day), and 8 epochs
-    # gave 92.56/92.59% (2 seeds) against 92.61% for 64.
+    # 48 (not 64) filters in the middle: ~2/3 of the epoch time for the same accuracy (benchmarks/results/
+    # custom_presets.md).
     "fast": [
         {"conv": {"filters": 32, "stride": 2}}, "batchnorm", "relu",
         {"conv": 48}, "batchnorm", "relu", "maxpool",
         {"conv": 128}, "batchnorm", "relu", "maxpool",
         "flatten",
     ],
-    # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU on 28 px images; `fast` levels off near
-    # 92.6% on Fashion-MNIST however long it trains. Measured on Fashion-MNIST (test accuracy, seed 0 unless
-    # said; seeds differ by ~0.2%), all with the FAST recipe + 2-px shifts:
-    # - a stride-2 stem like `fast`'s, then 48/96 filters: 93.14% in 12 epochs;
-    # - a full-resolution 32-filter stem + max pool instead: 93.53% in 14 epochs (16 filters: 93.13%);
-    # - pooling before BatchNorm + ReLU wherever a pool follows a conv (the elementwise work then runs on a
-    #   quarter of the pixels; 21% faster): 93.44% / 93.40% (seeds 0 / 1) in 14 epochs;
-    # - the same with 40/80 filters (this preset): 35% faster again (oneDNN likes channel counts that are
-    #   multiples of 8 or 16: 44/88 was barely faster than 48/96), so 18 epochs fit the same time:
-    #   93.48% / 93.67%.
+    # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU on 28 px images (`fast` levels off near 92.6% on
+    # Fashion-MNIST): a full-resolution stem, pools before BatchNorm + ReLU, 40/80 filters; the variants
+    # measured against it: benchmarks/results/custom_presets.md.
     "fast-large": [
         {"conv": 32}, "maxpool", "batchnorm", "relu",
         {"conv": 40}, "batchnorm", "relu", {"conv": 40}, "maxpool", "batchnorm", "relu",

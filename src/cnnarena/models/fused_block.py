@@ -116,22 +116,24 @@ _CL = torch.channels_last
 
 
 def _check(op: str, name: str, t: Tensor, dtype: torch.dtype, shape: tuple | None, channels_last: bool,
-           real: bool) -> None:
-    """Raises ValueError unless `t` is what the C kernels read: on the CPU (real tensors; fake and meta ones are
-    checked for the rest), of `dtype` and `shape` (for None: 4-d), dense in the layout they index."""
-    if (isinstance(t, Tensor) and (t.is_cpu or not real) and t.dtype == dtype
+           device: torch.device | None) -> None:
+    """Raises ValueError unless `t` is what the C kernels read: on the CPU (device None: real tensors) or on
+    `device` (fake and meta tensors: x's), of `dtype` and `shape` (None: 4-d), dense in the layout they index."""
+    if ((t.is_cpu if device is None else t.device == device) and t.layout == torch.strided and t.dtype == dtype
             and (t.dim() == 4 if shape is None else t.shape == shape)
             and (t.is_contiguous(memory_format=_CL) if channels_last else t.is_contiguous())):
         return  # the common case, in a few attribute reads; the messages below only when it is not
-    if not isinstance(t, Tensor):
-        raise ValueError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
-    if real and not t.is_cpu:
+    if device is None and not t.is_cpu:
         raise ValueError(f"{op}: {name} must be on the CPU (the kernels are C), got a tensor on {t.device}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{op}: {name} must be on x's device {device}, got {t.device}")
+    if t.layout != torch.strided:
+        raise ValueError(f"{op}: {name} must be a dense (strided) tensor, got layout {t.layout}")
     if t.dtype != dtype:
         raise ValueError(f"{op}: {name} must be {dtype}, got {t.dtype}")
-    if shape is None:
+    if shape is None and t.dim() != 4:
         raise ValueError(f"{op}: {name} must be a 4-d (N, C, H, W) map, got shape {tuple(t.shape)}")
-    if t.shape != shape:
+    if shape is not None and t.shape != shape:
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
     if channels_last:
         raise ValueError(f"{op}: {name} must be channels_last (NHWC in memory) and dense, as the C kernels index "
@@ -139,43 +141,43 @@ def _check(op: str, name: str, t: Tensor, dtype: torch.dtype, shape: tuple | Non
     raise ValueError(f"{op}: {name} must be contiguous, got strides {t.stride()}")
 
 
-def _check_map(op: str, x: Tensor, pool: bool, real: bool) -> tuple[int, int, int, int]:
-    _check(op, "x", x, torch.float32, None, True, real)
+def _check_map(op: str, x: Tensor, pool: bool, real: bool) -> tuple[tuple[int, int, int, int], torch.device | None]:
+    """Checks x; returns its sizes and the device the other tensors must be on (None: the CPU)."""
+    device = None if real else x.device
+    _check(op, "x", x, torch.float32, None, True, device)
     n, c, h, w = x.shape
     least = 2 if pool else 1
     if n < 1 or c < 1 or h < least or w < least:
         raise ValueError(f"{op}: x must be at least 1 x 1 x {least} x {least} (N x C x H x W), got {tuple(x.shape)}")
-    return n, c, h, w
+    return (n, c, h, w), device
 
 
 def _check_forward(op: str, pool: bool, x: Tensor, weight: Tensor, bias: Tensor, real: bool = True) -> None:
-    _, c, _, _ = _check_map(op, x, pool, real)
-    _check(op, "weight", weight, torch.float32, (c,), False, real)
-    _check(op, "bias", bias, torch.float32, (c,), False, real)
+    (_, c, _, _), device = _check_map(op, x, pool, real)
+    _check(op, "weight", weight, torch.float32, (c,), False, device)
+    _check(op, "bias", bias, torch.float32, (c,), False, device)
 
 
 def _check_backward(op: str, pool: bool, grad_out: Tensor, x: Tensor, which: Tensor, weight: Tensor,
                     mean: Tensor, invstd: Tensor, real: bool = True) -> None:
-    n, c, h, w = _check_map(op, x, pool, real)
+    (n, c, h, w), device = _check_map(op, x, pool, real)
     oh, ow = (h // 2, w // 2) if pool else (h, w)
-    _check(op, "grad_out", grad_out, torch.float32, (n, c, oh, ow), True, real)
-    _check(op, "which", which, torch.uint8, (n, oh, ow, c), False, real)
+    _check(op, "grad_out", grad_out, torch.float32, (n, c, oh, ow), True, device)
+    _check(op, "which", which, torch.uint8, (n, oh, ow, c), False, device)
     for name, t in (("weight", weight), ("mean", mean), ("invstd", invstd)):
-        _check(op, name, t, torch.float32, (c,), False, real)
+        _check(op, name, t, torch.float32, (c,), False, device)
 
 
-def _run(op: str, entry: str, x: Tensor, eps: float, io: type[ctypes.Structure], **tensors: Tensor) -> None:
-    """The one call of C entry point `entry`, on checked tensors named as `io`'s fields; a non-zero status
-    becomes an exception."""
+def _run(op: str, entry: str, x: Tensor, eps: float, io: ctypes.Structure) -> None:
+    """The one call of C entry point `entry` on x's sizes and the checked tensors' pointers `io`; a non-zero
+    status becomes an exception."""
     lib = library()
     if lib is None:
         raise RuntimeError(f"{op}: the fused kernels are not available here (no C compiler, not Linux, "
                            "or CNNARENA_FUSED_KERNELS=0)")
-    assert len(tensors) == len(io._fields_), (entry, sorted(tensors))  # no field left NULL
     n, c, h, w = x.shape
     dims = _Dims(n, h, w, c, max(1, torch.get_num_threads()), eps)
-    pointers = io(**{name: t.data_ptr() for name, t in tensors.items()})
-    status = getattr(lib, entry)(ctypes.byref(dims), ctypes.byref(pointers))
+    status = getattr(lib, entry)(ctypes.byref(dims), ctypes.byref(io))
     if status == _STATUS_NO_MEMORY:
         raise MemoryError(f"fused BatchNorm kernel: out of memory in {entry} (its scratch memory for "
                           f"{n} x {c} x {h} x {w}, {dims.threads} threads)")
@@ -199,11 +201,11 @@ def _backward_outputs(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return torch.empty_like(x, memory_format=_CL), x.new_empty(c), x.new_empty(c)
 
 
-# The four ops, registered at import (cheap: nothing is compiled until one first runs), with a Library rather
-# than torch.library.custom_op: its Python wrapper cost 3x the dispatch time a call (~15-25 us against ~5 us,
-# 4 calls per fused block a training step). Forward's `which`[n, i, j, c] is the 2x2 window position the
-# max-pool chose (0-3) | 4 where the ReLU passed it; mean and var are the batch's (biased), invstd is
-# 1 / sqrt(var + eps). Backward takes forward's x, which, mean, invstd and BatchNorm's weight.
+# The four ops, registered at import (cheap: nothing is compiled until one first runs). Defined with a Library,
+# not torch.library.custom_op, whose Python wrapper costs a few times the dispatch itself on every call (see
+# benchmarks/results/fused_kernels.md). Forward's `which`[n, i, j, c] is the 2x2 window position the max-pool
+# chose (0-3) | 4 where the ReLU passed it; mean and var are the batch's (biased), invstd is 1 / sqrt(var + eps).
+# Backward takes forward's x, which, mean, invstd and BatchNorm's weight.
 _LIBRARY = torch.library.Library("cnnarena", "FRAGMENT")  # the ops live as long as this object
 _FORWARD = ("(Tensor x, Tensor weight, Tensor bias, float eps) -> "
             "(Tensor out, Tensor which, Tensor mean, Tensor var, Tensor invstd)")
@@ -213,19 +215,23 @@ _BACKWARD = ("(Tensor grad_out, Tensor x, Tensor which, Tensor weight, Tensor me
 
 def _define(name: str, pool: bool, backward: bool) -> torch._ops.OpOverload:
     op = f"cnnarena::{name}"
+    entry = ("bpr_" if pool else "br_") + ("backward" if backward else "forward")  # the C entry point
 
-    def forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float):
+    def run_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float):
         _check_forward(op, pool, x, weight, bias)
         out, which, mean, var, invstd = outputs = _forward_outputs(x, pool)
-        _run(op, "bpr_forward" if pool else "br_forward", x, eps, _ForwardIO, y=x, gamma=weight, beta=bias,
-             out=out, which=which, mean=mean, var=var, invstd=invstd)
+        io = _ForwardIO(y=x.data_ptr(), gamma=weight.data_ptr(), beta=bias.data_ptr(), out=out.data_ptr(),
+                        which=which.data_ptr(), mean=mean.data_ptr(), var=var.data_ptr(), invstd=invstd.data_ptr())
+        _run(op, entry, x, eps, io)
         return outputs
 
-    def backward(grad_out: Tensor, x: Tensor, which: Tensor, weight: Tensor, mean: Tensor, invstd: Tensor):
+    def run_backward(grad_out: Tensor, x: Tensor, which: Tensor, weight: Tensor, mean: Tensor, invstd: Tensor):
         _check_backward(op, pool, grad_out, x, which, weight, mean, invstd)
         grad_x, grad_weight, grad_bias = outputs = _backward_outputs(x)
-        _run(op, "bpr_backward" if pool else "br_backward", x, 0.0, _BackwardIO, dout=grad_out, y=x, which=which,
-             gamma=weight, mean=mean, invstd=invstd, dy=grad_x, dgamma=grad_weight, dbeta=grad_bias)
+        io = _BackwardIO(dout=grad_out.data_ptr(), y=x.data_ptr(), which=which.data_ptr(), gamma=weight.data_ptr(),
+                         mean=mean.data_ptr(), invstd=invstd.data_ptr(), dy=grad_x.data_ptr(),
+                         dgamma=grad_weight.data_ptr(), dbeta=grad_bias.data_ptr())
+        _run(op, entry, x, 0.0, io)
         return outputs
 
     def fake_forward(x, weight, bias, eps):
@@ -238,7 +244,7 @@ def _define(name: str, pool: bool, backward: bool) -> torch._ops.OpOverload:
 
     _LIBRARY.define(name + (_BACKWARD if backward else _FORWARD))
     # every device: a GPU tensor gets _check's message, not the dispatcher's "no kernel"
-    _LIBRARY.impl(name, backward if backward else forward, "CompositeExplicitAutograd")
+    _LIBRARY.impl(name, run_backward if backward else run_forward, "CompositeExplicitAutograd")
     torch.library.register_fake(op, fake_backward if backward else fake_forward, lib=_LIBRARY)
     return getattr(torch.ops.cnnarena, name).default
 
