@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnarena import runtime
 from cnnarena.data import cifar, idx, imageio
 from cnnarena.data.sources import load_source
 from cnnarena.errors import UserError
@@ -100,7 +101,8 @@ def close(a: tuple[int, ...], b: tuple[int, ...], tol: int = 12) -> bool:
 
 
 def test_messy_folder_decodes_every_format_and_skips_bad_files(messy: Path, cache: Path, capsys) -> None:
-    source = load_source(str(messy), image_size=16, cache_dir=cache)
+    with runtime.using(console=True):  # the warning goes to the log; on stderr as the CLI shows it
+        source = load_source(str(messy), image_size=16, cache_dir=cache)
     assert source.name == "messy" and source.test is None
     assert source.classes == ["glass bottle", "paper"]
     assert set(source.pool.ids) == MESSY_IDS and len(source.pool.ids) == len(MESSY_IDS)
@@ -184,7 +186,8 @@ def test_csv_with_and_without_header(tmp_path: Path, cache: Path, capsys) -> Non
     save(tmp_path / "b2.png", Image.new("RGB", (8, 8), BLUE))
     (tmp_path / "with_header.csv").write_text(
         "id,label,filename\n1,red,imgs/r.png\n2,blue,imgs\\b.png\n3,blue,b2.png\n4,red,imgs/gone.png\n")
-    source = load_source(str(tmp_path / "with_header.csv"), image_size=8, cache_dir=cache)
+    with runtime.using(console=True):
+        source = load_source(str(tmp_path / "with_header.csv"), image_size=8, cache_dir=cache)
     assert source.name == "with_header" and source.classes == ["blue", "red"]
     assert source.pool.ids == ["imgs/r.png", "imgs/b.png", "b2.png"] and source.pool.labels.tolist() == [1, 0, 0]
     assert source.skipped == [("imgs/gone.png", "missing")] and "imgs/gone.png (missing)" in capsys.readouterr().err

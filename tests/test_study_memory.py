@@ -143,6 +143,11 @@ def test_a_freeze_state_that_does_not_reproduce_the_run_is_an_error(lite0_finetu
     (copy / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert count_parameters(load_as_trained(copy, metrics))[1] == metrics["params_trainable_final"]
     saved = json.loads((copy / "model.json").read_text())
+    legacy = {k: v for k, v in saved.items() if k != "freeze"}  # as saved before model.json recorded it
+    (copy / "model.json").write_text(json.dumps(legacy))
+    cfg["unfreeze"] = "1"
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert count_parameters(load_as_trained(copy, metrics))[1] == metrics["params_trainable_final"]  # replayed
     saved["freeze"]["frozen"] = []  # a model file whose freeze state is not the one the run ended with
     (copy / "model.json").write_text(json.dumps(saved))
     with pytest.raises(RuntimeError, match="parameters trainable as saved with the model"):

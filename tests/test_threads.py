@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from cli_run import run_cli
 
 from cnnarena import runtime
+from cnnarena.cli import main
 from cnnarena.config import build_config
 from cnnarena.data.dataset import ImageSet
 from cnnarena.data.loader import BatchLoader
@@ -105,6 +105,9 @@ def test_deterministic_runs_and_the_opt_out_keep_the_thread_count(monkeypatch):
 def test_the_cli_opts_into_thread_tuning_unless_told_not_to(monkeypatch, capsys):
     for value, want in (("1", True), ("0", False)):
         monkeypatch.setenv("CNNARENA_THREAD_TUNING", value)
+        monkeypatch.setattr(sys, "argv", ["cnnarena", "--version"])
         with runtime.using():  # the settings main() chose are put back afterwards
-            assert run_cli(["--version"], monkeypatch, capsys)[0] == 0
+            with pytest.raises(SystemExit):
+                main()
             assert runtime.settings().tune_threads is want and runtime.settings().tune_malloc
+    assert not runtime.settings().tune_threads  # the library alone never opts in

@@ -32,8 +32,8 @@ ROOMS = [
 RANK = {room: rank for rank, rooms in enumerate(ROOMS) for room in rooms}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -48,7 +48,7 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imports_of(path: Path, module: str) -> list[tuple[int, str]]:
+def imports_of(path: Path, module: str, root: Path = ROOT) -> list[tuple[int, str]]:
     """(line, imported cnnarena module) for every import that runs."""
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -71,41 +71,37 @@ def imports_of(path: Path, module: str) -> list[tuple[int, str]]:
                     target = child.module or ""
                 if target.split(".")[0] != PACKAGE:
                     continue
-                if child.module is None or target.count(".") == 1 and child.level:
-                    # `from . import x` / `from .. import runtime`: each name may be a module
-                    for a in child.names:
-                        candidate = f"{target}.{a.name}"
-                        found.append((child.lineno, candidate if _exists(candidate) else target))
-                else:
-                    found.append((child.lineno, target))
+                for a in child.names:  # `from . import x`, `from cnnarena.study import runner`: modules by name
+                    candidate = f"{target}.{a.name}"
+                    found.append((child.lineno, candidate if _exists(candidate, root) else target))
             visit(child)
 
     visit(tree)
     return found
 
 
-def _exists(module: str) -> bool:
+def _exists(module: str, root: Path = ROOT) -> bool:
     rel = Path(*module.split(".")[1:])
-    return (ROOT / rel).with_suffix(".py").exists() or (ROOT / rel / "__init__.py").exists()
+    return (root / rel).with_suffix(".py").exists() or (root / rel / "__init__.py").exists()
 
 
-def check() -> list[str]:
+def check(root: Path = ROOT) -> list[str]:
     graph: dict[str, set[str]] = {}
     problems = []
-    for path in sorted(ROOT.rglob("*.py")):
-        module = module_name(path)
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path, root)
         graph.setdefault(module, set())
         room = room_of(module)
         if room not in RANK:
-            problems.append(f"{path.relative_to(ROOT.parent)}: room '{room}' is not in tools/check_layers.py ROOMS")
+            problems.append(f"{path.relative_to(root.parent)}: room '{room}' is not in tools/check_layers.py ROOMS")
             continue
-        for line, target in imports_of(path, module):
-            if target == PACKAGE or target == module:
+        for line, target in imports_of(path, module, root):
+            if target == module:
                 continue
             graph[module].add(target)
             other = room_of(target)
             if other != room and RANK.get(other, -1) > RANK[room]:
-                problems.append(f"{path.relative_to(ROOT.parent)}:{line}: {room} imports {target}, "
+                problems.append(f"{path.relative_to(root.parent)}:{line}: {room} imports {target}, "
                                 f"a room above it ({other})")
     problems += [f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(graph)]
     return problems

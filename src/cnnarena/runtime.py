@@ -58,10 +58,11 @@ def configure(*, console: bool = False, **changes: bool) -> RuntimeSettings:
 
 @contextmanager
 def using(*, console: bool = False, **changes: bool) -> Iterator[RuntimeSettings]:
-    """These settings for the duration of a block (tests, benchmarks); malloc tuning cannot be undone.
-    console: cnnarena's log messages go to stderr (as it is at each message) inside the block."""
-    global _settings
-    before = _settings
+    """These settings for the duration of a block (tests, benchmarks), and whatever configure() does inside it,
+    undone afterwards (except malloc tuning, which cannot be). console: cnnarena's log messages go to stderr (as it
+    is at each message) inside the block."""
+    global _settings, _console_handler
+    before, before_console = _settings, _console_handler
     _settings = dataclasses.replace(_settings, **changes)
     logger = logging.getLogger(LOGGER)
     handler, level = None, logger.level
@@ -74,9 +75,14 @@ def using(*, console: bool = False, **changes: bool) -> Iterator[RuntimeSettings
         yield _settings
     finally:
         _settings = before
+        if _console_handler is not before_console:  # configure(console=True) ran inside: undo that too
+            logger.removeHandler(_console_handler)
+            if before_console is not None:
+                logger.addHandler(before_console)
+            _console_handler = before_console
         if handler is not None:
             logger.removeHandler(handler)
-            logger.setLevel(level)
+        logger.setLevel(level)
 
 
 def cache_dir() -> Path:

@@ -52,12 +52,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         return saved
     except FileNotFoundError:
         raise UserError(f"no model metadata at {path}: is this a cnnarena run directory?") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"corrupt model metadata {path}: {e}") from None
 
 
-def read_meta(path: Path) -> ModelMeta:
-    return ModelMeta.from_json(_read_json(path)["model"])
+def saved_freeze_state(path: Path) -> dict[str, Any] | None:
+    """The freeze state model.json recorded, or None for a model saved before cnnarena recorded it."""
+    return _read_json(path).get("freeze")
 
 
 def load_weights(model: Classifier, path: Path) -> None:

@@ -128,7 +128,7 @@ class GoogLeNetBackbone(torchvision.models.GoogLeNet):
 class PretrainedNet(nn.Module):
     """backbone (features) -> head (logits). BatchNorm of frozen backbone parts stays in eval mode.
 
-    With `bn_frozen` set (fine-tuning's default, see `set_batchnorm_frozen`) every backbone BatchNorm
+    With `bn_frozen` set (fine-tuning's default, see `set_trainable`) every backbone BatchNorm
     stays in eval mode, trainable or not: it keeps normalising with its ImageNet running statistics.
     """
 
@@ -436,7 +436,7 @@ def format_model_table(rows: Sequence[dict[str, Any]]) -> str:
 
 # --- freezing ---------------------------------------------------------------------------------------------
 
-def _pretrained_net(model: Classifier) -> PretrainedNet:
+def pretrained_net(model: Classifier) -> PretrainedNet:
     if not isinstance(getattr(model, "net", None), PretrainedNet):
         raise UserError(f"'{model.meta.name}' has no pretrained backbone: freezing applies to pretrained models")
     return model.net
@@ -489,7 +489,7 @@ def set_trainable(model: Classifier, stages: int | None, *, bn_frozen: bool = Fa
     running statistics (eval mode while training). bn_frozen: every backbone BatchNorm, trainable or not,
     normalises with its running statistics and keeps them (its affine weights still train when unfrozen);
     False: unfrozen BatchNorm uses batch statistics."""
-    net = _pretrained_net(model)
+    net = pretrained_net(model)
     if stages is not None and stages < 0:
         raise UserError(f"unfreeze needs a number of stages >= 0, got {stages}")
     backbone_stage_names = backbone_stages(net.backbone)
@@ -509,7 +509,7 @@ def param_groups(model: Classifier, lr: float, layer_decay: float | None = None)
         return [{"name": "all", "params": trainable, "lr": lr}]
     if not 0.0 < layer_decay <= 1.0:
         raise UserError(f"layer decay must be in (0, 1], got {layer_decay}")
-    backbone = _pretrained_net(model).backbone
+    backbone = pretrained_net(model).backbone
     named = dict(backbone.named_parameters())
     stages = backbone_stages(backbone)
     groups = []

@@ -24,7 +24,7 @@ from ..data.sources import load_data
 from ..data.split import make_split, write_manifest
 from ..errors import UserError
 from ..files import atomic_write_text
-from ..models.artefacts import load_model
+from ..models.artefacts import load_model, saved_freeze_state
 from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
 from ..report.study_report import write_report
@@ -184,13 +184,31 @@ def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:
     """The run's final model with the parameters trainable that were trainable when training ended (model.json
     records them): measured otherwise, a fine-tuned model's frozen stages would be charged gradients, optimizer
     state and the activations autograd keeps for them. The count must equal the run's params_trainable_final."""
-    model = load_model(Path(run_dir) / "model")
+    path = Path(run_dir) / "model"
+    model = load_model(path)
+    if model.meta.is_pretrained and saved_freeze_state(path) is None:
+        _replay_freeze_state(model, _saved_config(run_dir), metrics)
     want = metrics.get("params_trainable_final")
     got = count_parameters(model)[1]
     if want is not None and got != want:
         raise RuntimeError(f"{run_dir}: {got:,} parameters trainable as saved with the model, "
                            f"but the run ended training with {want:,}")
     return model
+
+
+def _replay_freeze_state(model: Classifier, saved: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Runs saved before model.json recorded the freeze state: what train_run and fine_tune left, from config.yaml
+    (with freeze_epochs the last --unfreeze stages when phase 2 ran, the backbone frozen when it did not)."""
+    from ..models.pretrained import set_trainable
+    from ..train.finetune import parse_bn_mode, parse_unfreeze
+
+    bn_frozen = parse_bn_mode(saved.get("finetune_bn", "frozen")) if saved.get("pretrained", True) else False
+    stages = None
+    if int(saved.get("freeze_epochs") or 0) > 0:
+        boundary = metrics.get("phase_boundary")
+        phase2_ran = boundary is None or metrics.get("epochs_run", boundary + 1) > boundary
+        stages = parse_unfreeze(saved.get("unfreeze", "all")) if phase2_ran else 0
+    set_trainable(model, stages, bn_frozen=bn_frozen)
 
 
 def _trainable_during_training(metrics: dict[str, Any]) -> int:

@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..data.loader import BatchLoader
 from ..models.base import Classifier
-from ..models.pretrained import apply_batchnorm_rule, feature_dim
+from ..models.pretrained import apply_batchnorm_rule, feature_dim, pretrained_net
 from .callbacks import Callback
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def compute_features(model: Classifier, images_uint8: torch.Tensor, batch_size: 
     """
     if images_uint8.dtype != torch.uint8:
         raise ValueError(f"compute_features expects uint8 images, got {images_uint8.dtype}")
-    net = model.net
+    net = pretrained_net(model)
     body = net.backbone if units is None else (lambda x: run_chain(units, x))
     was_training = model.training
     fmt = torch.channels_last if channels_last else torch.contiguous_format
