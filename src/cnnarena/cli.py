@@ -178,6 +178,10 @@ def train(
         "schedule", "constant | step | exponential | cosine | onecycle | linear")),
     warmup_epochs: float | None = typer.Option(None, help=_default_help("warmup_epochs", "linear warm-up epochs")),
     label_smoothing: float | None = typer.Option(None, help=_default_help("label_smoothing")),
+    class_weights: str | None = typer.Option(None, help="class weights in the loss: auto (inverse frequency) | none "
+                                             "| a YAML/JSON file of class: weight [none]"),
+    sampler: str | None = typer.Option(None, help="shuffle | balanced (every class equally likely in each batch) "
+                                       "[shuffle]"),
     grad_clip: float | None = typer.Option(None, help="clip the global gradient norm to this"),
     early_stopping: int | None = typer.Option(None, help="patience in epochs; restores the best epoch"),
     reduce_on_plateau: int | None = typer.Option(None, help="patience in epochs before halving the LR"),
@@ -290,6 +294,68 @@ def inspect(
     paths = write_plots(source, out)
     print(json.dumps(desc, indent=1) if as_json else format_description(desc))
     print("\n".join(f"wrote {p}" for p in paths))
+
+
+@app.command(epilog=_example("Example: cnnarena doctor ./RealWaste --run runs/fast --strict"))
+def doctor(
+    data: str = typer.Argument(..., help=DATA_HELP),
+    split: Path | None = typer.Option(None, help="count leakage across this split manifest (a split.json)"),
+    run_dir: Path | None = typer.Option(None, "--run", help="count leakage across this run directory's split"),
+    study_dir: Path | None = typer.Option(None, "--study", help="count leakage across this study's split"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole report as one JSON document on stdout"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 when anything serious is found (leakage, label "
+                                "conflicts, unreadable files)"),
+    label_issues: bool = typer.Option(True, "--label-issues/--no-label-issues",
+                                      help="find mislabeled images with k-fold out-of-sample predictions [on]"),
+    near: bool = typer.Option(True, "--near/--exact-only", help="look for near-duplicates too [on]"),
+    folds: int = typer.Option(5, min=2, max=20, help="folds of the out-of-sample predictions"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="where the report and its grids go "
+                                    "[CACHE/doctor/NAME, beside the data's cache]"),
+    data_dir: Path | None = typer.Option(None, help="where datasets live"),
+    image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
+    class_map: Path | None = typer.Option(None, help="YAML/JSON mapping folder names to class names"),
+) -> None:
+    """Find what is wrong in a dataset: unreadable and unusual files, imbalance, exact and near-duplicates (within
+    a class, across classes, across a split's parts) and mislabeled images."""
+    from . import runtime
+    from .data.doctor import all_images, examine, summary_lines
+    from .data.sources import load_source
+    from .report.doctor_report import write_doctor_report
+
+    given = [(name, path) for name, path in (("--split", split), ("--run", run_dir), ("--study", study_dir)) if path]
+    if len(given) > 1:
+        raise UserError(f"give one of --split, --run and --study, not {' and '.join(n for n, _ in given)}")
+    manifest_path = None
+    if given:
+        name, path = given[0]
+        manifest_path = path if name == "--split" else path / "split.json"
+        if not manifest_path.is_file():
+            raise UserError(f"{name} {path}: no split manifest at {manifest_path}")
+    if out is not None:
+        _check_out_dir(out)
+    source = load_source(data, data_dir=data_dir, image_size=image_size, class_map=class_map)
+    split_ids = _read_split_ids(manifest_path) if manifest_path else None
+    report = examine(source, split_ids=split_ids, root=source.root, label_issues=label_issues, near=near,
+                     folds=folds)
+    report["dataset"]["spec"] = data
+    target = out or runtime.cache_dir() / "doctor" / source.name
+    paths = write_doctor_report(report, all_images(source)[0], target)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print("\n".join(summary_lines(report)))
+    print(f"report: {paths[1]} (and {', '.join(p.name for p in paths if p != paths[1])})", file=sys.stderr)
+    if strict and report["serious"]:
+        print(f"error: serious findings (--strict): {'; '.join(report['serious'])}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _read_split_ids(path: Path) -> dict[str, list[str]]:
+    try:
+        manifest = json.loads(path.read_text())
+        return {part: list(manifest[part]) for part in ("train", "val", "test")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read the split manifest {path}: {e}") from None
 
 
 @app.command(epilog=_example("Example: cnnarena summary simple-2conv --input 1x28x28 --classes 10"))

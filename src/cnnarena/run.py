@@ -23,6 +23,8 @@ import yaml
 from .config import RunConfig
 from .data.augment import build_augment
 from .data.dataset import ImageSet, Source
+from .data.health import check as check_health
+from .data.health import leaked_pairs
 from .data.loader import BatchLoader
 from .data.sources import load_data
 from .data.split import Split, load_manifest, make_split, subsample, write_manifest
@@ -41,14 +43,34 @@ from .train.loop import TrainResult, fit, resolve_device, seed_everything
 log = logging.getLogger(__name__)
 
 
-def resolve_split(cfg: RunConfig, source: Source, run_dir: Path | None) -> Split:
-    """The run's own split.json (when resuming), else --split, else a new seeded split."""
+def resolve_split(cfg: RunConfig, source: Source, run_dir: Path | None) -> tuple[Split, list[list[str]] | None]:
+    """The run's own split.json (when resuming), else --split (one warning line when it leaks duplicates across
+    its parts), else a new seeded split that keeps each group of duplicates on one side; and the groups it kept."""
     own = run_dir / "split.json" if run_dir is not None else None
     if own is not None and own.exists():
-        return load_manifest(own, source)
+        return load_manifest(own, source), None
     if cfg.split:
-        return load_manifest(Path(cfg.split), source)
-    return make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed)
+        split = load_manifest(Path(cfg.split), source)
+        warn_if_leaking(split, cfg.split, cfg.data)
+        return split, None
+    return new_split(cfg, source)
+
+
+def new_split(cfg: RunConfig, source: Source) -> tuple[Split, list[list[str]]]:
+    """A stratified, seeded, leakage-free split after the fast data checks (their summary is logged)."""
+    health = check_health(source)
+    log.info(health.summary)
+    split = make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed,
+                       groups=health.groups)
+    warn_if_leaking(split, "the new split", cfg.data)  # duplicates of the official test set cannot be moved
+    return split, [[source.pool.ids[i] for i in g] for g in health.groups]
+
+
+def warn_if_leaking(split: Split, what: str, data: str) -> None:
+    leaked = leaked_pairs(split)
+    if leaked:
+        log.warning(f"warning: {what} leaks: {leaked} exact-duplicate pair(s) across train/val/test "
+                    f"(`cnnarena doctor {data} --split SPLIT.json` lists them)")
 
 
 @dataclass
@@ -61,6 +83,7 @@ class Prepared:
     split: Split
     train: ImageSet
     note: str | None
+    groups: list[list[str]] | None = None  # duplicate groups a new split kept on one side (ids)
 
 
 def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
@@ -68,10 +91,11 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     share. The config is copied, not changed."""
     cfg = copy.deepcopy(cfg)
     source = load_data(cfg)
-    split = resolve_split(cfg, source, run_dir)
+    split, groups = resolve_split(cfg, source, run_dir)
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
     cfg.train, note = cfg.train.fit_to_data(len(train_set))
-    return Prepared(cfg, source, split, train_set, note)
+    cfg.train = cfg.train.resolve_class_weights(train_set.class_counts(), train_set.classes)
+    return Prepared(cfg, source, split, train_set, note, groups)
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -100,7 +124,8 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if done.exists():
         return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(split, run_dir / "split.json", source_name=prep.source.name, seed=cfg.split_seed)
+    write_manifest(split, run_dir / "split.json", source_name=prep.source.name, seed=cfg.split_seed,
+                   groups=prep.groups)
     cfg.save(run_dir / "config.yaml")
     data_seconds = time.perf_counter() - t_start
 
@@ -116,7 +141,7 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
                  f"{model.meta.name}")
     t = cfg.train
     train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
-                               seed=t.seed, channels_last=t.channels_last)
+                               seed=t.seed, channels_last=t.channels_last, balanced=t.sampler == "balanced")
     val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last)
 
     if model.meta.is_pretrained and cfg.freeze_epochs > 0:

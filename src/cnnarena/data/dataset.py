@@ -7,6 +7,7 @@ Small-image datasets fit in memory whole, so the hot path is just slicing tensor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -60,6 +61,7 @@ class Source:
     test: the official test split, when the dataset has one; then only validation is carved from pool.
     skipped: (path, reason) for files that could not be read (reported, not fatal unless --strict).
     original_sizes: (height, width) of each pool+test image before resizing, for `inspect` statistics.
+    root: the folder the ids of a file source are relative to (None for array datasets).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Source:
     test: ImageSet | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     original_sizes: list[tuple[int, int]] | None = None
+    root: Path | None = None  # where the files of a folder/CSV source are (their ids are relative to it)
 
     @property
     def classes(self) -> list[str]:

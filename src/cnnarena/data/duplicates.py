@@ -5,8 +5,8 @@ resolution, which is what every model sees). Near-duplicates (re-encoded, resize
 copies) are found in two steps:
 1. candidates: pairs whose perceptual hashes (imagehash's pHash, a DCT of the 32x32 image) differ in at most
    PHASH_CANDIDATE_BITS of 64 bits, compared all against all with numpy's popcount;
-2. confirmation: the normalised cross-correlation of the two 64x64 grayscale images, the best over a few zooms and
-   shifts of one against the other (so a crop of a few pixels still lines up), must reach NCC_CONFIRM.
+2. confirmation: the normalised cross-correlation of the two images (grayscale, 48x48), the best over zooms of up
+   to 12% and shifts of one against the other (so a crop of a few pixels still lines up), must reach NCC_CONFIRM.
 pHash alone confuses distinct small, centred objects (Fashion-MNIST's plain shirts share hashes by the thousand);
 the correlation step is what keeps the reported pairs true. Both thresholds were chosen on real Fashion-MNIST
 images with injected copies (tests/test_doctor.py holds the recall and precision they must keep).
@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PHASH_CANDIDATE_BITS = 12
+PHASH_CANDIDATE_BITS = 16
 NCC_CONFIRM = 0.98
+PREFILTER = 0.8  # unaligned correlation a pair needs before the aligned search (true copies measured 0.89 and up)
 MAX_CANDIDATES = 2_000_000  # pairs confirmed at most (closest hashes first): bounds time and memory
-_ZOOMS = (1.0, 1.04, 1.08, 1.12, 1 / 1.04, 1 / 1.08, 1 / 1.12)
-_SHIFTS = (-2, 0, 2)
-_SIDE, _HALF = 64, 24  # images compared at 64x64, on their central 48x48
+_ZOOMS = (1.0, *(z for k in range(1, 7) for z in (1 + 0.02 * k, 1 / (1 + 0.02 * k))))  # crops up to ~6% a side
+_SHIFTS = (-1, 0, 1)
+_SIDE, _HALF = 48, 18  # images compared at 48x48, on their central 36x36
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ def near_pairs(images: torch.Tensor, exclude: Iterable[tuple[int, int]] = ()) ->
         a, b = a[keep], b[keep]
     if len(a) == 0:
         return [], capped
+    rough = _plain_correlation(images, a, b)  # cheap: drops most look-alikes before the aligned search
+    a, b = a[rough >= PREFILTER], b[rough >= PREFILTER]
     similarity = _aligned_correlation(images, a, b)
     found = similarity >= NCC_CONFIRM
     return [Pair(int(i), int(j), "near", round(float(s), 4))
@@ -113,12 +116,18 @@ def _normalised(x: torch.Tensor) -> torch.Tensor:
     return x / (x.norm(dim=1, keepdim=True) + 1e-6)
 
 
-def _prepared(images: torch.Tensor, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centre crops N×D, zoomed/shifted crops N×V×D) of the images at `index`, normalised."""
-    x = _grayscale(images[torch.as_tensor(index)]).float().unsqueeze(1) / 255
-    x = F.interpolate(x, size=(_SIDE, _SIDE), mode="bilinear", align_corners=False, antialias=True)
+def _small(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    x = _grayscale(images[index]).float().unsqueeze(1) / 255
+    return F.interpolate(x, size=(_SIDE, _SIDE), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _centre(x: torch.Tensor) -> torch.Tensor:
     c = _SIDE // 2
-    centre = _normalised(x[:, :, c - _HALF:c + _HALF, c - _HALF:c + _HALF])
+    return _normalised(x[:, :, c - _HALF:c + _HALF, c - _HALF:c + _HALF])
+
+
+def _views(x: torch.Tensor) -> torch.Tensor:
+    """N×V×D: the central crop of each image at every zoom and shift, normalised."""
     views = []
     for zoom in _ZOOMS:
         side = int(round(_SIDE * zoom))
@@ -127,21 +136,28 @@ def _prepared(images: torch.Tensor, index: np.ndarray) -> tuple[torch.Tensor, to
         for dy in _SHIFTS:
             for dx in _SHIFTS:
                 views.append(_normalised(z[:, :, m - _HALF + dy:m + _HALF + dy, m - _HALF + dx:m + _HALF + dx]))
-    return centre, torch.stack(views, 1)
+    return torch.stack(views, 1)
 
 
-def _aligned_correlation(images: torch.Tensor, a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Best normalised cross-correlation of each pair over zooms and shifts of either image against the other."""
+def _plain_correlation(images: torch.Tensor, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     members = np.unique(np.concatenate([a, b]))
-    where = {int(m): k for k, m in enumerate(members)}
-    centre, views = _prepared(images, members)
-    ia = torch.as_tensor([where[int(i)] for i in a])
-    ib = torch.as_tensor([where[int(j)] for j in b])
+    where = np.full(images.shape[0], -1, dtype=np.int64)
+    where[members] = np.arange(len(members))
+    centre = torch.cat([_centre(_small(images, torch.as_tensor(members[lo:lo + 1024])))
+                        for lo in range(0, len(members), 1024)])
+    ca, cb = centre[torch.as_tensor(where[a])], centre[torch.as_tensor(where[b])]
+    return (ca * cb).sum(1).numpy()
+
+
+def _aligned_correlation(images: torch.Tensor, a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Best normalised cross-correlation of each pair over zooms and shifts of either image against the other
+    (views are built per chunk of pairs: all of them at once would take ~0.6 MB per image)."""
     out = []
-    for lo in range(0, len(ia), chunk):
-        pa, pb = ia[lo:lo + chunk], ib[lo:lo + chunk]
-        one = torch.einsum("nvd,nd->nv", views[pa], centre[pb]).amax(1)
-        two = torch.einsum("nvd,nd->nv", views[pb], centre[pa]).amax(1)
+    for lo in range(0, len(a), chunk):
+        xa = _small(images, torch.as_tensor(a[lo:lo + chunk]))
+        xb = _small(images, torch.as_tensor(b[lo:lo + chunk]))
+        one = torch.einsum("nvd,nd->nv", _views(xa), _centre(xb)).amax(1)
+        two = torch.einsum("nvd,nd->nv", _views(xb), _centre(xa)).amax(1)
         out.append(torch.maximum(one, two))
     return torch.cat(out).numpy() if out else np.zeros(0)
 
@@ -164,3 +180,11 @@ def groups(n: int, pairs: Iterable[Pair]) -> list[list[int]]:
     for i in range(n):
         members.setdefault(find(i), []).append(i)
     return sorted((g for g in members.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def split_groups(images: torch.Tensor, *, near: bool) -> tuple[list[list[int]], int, int]:
+    """(groups of duplicate images a split keeps on one side, exact pairs, near pairs): exact duplicates always,
+    near-duplicates when `near` (file sources: the scraped folders where copies hide)."""
+    exact = exact_pairs(images)
+    found = near_pairs(images, {(p.a, p.b) for p in exact})[0] if near and len(images) > 1 else []
+    return groups(images.shape[0], [*exact, *found]), len(exact), len(found)

@@ -15,16 +15,29 @@ from .dataset import ImageSet
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def epoch_order(labels: torch.Tensor, generator: torch.Generator, shuffle: bool,
+                balanced: bool = False) -> torch.Tensor | None:
+    """The sample order of one epoch (None: as stored). shuffle: one randperm from the loader's generator.
+    balanced: as many draws as samples, with replacement, each class equally likely (inverse-frequency weights)."""
+    if balanced:
+        counts = torch.bincount(labels.cpu())
+        weights = (1.0 / counts.clamp(min=1).double())[labels.cpu()]
+        return torch.multinomial(weights, labels.numel(), replacement=True, generator=generator).to(labels.device)
+    if shuffle:
+        return torch.randperm(labels.numel(), generator=generator).to(labels.device)
+    return None
+
+
 class BatchLoader:
     """Iterates (images float [0,1] N×C×H×W, labels) over an ImageSet kept on `device`."""
 
     def __init__(self, data: ImageSet, batch_size: int, *, device: torch.device | str = "cpu",
                  shuffle: bool = False, drop_last: bool = False, augment: Augment | None = None,
-                 seed: int = 0, channels_last: bool = False) -> None:
+                 seed: int = 0, channels_last: bool = False, balanced: bool = False) -> None:
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.batch_size, self.shuffle, self.drop_last, self.balanced = batch_size, shuffle, drop_last, balanced
         self.augment = augment
         self.channels_last = channels_last
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -39,7 +52,7 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.images.shape[0]
-        order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
+        order = epoch_order(self.labels, self.generator, self.shuffle, self.balanced)
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
             if order is None:

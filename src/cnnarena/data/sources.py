@@ -107,7 +107,7 @@ def _files_source(name: str, listing: Listing, mapping: dict[str, str] | None, i
     _, index = np.unique(np.asarray(decoded.labels), return_inverse=True)  # sorted like `classes`
     pool = ImageSet(torch.from_numpy(decoded.images), torch.from_numpy(index.astype(np.int64)), classes,
                     decoded.ids)
-    return Source(name, pool, None, skipped, decoded.original_sizes)
+    return Source(name, pool, None, skipped, decoded.original_sizes, listing.root)
 
 
 def _adapt(source: Source, image_size: int | None, grayscale: bool | None) -> Source:
@@ -124,7 +124,7 @@ def _adapt(source: Source, image_size: int | None, grayscale: bool | None) -> So
         return s if images is s.images else ImageSet(images, s.labels, s.classes, s.ids)
 
     test = convert(source.test) if source.test is not None else None
-    return Source(source.name, convert(source.pool), test, source.skipped, source.original_sizes)
+    return Source(source.name, convert(source.pool), test, source.skipped, source.original_sizes, source.root)
 
 
 def _chunked(images: torch.Tensor, fn) -> torch.Tensor:

@@ -42,21 +42,45 @@ def _stratified_cut(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndar
     return np.sort(kept), np.sort(cut)
 
 
-def make_split(source: Source, *, val_frac: float = 0.2, test_frac: float = 0.2, seed: int = 0) -> Split:
-    """Official test split kept when the dataset has one; otherwise carve test from the pool too."""
+def make_split(source: Source, *, val_frac: float = 0.2, test_frac: float = 0.2, seed: int = 0,
+               groups: list[list[int]] | None = None) -> Split:
+    """Official test split kept when the dataset has one; otherwise carve test from the pool too.
+
+    groups: pool indices that must stay on one side (duplicate groups, data/duplicates.py): each group is cut as
+    its first member and follows it. Without groups (or with none of size > 1) the split is the plain stratified one.
+    """
     if not (0 < val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise UserError(f"bad split fractions val={val_frac} test={test_frac}: each in (0,1), sum below 1")
     pool = source.pool
     labels = pool.labels.numpy()
+    follow = _followers(len(pool), groups or [])
     if source.test is not None:
-        train_idx, val_idx = _stratified_cut(labels, val_frac, seed)
+        train_idx, val_idx = _grouped_cut(labels, np.arange(len(pool)), follow, val_frac, seed)
         return Split(pool.subset(train_idx), pool.subset(val_idx), source.test)
     if test_frac <= 0:
         raise UserError(f"{source.name} has no official test split: --test-frac must be above 0")
-    rest, test_idx = _stratified_cut(labels, test_frac, seed)
+    rest, test_idx = _grouped_cut(labels, np.arange(len(pool)), follow, test_frac, seed)
     # val_frac is a share of the whole pool, so 0.2/0.2 gives the reports' 60/20/20.
-    train_idx, val_idx = _stratified_cut(labels[rest], val_frac / (1 - test_frac), seed)
-    return Split(pool.subset(rest[train_idx]), pool.subset(rest[val_idx]), pool.subset(test_idx))
+    train_idx, val_idx = _grouped_cut(labels, rest, follow, val_frac / (1 - test_frac), seed)
+    return Split(pool.subset(train_idx), pool.subset(val_idx), pool.subset(test_idx))
+
+
+def _followers(n: int, groups: list[list[int]]) -> dict[int, list[int]]:
+    """First member of each group -> the other members (who follow it to its side of every cut)."""
+    return {min(g): sorted(set(g) - {min(g)}) for g in groups if len(g) > 1}
+
+
+def _grouped_cut(labels: np.ndarray, index: np.ndarray, follow: dict[int, list[int]], frac: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, cut) of `index`, stratified on the group leaders; followers land where their leader does."""
+    followers = {m for members in follow.values() for m in members}
+    leaders = np.array([i for i in index if i not in followers], dtype=np.int64) if followers else index
+    kept, cut = _stratified_cut(labels[leaders], frac, seed)
+    kept, cut = leaders[kept], leaders[cut]
+    if follow:
+        kept = np.sort(np.concatenate([kept, [m for i in kept for m in follow.get(int(i), ())]]).astype(np.int64))
+        cut = np.sort(np.concatenate([cut, [m for i in cut for m in follow.get(int(i), ())]]).astype(np.int64))
+    return kept, cut
 
 
 def subsample(data: ImageSet, fraction: float, seed: int) -> ImageSet:
@@ -67,7 +91,9 @@ def subsample(data: ImageSet, fraction: float, seed: int) -> ImageSet:
     return data.subset(keep)
 
 
-def write_manifest(split: Split, path: Path, *, source_name: str, seed: int) -> None:
+def write_manifest(split: Split, path: Path, *, source_name: str, seed: int,
+                   groups: list[list[str]] | None = None) -> None:
+    """groups: ids of the duplicate groups the split kept together (recorded so a reader can check)."""
     manifest = {
         "source": source_name,
         "seed": seed,
@@ -77,6 +103,8 @@ def write_manifest(split: Split, path: Path, *, source_name: str, seed: int) -> 
         "val": split.val.ids,
         "test": split.test.ids,
     }
+    if groups:
+        manifest["groups"] = groups
     atomic_write_text(path, json.dumps(manifest))
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from ..files import atomic_write_text
 
-COLUMNS = [("model", "model"), ("accuracy", "test acc"), ("accuracy_std", "± std"), ("macro_precision", "precision"),
+COLUMNS = [("model", "model"), ("accuracy", "test acc"), ("accuracy_std", "± std"),
+           ("balanced_accuracy", "balanced acc"), ("macro_precision", "precision"),
            ("macro_recall", "recall"), ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"),
            ("test_loss", "test loss"), ("params", "params"), ("params_trainable", "trainable"),
            ("model_file_mb", "file MB"), ("train_seconds", "train s"), ("seconds_per_epoch", "s/epoch"),
@@ -21,7 +22,8 @@ def fmt(key: str, value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        if key in ("accuracy", "accuracy_std") or "precision" in key or "recall" in key or "f1" in key:
+        percent = key in ("accuracy", "accuracy_std", "balanced_accuracy")
+        if percent or "precision" in key or "recall" in key or "f1" in key:
             return f"{100 * value:.2f}"
         return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
     if isinstance(value, int):

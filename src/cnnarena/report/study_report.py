@@ -40,7 +40,8 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
                                                              plots / "fraction_curves.png"))
     per_model = [{"model": r["model"], "curves": _embed(Path(r["run_dir"]) / "plots" / "curves.png"),
                   "confusion": _embed(Path(r["run_dir"]) / "plots" / "confusion_matrix.png"),
-                  "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png")} for r in table]
+                  "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png"),
+                  "recall": _per_class_recall(Path(r["run_dir"]))} for r in table]
     env = Environment(loader=PackageLoader("cnnarena.report", "templates"), autoescape=select_autoescape())
     html = env.get_template("study.html.j2").render(
         c=comparison, columns=COLUMNS, fmt=fmt, figures=figures, lr_figures=lr_figures,
@@ -58,3 +59,10 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
 def _data_options(comparison: dict[str, Any]) -> dict[str, Any]:
     keys = ("data_dir", "image_size", "grayscale", "class_map", "strict")
     return {k: v for k, v in comparison.get("data_options", {}).items() if k in keys}
+
+
+def _per_class_recall(run_dir: Path) -> dict[str, float]:
+    import json
+
+    per_class = json.loads((run_dir / "metrics.json").read_text()).get("per_class", {})
+    return {c: v["recall"] for c, v in per_class.items()}

@@ -21,18 +21,18 @@ import yaml
 
 from ..config import build_config
 from ..data.sources import load_data
-from ..data.split import make_split, write_manifest
+from ..data.split import write_manifest
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..models.artefacts import load_model, saved_freeze_state
 from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
 from ..report.study_report import write_report
-from ..run import train_run
+from ..run import new_split, train_run
 from ..train.loop import resolve_device
 from .config import StudyConfig, resolve_data
 from .measure import measure_model
-from .stats import fraction_winners, mcnemar_exact, mean_std, tradeoffs, verdict
+from .stats import fraction_winners, mcnemar_exact, mean_std, ranking_key, tradeoffs, verdict
 
 
 def _run_config(study: StudyConfig, data: str, model: str, split: Path, **extra: Any):
@@ -55,8 +55,8 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     source = load_data(probe)
     split_path = out / "split.json"
     if not split_path.exists():
-        split = make_split(source, val_frac=probe.val_frac, test_frac=probe.test_frac, seed=probe.split_seed)
-        write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed)
+        split, groups = new_split(probe, source)
+        write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed, groups=groups)
     _say(f"study of {len(study.models)} models on {data} -> {out}")
 
     lr_results = _lr_comparison(study, data, split_path, out)
@@ -133,6 +133,7 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
             **{k: mean_std([m[k] for m in full])[0] for k in (
                 "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
                 "weighted_f1", "test_loss", "train_seconds", "seconds_per_epoch")},
+            "balanced_accuracy": mean_std([m.get("balanced_accuracy", m["macro_recall"]) for m in full])[0],
             "epochs": first["epochs_run"], "params": first["params_total"],
             "params_trainable": _trainable_during_training(first),
             "model_file_mb": round(first["model_file_bytes"] / 2**20, 3),
@@ -143,7 +144,9 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
                                  optimizer=first["optimizer"], seconds=study.measure_seconds))
         row["latency_ms"], row["throughput"] = row["latency_ms_b1"], row["throughput_b64"]
         table.append(row)
-    table.sort(key=lambda r: -r["accuracy"])
+    dataset = describe(source)
+    imbalance = dataset["imbalance_ratio"] if dataset["imbalance_ratio"] != float("inf") else None
+    table.sort(key=lambda r: -r[ranking_key(imbalance)])
 
     test = None
     if len(table) >= 2:
@@ -158,13 +161,15 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
     seed_spread = {m: [r["test_accuracy"] for r in bf[1.0]] for m, bf in runs.items()}
     return {
         "data": data,
-        "dataset": describe(source),
+        "dataset": dataset,
+        "data_health": data_health(source, out / "split.json"),
         "split_sizes": json.loads((out / "split.json").read_text())["sizes"],
         "table": table,
         "tradeoffs": tradeoffs(table),
         "mcnemar": test,
         "seed_spread": seed_spread,
-        "verdict": verdict(table, test),
+        "verdict": verdict(table, test, imbalance),
+        "ranked_by": ranking_key(imbalance),
         "lr_comparison": lr_results,
         "fraction_curves": {m: {f"{f:g}": v for f, v in c.items()} for m, c in curves.items()},
         "fraction_train_sizes": {f"{f:g}": n for f, n in train_sizes.items()},
@@ -173,6 +178,22 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         "data_options": {k: study.common[k] for k in ("data_dir", "image_size", "grayscale", "class_map", "strict")
                          if k in study.common},
     }
+
+
+def data_health(source, split_path: Path) -> dict[str, Any]:
+    """The report's "Data health" numbers: unreadable files, exact duplicates, the groups the split kept
+    together and the pairs that still cross its parts (the official test set's copies cannot be moved)."""
+    from ..data.duplicates import exact_pairs
+    from ..data.health import leaked_pairs
+    from ..data.split import load_manifest
+
+    pairs = exact_pairs(source.pool.images)
+    labels = source.pool.labels.tolist()
+    manifest = json.loads(split_path.read_text())
+    return {"unreadable": len(source.skipped), "exact_pairs": len(pairs),
+            "across_classes": sum(labels[p.a] != labels[p.b] for p in pairs),
+            "grouped": sum(len(g) for g in manifest.get("groups", [])),
+            "leaked_pairs": leaked_pairs(load_manifest(split_path, source))}
 
 
 def _saved_config(run_dir: Path) -> dict[str, Any]:

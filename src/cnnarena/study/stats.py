@@ -65,16 +65,31 @@ def tradeoffs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None) -> list[str]:
+IMBALANCED = 3.0  # largest / smallest class above this: plain accuracy hides a model that ignores small classes
+
+
+def ranking_key(imbalance_ratio: float | None) -> str:
+    """What the study ranks by: accuracy, or macro-F1 when the classes are imbalanced."""
+    return "macro_f1" if imbalance_ratio is not None and imbalance_ratio > IMBALANCED else "accuracy"
+
+
+def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None, imbalance_ratio: float | None = None) -> list[str]:
     """Sentences built from the measured numbers (what a report's conclusion would say)."""
     if not rows:
         return []
-    by_acc = sorted(rows, key=lambda r: -r["accuracy"])
+    key = ranking_key(imbalance_ratio)
+    by_acc = sorted(rows, key=lambda r: -r[key])
     best = by_acc[0]
-    lines = [f"Most accurate: {best['model']} at {100 * best['accuracy']:.2f}% test accuracy."]
+    if key == "macro_f1":
+        lines = [f"The classes are imbalanced ({imbalance_ratio:.1f}x largest to smallest, above {IMBALANCED:g}x): "
+                 f"models are ranked by macro-F1, which weighs every class equally.",
+                 f"Best macro-F1: {best['model']} at {100 * best['macro_f1']:.2f}% "
+                 f"({100 * best['accuracy']:.2f}% test accuracy)."]
+    else:
+        lines = [f"Most accurate: {best['model']} at {100 * best['accuracy']:.2f}% test accuracy."]
     if len(by_acc) > 1:
         second = by_acc[1]
-        gap = 100 * (best["accuracy"] - second["accuracy"])
+        gap = 100 * (best[key] - second[key])
         ratio = best["train_seconds"] / max(second["train_seconds"], 1e-9)
         lines.append(f"It beats {second['model']} by {gap:.2f} points, training {ratio:.2f}× as long "
                      f"({seconds(best['train_seconds'])} vs {seconds(second['train_seconds'])}).")

@@ -8,6 +8,7 @@ from ..data.augment import AugmentConfig
 from ..errors import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SAMPLERS = ("shuffle", "balanced")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "linear")
 
 
@@ -39,6 +40,10 @@ class TrainConfig:
     device: str = "auto"
     max_minutes: float | None = None  # time budget: stop after the epoch that crosses it
     eval_batch_size: int = 1024
+    # the loss' class weights: "none", "auto" (inverse frequency, resolved to a list from the training set before
+    # training), a YAML/JSON file of class: weight, or the list itself (one weight per class)
+    class_weights: str | list[float] = "none"
+    sampler: str = "shuffle"  # "balanced": every class equally likely in every batch (drawn with replacement)
 
     def fit_to_data(self, num_train: int, min_steps: int = 16) -> tuple[TrainConfig, str | None]:
         """A batch of 256 on 1,000 images is 4 steps an epoch: too few for a schedule or BatchNorm to settle.
@@ -53,6 +58,27 @@ class TrainConfig:
                 f"training images ({-(-num_train // batch)} steps per epoch instead of "
                 f"{-(-num_train // self.batch_size)})")
         return replace(self, batch_size=batch, lr=lr), note
+
+    def resolve_class_weights(self, counts: list[int], classes: list[str]) -> TrainConfig:
+        """class_weights as one weight per class: "auto" from the training set's class counts (scikit-learn's
+        'balanced': n / (classes x count)), a file read and checked against the class names."""
+        spec = self.class_weights
+        if isinstance(spec, list):
+            if len(spec) != len(classes):
+                raise UserError(f"--class-weights lists {len(spec)} weights for {len(classes)} classes")
+            return self
+        if spec == "none":
+            return self
+        if spec == "auto":
+            import numpy as np
+            from sklearn.utils.class_weight import compute_class_weight
+
+            labels = np.repeat(np.arange(len(counts)), counts)
+            present = np.unique(labels)
+            weights = dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels),
+                               strict=True))
+            return replace(self, class_weights=[round(float(weights.get(c, 1.0)), 6) for c in range(len(counts))])
+        return replace(self, class_weights=_weights_file(spec, classes))
 
     def validate(self) -> TrainConfig:
         checks = [
@@ -77,8 +103,37 @@ class TrainConfig:
             (self.step_size >= 1, f"step_size must be at least 1 epoch (got {self.step_size})"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1] (got {self.gamma})"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be at least 1 (got {self.eval_batch_size})"),
+            (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)} (got {self.sampler!r})"),
+            (isinstance(self.class_weights, str) or (isinstance(self.class_weights, list) and all(
+                isinstance(w, int | float) and not isinstance(w, bool) and w > 0 for w in self.class_weights)),
+             "--class-weights must be auto, none, a YAML/JSON file of class: weight, or a list of positive numbers"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
         return self
+
+
+def _weights_file(path: str, classes: list[str]) -> list[float]:
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        mapping = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except FileNotFoundError:
+        raise UserError(f"--class-weights: no such file {path} (or use auto / none)") from None
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise UserError(f"--class-weights: cannot read {path}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(mapping, dict):
+        raise UserError(f"--class-weights: {path} must map class names to weights")
+    unknown = sorted(str(k) for k in mapping if str(k) not in classes)
+    if unknown:
+        raise UserError(f"--class-weights: {path} names unknown class {unknown[0]!r} (classes: {', '.join(classes)})")
+    weights = {str(k): v for k, v in mapping.items()}
+    bad = [k for k, v in weights.items() if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0]
+    if bad:
+        raise UserError(f"--class-weights: the weight of {bad[0]!r} in {path} must be a positive number")
+    return [float(weights.get(c, 1.0)) for c in classes]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ..data.loader import BatchLoader
+from ..data.loader import BatchLoader, epoch_order
 
 
 class FeatureLoader:
@@ -24,12 +24,12 @@ class FeatureLoader:
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  device: torch.device | str, shuffle: bool = False, seed: int = 0,
                  generator: torch.Generator | None = None, drop_last: bool = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, balanced: bool = False) -> None:
         if features.shape[0] != labels.shape[0]:
             raise ValueError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels")
         self.device = torch.device(device)
         self.features, self.labels = features.to(self.device), labels.to(self.device)
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.batch_size, self.shuffle, self.drop_last, self.balanced = batch_size, shuffle, drop_last, balanced
         self.channels_last = channels_last and features.dim() == 4
         self.generator = generator if generator is not None else torch.Generator(device="cpu").manual_seed(seed)
 
@@ -37,7 +37,8 @@ class FeatureLoader:
     def mirroring(cls, loader: BatchLoader, features: torch.Tensor, channels_last: bool = False) -> FeatureLoader:
         """Features of `loader`'s images (same row order), batched exactly as `loader` batches its images."""
         return cls(features, loader.labels, loader.batch_size, device=loader.device, shuffle=loader.shuffle,
-                   generator=loader.generator, drop_last=loader.drop_last, channels_last=channels_last)
+                   generator=loader.generator, drop_last=loader.drop_last, channels_last=channels_last,
+                   balanced=loader.balanced)
 
     def __len__(self) -> int:
         n = self.features.shape[0]
@@ -49,8 +50,7 @@ class FeatureLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.features.shape[0]
-        # the same draw as BatchLoader: one randperm per epoch from the shared generator
-        order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
+        order = epoch_order(self.labels, self.generator, self.shuffle, self.balanced)  # the same draw as BatchLoader
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
             if order is None:

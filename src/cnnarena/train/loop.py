@@ -214,6 +214,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ThreadTuner.wanted(cfg.deterministic) \
         else None
     autocast = autocast_for(device, cfg.amp)
+    weights = cfg.class_weights if isinstance(cfg.class_weights, list) else None
+    loss_weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
     # The compiled module shares parameters with `net`, so checkpoints and best weights stay as they are.
     step_net = torch.compile(net) if cfg.compile else net
     for cb in state.callbacks:
@@ -222,7 +224,7 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
         tuner.begin()
     try:
         while state.epoch < cfg.epochs and state.stop_reason is None:
-            row = _train_one_epoch(state, net, step_net, train, autocast, tuner)
+            row = _train_one_epoch(state, net, step_net, train, autocast, tuner, loss_weight)
             row["epoch"] = phase.first_epoch + state.epoch + 1
             if phase.name:
                 row["phase"] = phase.name
@@ -248,7 +250,7 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
 
 
 def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, train: BatchLoader, autocast,
-                     tuner: ThreadTuner | None) -> dict[str, Any]:
+                     tuner: ThreadTuner | None, loss_weight: torch.Tensor | None) -> dict[str, Any]:
     cfg, opt, progress, callbacks = state.cfg, state.optimizer, state.progress, state.callbacks
     net.train()
     progress.t0, progress.seen = time.perf_counter(), 0
@@ -259,7 +261,7 @@ def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, tra
         lr = state.lr_ctl.set_step(state.step)
         with autocast():
             logits = step_net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(logits.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

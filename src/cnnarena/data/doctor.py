@@ -1,0 +1,189 @@
+"""`cnnarena doctor`: what is wrong in a dataset, before any verdict is trusted (cleanlab/cleanvision style).
+
+One JSON-ready report of findings:
+- files: unreadable (the loader's reasons), unusual modes (CMYK, 16-bit, palette, alpha), EXIF-rotated, size and
+  aspect-ratio outliers (file sources);
+- classes: counts, the imbalance ratio, near-empty classes;
+- duplicates: exact (same decoded pixels) and near (duplicates.py), within a class, across classes (a label
+  conflict), and, given a split, across train / validation / test (leakage), counted per pair of splits;
+- label issues: images whose given label out-of-sample predictions disagree with (label_issues.py).
+`serious` lists what --strict fails on: leakage, label conflicts, unreadable files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import duplicates
+from .dataset import ImageSet, Source
+from .inspect import describe
+
+NEAR_EMPTY_SHARE = 0.1  # of the median class: a class this small cannot be learnt or measured well
+NEAR_EMPTY_MIN = 10
+SIZE_OUTLIER = 4.0  # area this many times smaller or larger than the median image
+ASPECT_OUTLIER = 2.0  # width/height this many times off the median
+UNUSUAL_MODES = {"CMYK": "CMYK", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
+                 "F": "32-bit float", "P": "palette", "PA": "palette with alpha", "RGBA": "alpha", "LA": "alpha",
+                 "1": "1-bit", "YCbCr": "YCbCr", "LAB": "LAB", "HSV": "HSV"}
+SPLITS = ("train", "val", "test")
+
+
+def all_images(source: Source) -> tuple[ImageSet, list[str]]:
+    """Pool and official test set as one set, and which part each image came from ("pool" / "test")."""
+    if source.test is None:
+        return source.pool, ["pool"] * len(source.pool)
+    both = ImageSet(torch.cat([source.pool.images, source.test.images]),
+                    torch.cat([source.pool.labels, source.test.labels]), source.classes,
+                    [*source.pool.ids, *source.test.ids])
+    return both, ["pool"] * len(source.pool) + ["test"] * len(source.test)
+
+
+def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, root: Path | None = None,
+            label_issues: bool = True, near: bool = True, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """The whole report. split_ids: ids per split (a split.json) to count leakage across; root: where the files
+    of a folder/CSV source are, for the per-file checks."""
+    data, parts = all_images(source)
+    desc = describe(source)
+    counts = desc["counts"]["total"]
+    report: dict[str, Any] = {
+        "dataset": {"name": source.name, "images": len(data), "classes": list(source.classes),
+                    "counts": dict(zip(source.classes, counts, strict=True)),
+                    "imbalance_ratio": _finite(desc["imbalance_ratio"]),
+                    "near_empty_classes": near_empty(source.classes, counts)},
+        "unreadable": [{"path": p, "reason": r} for p, r in source.skipped],
+        "files": file_findings(root, data.ids, source.original_sizes) if root is not None else None,
+    }
+    report["duplicates"] = duplicate_findings(data, split_ids, near=near)
+    if label_issues:
+        from .label_issues import find_label_issues
+
+        issues, _ = find_label_issues(data.images, data.labels.numpy(), folds=folds, seed=seed)
+        report["label_issues"] = [{"id": data.ids[i.index], "given": source.classes[i.given],
+                                   "likely": source.classes[i.likely], "given_probability": i.given_probability,
+                                   "likely_probability": i.likely_probability} for i in issues]
+    else:
+        report["label_issues"] = None
+    report["serious"] = serious(report)
+    return report
+
+
+def near_empty(classes: list[str], counts: list[int]) -> list[str]:
+    median = float(np.median(counts)) if counts else 0.0
+    return [c for c, n in zip(classes, counts, strict=True)
+            if n < NEAR_EMPTY_MIN or n < NEAR_EMPTY_SHARE * median]
+
+
+def _finite(x: float) -> float | None:
+    return round(x, 3) if math.isfinite(x) else None
+
+
+def file_findings(root: Path, ids: list[str], sizes: list[tuple[int, int]] | None) -> dict[str, Any]:
+    """Modes and EXIF orientation from each file's header (nothing decoded), and size/aspect outliers."""
+    from PIL import Image, UnidentifiedImageError
+
+    modes, rotated = [], []
+    for image_id in ids:
+        try:
+            with Image.open(root / image_id) as im:
+                if im.mode in UNUSUAL_MODES or "transparency" in im.info:
+                    modes.append({"id": image_id, "mode": im.mode,
+                                  "what": UNUSUAL_MODES.get(im.mode, "transparency")})
+                orientation = im.getexif().get(0x0112, 1)
+                if orientation not in (0, 1):
+                    rotated.append({"id": image_id, "orientation": int(orientation)})
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue  # unreadable files are reported by the loader already
+    outliers = []
+    if sizes:
+        hw = np.asarray(sizes[:len(ids)], dtype=np.float64)
+        area, aspect = hw[:, 0] * hw[:, 1], hw[:, 1] / np.maximum(hw[:, 0], 1)
+        med_area, med_aspect = np.median(area), np.median(aspect)
+        for k, image_id in enumerate(ids[:len(hw)]):
+            why = []
+            if area[k] * SIZE_OUTLIER < med_area or area[k] > SIZE_OUTLIER * med_area:
+                why.append("size")
+            if aspect[k] * ASPECT_OUTLIER < med_aspect or aspect[k] > ASPECT_OUTLIER * med_aspect:
+                why.append("aspect ratio")
+            if why:
+                outliers.append({"id": image_id, "height": int(hw[k, 0]), "width": int(hw[k, 1]),
+                                 "why": " and ".join(why)})
+    return {"unusual_modes": modes, "exif_rotated": rotated, "size_outliers": outliers}
+
+
+def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *, near: bool = True) -> dict:
+    exact = duplicates.exact_pairs(data.images)
+    near_found, capped = duplicates.near_pairs(data.images, {(p.a, p.b) for p in exact}) if near else ([], False)
+    where = {}
+    for name in SPLITS:
+        for image_id in (split_ids or {}).get(name, ()):
+            where[image_id] = name
+    labels = data.labels.tolist()
+    rows = []
+    for p in [*exact, *near_found]:
+        a, b = data.ids[p.a], data.ids[p.b]
+        rows.append({"a": a, "b": b, "kind": p.kind, "similarity": p.similarity,
+                     "label_a": data.classes[labels[p.a]], "label_b": data.classes[labels[p.b]],
+                     "split_a": where.get(a), "split_b": where.get(b)})
+    leakage = Counter()
+    for r in rows:
+        if r["split_a"] and r["split_b"] and r["split_a"] != r["split_b"]:
+            leakage["-".join(sorted((r["split_a"], r["split_b"]), key=SPLITS.index))] += 1
+    groups = duplicates.groups(len(data), [*exact, *near_found])
+    return {
+        "pairs": rows,
+        "groups": [[data.ids[i] for i in g] for g in groups],
+        "exact_within_class": sum(r["kind"] == "exact" and r["label_a"] == r["label_b"] for r in rows),
+        "exact_across_classes": sum(r["kind"] == "exact" and r["label_a"] != r["label_b"] for r in rows),
+        "near_within_class": sum(r["kind"] == "near" and r["label_a"] == r["label_b"] for r in rows),
+        "near_across_classes": sum(r["kind"] == "near" and r["label_a"] != r["label_b"] for r in rows),
+        "leakage": dict(leakage) if split_ids is not None else None,
+        "near_search_capped": capped,
+        "method": (f"exact: identical decoded pixels; near: imagehash pHash within {duplicates.PHASH_CANDIDATE_BITS} "
+                   f"bits, confirmed by aligned correlation >= {duplicates.NCC_CONFIRM}") if near else "exact only",
+    }
+
+
+def serious(report: dict[str, Any]) -> list[str]:
+    found = []
+    if report["unreadable"]:
+        found.append(f"{len(report['unreadable'])} unreadable file(s)")
+    dup = report["duplicates"]
+    conflicts = dup["exact_across_classes"] + dup["near_across_classes"]
+    if conflicts:
+        found.append(f"{conflicts} duplicate pair(s) filed under different classes (label conflicts)")
+    if dup["leakage"]:
+        found.append("leakage: " + ", ".join(f"{n} duplicate pair(s) across {k}" for k, n in dup["leakage"].items()))
+    return found
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The console summary: one line per finding."""
+    d, dup = report["dataset"], report["duplicates"]
+    ratio = d["imbalance_ratio"]
+    lines = [f"{d['name']}: {d['images']:,} images, {len(d['classes'])} classes, imbalance ratio "
+             f"{ratio if ratio is not None else 'inf'}"
+             + (f", near-empty: {', '.join(d['near_empty_classes'])}" if d["near_empty_classes"] else "")]
+    lines.append(f"unreadable files: {len(report['unreadable'])}")
+    files = report["files"]
+    if files is not None:
+        lines.append(f"unusual modes: {len(files['unusual_modes'])}, EXIF-rotated: {len(files['exif_rotated'])}, "
+                     f"size/aspect outliers: {len(files['size_outliers'])}")
+    lines.append(f"exact duplicates: {dup['exact_within_class']} pair(s) within a class, "
+                 f"{dup['exact_across_classes']} across classes")
+    lines.append(f"near-duplicates: {dup['near_within_class']} pair(s) within a class, "
+                 f"{dup['near_across_classes']} across classes" + (" (search capped)" if dup["near_search_capped"]
+                                                                    else ""))
+    if dup["leakage"] is not None:
+        leaks = ", ".join(f"{k}: {n}" for k, n in dup["leakage"].items()) or "none"
+        lines.append(f"leakage across splits (duplicate pairs): {leaks}")
+    if report["label_issues"] is not None:
+        lines.append(f"label issues: {len(report['label_issues'])} image(s) whose label out-of-sample "
+                     "predictions disagree with")
+    lines.append("serious: " + ("; ".join(report["serious"]) if report["serious"] else "nothing"))
+    return lines
