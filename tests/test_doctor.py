@@ -75,6 +75,7 @@ def test_label_issues_find_the_photos_filed_under_a_wrong_class(dirty):
     assert first["given"] != first["likely"] and first["given_probability"] < first["likely_probability"]
 
 
+@pytest.mark.slow  # trains a run
 def test_a_new_split_keeps_duplicates_together_and_doctor_counts_a_leaking_one(dirty, tmp_path, monkeypatch,
                                                                                capsys):
     source = load_source(str(dirty.root), image_size=64)
@@ -158,6 +159,7 @@ def imbalanced_digits(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # trains two runs
 def test_class_weights_and_the_balanced_sampler_train_and_are_recorded(tmp_path):
     root = imbalanced_digits(tmp_path)
     base = {"data": str(root), "image_size": 16, "epochs": 2, "lr": 3e-3}

@@ -59,7 +59,12 @@ def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, ro
         "unreadable": [{"path": p, "reason": r} for p, r in source.skipped],
         "files": file_findings(root, data.ids, source.original_sizes) if root is not None else None,
     }
-    report["duplicates"] = duplicate_findings(data, split_ids, near=near)
+    near_ok = duplicates.near_search_applies(source.original_sizes)
+    report["duplicates"] = duplicate_findings(data, split_ids, near=near and near_ok)
+    if near and not near_ok:
+        report["duplicates"]["method"] += (f" (near-duplicates not searched: images under "
+                                           f"{duplicates.NEAR_MIN_SIDE} px hold too little detail to tell a copy "
+                                           "from a look-alike)")
     if label_issues:
         from .label_issues import find_label_issues
 

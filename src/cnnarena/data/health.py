@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dataset import Source
-from .duplicates import exact_pairs, split_groups
+from .duplicates import exact_pairs, near_search_applies, split_groups
 from .split import Split
 
 
@@ -20,12 +20,13 @@ def check(source: Source) -> Health:
     counts = source.pool.class_counts()
     if source.test is not None:
         counts = [a + b for a, b in zip(counts, source.test.class_counts(), strict=True)]
-    groups, exact, near = split_groups(source.pool.images, near=source.root is not None)
+    near_too = source.root is not None and near_search_applies(source.original_sizes)
+    groups, exact, near = split_groups(source.pool.images, near=near_too)
     ratio = max(counts) / min(counts) if min(counts) else float("inf")
     kept = sum(len(g) for g in groups)
     summary = (f"data: {sum(counts):,} images, {len(counts)} classes, imbalance {ratio:.1f}x, "
                f"{len(source.skipped)} unreadable, {exact} exact"
-               + (f" and {near} near" if source.root is not None else "")
+               + (f" and {near} near" if near_too else "")
                + " duplicate pair(s)" + (f" ({kept} images kept on one side of the split)" if groups else ""))
     return Health(groups, summary)
 
