@@ -12,7 +12,7 @@ import csv
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,34 +43,33 @@ from .train.loop import TrainResult, fit, resolve_device, seed_everything
 log = logging.getLogger(__name__)
 
 
-def resolve_split(cfg: RunConfig, source: Source, run_dir: Path | None) -> tuple[Split, list[list[str]] | None]:
-    """The run's own split.json (when resuming), else --split (one warning line when it leaks duplicates across
-    its parts), else a new seeded split that keeps each group of duplicates on one side; and the groups it kept."""
+def resolve_split(cfg: RunConfig, source: Source, run_dir: Path | None) -> tuple[Split, list[list[str]] | None,
+                                                                                 list[str]]:
+    """The run's own split.json (when resuming), else --split, else a new seeded split that keeps each group of
+    duplicates on one side; the groups it kept; and what to tell the user (the data summary, a leak warning)."""
     own = run_dir / "split.json" if run_dir is not None else None
     if own is not None and own.exists():
-        return load_manifest(own, source), None
+        return load_manifest(own, source), None, []
     if cfg.split:
         split = load_manifest(Path(cfg.split), source)
-        warn_if_leaking(split, cfg.split, cfg.data)
-        return split, None
+        return split, None, leak_warnings(split, cfg.split, cfg.data)
     return new_split(cfg, source)
 
 
-def new_split(cfg: RunConfig, source: Source) -> tuple[Split, list[list[str]]]:
-    """A stratified, seeded, leakage-free split after the fast data checks (their summary is logged)."""
+def new_split(cfg: RunConfig, source: Source) -> tuple[Split, list[list[str]], list[str]]:
+    """A stratified, seeded, leakage-free split after the fast data checks (with the lines to tell the user)."""
     health = check_health(source)
-    log.info(health.summary)
     split = make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed,
                        groups=health.groups)
-    warn_if_leaking(split, "the new split", cfg.data)  # duplicates of the official test set cannot be moved
-    return split, [[source.pool.ids[i] for i in g] for g in health.groups]
+    # duplicates of an official test set cannot be moved: they are reported
+    messages = [health.summary, *leak_warnings(split, "the new split", cfg.data)]
+    return split, [[source.pool.ids[i] for i in g] for g in health.groups], messages
 
 
-def warn_if_leaking(split: Split, what: str, data: str) -> None:
+def leak_warnings(split: Split, what: str, data: str) -> list[str]:
     leaked = leaked_pairs(split)
-    if leaked:
-        log.warning(f"warning: {what} leaks: {leaked} exact-duplicate pair(s) across train/val/test "
-                    f"(`cnnarena doctor {data} --split SPLIT.json` lists them)")
+    return [f"warning: {what} leaks: {leaked} exact-duplicate pair(s) across train/val/test "
+            f"(`cnnarena doctor {data} --split SPLIT.json` lists them)"] if leaked else []
 
 
 @dataclass
@@ -84,6 +83,7 @@ class Prepared:
     train: ImageSet
     note: str | None
     groups: list[list[str]] | None = None  # duplicate groups a new split kept on one side (ids)
+    messages: list[str] = field(default_factory=list)  # the data summary and leak warnings, for after the model
 
 
 def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
@@ -91,11 +91,11 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     share. The config is copied, not changed."""
     cfg = copy.deepcopy(cfg)
     source = load_data(cfg)
-    split, groups = resolve_split(cfg, source, run_dir)
+    split, groups, messages = resolve_split(cfg, source, run_dir)
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
     cfg.train, note = cfg.train.fit_to_data(len(train_set))
     cfg.train = cfg.train.resolve_class_weights(train_set.class_counts(), train_set.classes)
-    return Prepared(cfg, source, split, train_set, note, groups)
+    return Prepared(cfg, source, split, train_set, note, groups, messages)
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -132,8 +132,9 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, split)
-    if prep.note:  # after the model is built: a bad model is reported alone
-        log.info(prep.note)
+    for message in [*prep.messages, prep.note]:  # after the model is built: a bad model is reported alone
+        if message:
+            (log.warning if message.startswith("warning:") else log.info)(message)
     ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
                                         ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
     if not model.meta.is_pretrained and ignored:

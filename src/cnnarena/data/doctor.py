@@ -52,7 +52,8 @@ def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, ro
     desc = describe(source)
     counts = desc["counts"]["total"]
     report: dict[str, Any] = {
-        "dataset": {"name": source.name, "images": len(data), "classes": list(source.classes),
+        "dataset": {"name": source.name, "root": str(root) if root is not None else None,  # ids are relative to it
+                    "images": len(data), "classes": list(source.classes),
                     "counts": dict(zip(source.classes, counts, strict=True)),
                     "imbalance_ratio": _finite(desc["imbalance_ratio"]),
                     "near_empty_classes": near_empty(source.classes, counts)},

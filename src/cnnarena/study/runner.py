@@ -55,7 +55,9 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     source = load_data(probe)
     split_path = out / "split.json"
     if not split_path.exists():
-        split, groups = new_split(probe, source)
+        split, groups, messages = new_split(probe, source)
+        for message in messages:
+            (log.warning if message.startswith("warning:") else log.info)(message)
         write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed, groups=groups)
     _say(f"study of {len(study.models)} models on {data} -> {out}")
 
