@@ -177,3 +177,14 @@ def test_class_weights_and_the_balanced_sampler_train_and_are_recorded(tmp_path)
     data = ImageSet(torch.zeros(1000, 1, 2, 2, dtype=torch.uint8), labels, ["a", "b"], [str(i) for i in range(1000)])
     drawn = torch.cat([y for _, y in BatchLoader(data, 100, shuffle=True, balanced=True)])
     assert 0.4 < (drawn == 0).float().mean().item() < 0.6  # the 1% class is half of every epoch
+
+
+def test_a_bad_class_weights_file_is_one_error_line(tmp_path, monkeypatch, capsys):
+    weights = tmp_path / "weights.yaml"
+    weights.write_text("'0': 2.0\nnot-a-digit: 1.0\n")
+    code, _, err = run_cli(["train", "digits", "--epochs", "1", "--class-weights", str(weights), "--out",
+                            str(tmp_path / "run")], monkeypatch, capsys)
+    assert code == 2 and err.strip() == (f"error: --class-weights: {weights} names unknown class 'not-a-digit' "
+                                         "(classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)")
+    code, _, err = run_cli(["train", "digits", "--sampler", "sometimes"], monkeypatch, capsys)
+    assert code == 2 and err.strip() == "error: --sampler must be one of shuffle, balanced (got 'sometimes')"

@@ -13,7 +13,7 @@ import yaml
 
 from cnnarena.study.config import build_study_config
 from cnnarena.study.runner import run_study
-from cnnarena.study.stats import fraction_winners, mcnemar_exact, mean_std, tradeoffs
+from cnnarena.study.stats import fraction_winners, mcnemar_exact, mean_std, tradeoffs, verdict
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -52,6 +52,18 @@ def test_tradeoffs_follow_the_measured_numbers():
     assert t["small"]["accuracy_points_per_minute"] == pytest.approx(92 / (100 / 60), abs=0.01)
     assert t["big"]["pareto_optimal"] and t["small"]["pareto_optimal"]
     assert not t["bad"]["pareto_optimal"] and t["bad"]["dominated_by"] == ["small"]
+
+
+def test_the_verdict_ranks_by_macro_f1_when_the_classes_are_imbalanced():
+    rows = [
+        {"model": "accurate", "accuracy": 0.95, "macro_f1": 0.70, "train_seconds": 100.0, "params": 10,
+         "latency_ms": 1.0},
+        {"model": "fair", "accuracy": 0.93, "macro_f1": 0.85, "train_seconds": 100.0, "params": 20, "latency_ms": 2.0},
+    ]
+    assert verdict(rows, None, imbalance_ratio=2.0)[0].startswith("Most accurate: accurate at 95.00%")
+    lines = verdict(rows, None, imbalance_ratio=10.0)
+    assert "ranked by macro-F1" in lines[0] and "10.0x" in lines[0]
+    assert lines[1].startswith("Best macro-F1: fair at 85.00%") and "It beats accurate by 15.00 points" in lines[2]
 
 
 def test_fraction_winners():
