@@ -89,8 +89,7 @@ def build(root: Path, dataset: str = "fashion-mnist", *, per_class: int = 30, ex
         photo, c = photos[original]
         kind = NEAR_KINDS[k % len(NEAR_KINDS)]
         copy_id = f"{classes[c]}/near{k:03d}.{'jpg' if kind == 'jpeg' else 'png'}"
-        near_copy(photo, kind).save(root / copy_id, quality=30) if kind == "jpeg" else \
-            near_copy(photo, kind).save(root / copy_id)
+        near_copy(photo, kind).save(root / copy_id, **({"quality": 30} if kind == "jpeg" else {}))
         folder.near.append((original, copy_id, kind))
     for k, original in enumerate(originals[exact + near:]):
         _, c = photos[original]

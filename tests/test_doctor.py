@@ -20,6 +20,7 @@ import dirty_data
 import numpy as np
 import pytest
 import torch
+import yaml
 from cli_run import run_cli
 
 from cnnarena.config import build_config
@@ -164,7 +165,7 @@ def test_class_weights_and_the_balanced_sampler_train_and_are_recorded(tmp_path)
     root = imbalanced_digits(tmp_path)
     base = {"data": str(root), "image_size": 16, "epochs": 2, "lr": 3e-3}
     metrics = train_run(build_config(None, {**base, "class_weights": "auto"}), tmp_path / "weighted")
-    saved = json.loads(json.dumps(__import__("yaml").safe_load((tmp_path / "weighted" / "config.yaml").read_text())))
+    saved = yaml.safe_load((tmp_path / "weighted" / "config.yaml").read_text())
     weights = saved["train"]["class_weights"]
     assert len(weights) == 10 and weights[0] == max(weights) > 3 * min(weights)  # the small class weighs most
     assert 0 <= metrics["balanced_accuracy"] <= 1 and set(metrics["per_class_recall"]) == {str(c) for c in range(10)}

@@ -594,9 +594,8 @@ def lr_find_command(
     cfg = build_config(None, {"data": data, "model": model, "optimizer": optimizer, "batch_size": batch_size,
                               "input_size": input_size, "data_dir": str(data_dir) if data_dir else None})
     prep = prepare(cfg)  # the split, fraction and recipe fitted to the data that `train` would use
-    for message in [*prep.messages, prep.note]:
-        if message:
-            print(message, file=sys.stderr)
+    for message in prep.messages:
+        print(message, file=sys.stderr)
     t = prep.cfg.train
     net = build_model(prep.cfg, prep.split)
     loader = BatchLoader(prep.train, t.batch_size, device=resolve_device(t.device), shuffle=True, seed=t.seed)

@@ -61,9 +61,16 @@ def new_split(cfg: RunConfig, source: Source) -> tuple[Split, list[list[str]], l
     health = check_health(source)
     split = make_split(source, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed,
                        groups=health.groups)
-    # duplicates of an official test set cannot be moved: they are reported
-    messages = [health.summary, *leak_warnings(split, "the new split", cfg.data)]
+    messages = [health.summary]
+    if source.test is not None:  # the groups keep the pool's copies together; copies of the official test set
+        messages += leak_warnings(split, "the new split", cfg.data)  # cannot be moved, only reported
     return split, [[source.pool.ids[i] for i in g] for g in health.groups], messages
+
+
+def tell(messages: list[str]) -> None:
+    """Log what resolve_split and prepare found: warnings as warnings, the rest as information."""
+    for message in messages:
+        (log.warning if message.startswith("warning:") else log.info)(message)
 
 
 def leak_warnings(split: Split, what: str, data: str) -> list[str]:
@@ -75,15 +82,15 @@ def leak_warnings(split: Split, what: str, data: str) -> list[str]:
 @dataclass
 class Prepared:
     """What a run trains on, decided before any model exists: `train` (a fraction of the split's training set
-    when asked) and cfg with its recipe fitted to that many images (`note` says what changed, if anything)."""
+    when asked) and cfg with its recipe fitted to that many images; `messages` (the data summary, leak warnings,
+    what the fitting changed) are for after the model is built, so that a bad model is reported alone."""
 
     cfg: RunConfig
     source: Source
     split: Split
     train: ImageSet
-    note: str | None
     groups: list[list[str]] | None = None  # duplicate groups a new split kept on one side (ids)
-    messages: list[str] = field(default_factory=list)  # the data summary and leak warnings, for after the model
+    messages: list[str] = field(default_factory=list)
 
 
 def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
@@ -95,7 +102,7 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
     cfg.train, note = cfg.train.fit_to_data(len(train_set))
     cfg.train = cfg.train.resolve_class_weights(train_set.class_counts(), train_set.classes)
-    return Prepared(cfg, source, split, train_set, note, groups, messages)
+    return Prepared(cfg, source, split, train_set, groups, [*messages, *([note] if note else [])])
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -132,9 +139,7 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, split)
-    for message in [*prep.messages, prep.note]:  # after the model is built: a bad model is reported alone
-        if message:
-            (log.warning if message.startswith("warning:") else log.info)(message)
+    tell(prep.messages)  # after the model is built: a bad model is reported alone
     ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
                                         ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
     if not model.meta.is_pretrained and ignored:

@@ -67,8 +67,7 @@ def using(*, console: bool = False, **changes: bool) -> Iterator[RuntimeSettings
     logger = logging.getLogger(LOGGER)
     handler, level = None, logger.level
     if console:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler = _plain_handler()
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     try:
@@ -106,11 +105,17 @@ def _log_to_console() -> None:
         handler: logging.Handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False,
                                                show_level=False, markup=False)
     else:
-        handler = _StderrHandler()
+        handler = _plain_handler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     _console_handler = handler
+
+
+def _plain_handler() -> logging.Handler:
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
 
 
 class _StderrHandler(logging.StreamHandler):

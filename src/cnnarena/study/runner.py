@@ -28,7 +28,7 @@ from ..models.artefacts import load_model, saved_freeze_state
 from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
 from ..report.study_report import write_report
-from ..run import new_split, train_run
+from ..run import new_split, tell, train_run
 from ..train.loop import resolve_device
 from .config import StudyConfig, resolve_data
 from .measure import measure_model
@@ -56,8 +56,7 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     split_path = out / "split.json"
     if not split_path.exists():
         split, groups, messages = new_split(probe, source)
-        for message in messages:
-            (log.warning if message.startswith("warning:") else log.info)(message)
+        tell(messages)
         write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed, groups=groups)
     _say(f"study of {len(study.models)} models on {data} -> {out}")
 
