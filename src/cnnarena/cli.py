@@ -195,7 +195,13 @@ def train(
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on CUDA only)"),
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step"),
     device: str | None = typer.Option(None, help=_default_help("device", "auto | cpu | cuda | mps")),
-    max_minutes: float | None = typer.Option(None, help="time budget: stop after the epoch that crosses it"),
+    max_minutes: float | None = typer.Option(None, help="time limit: stop after the epoch that crosses it"),
+    budget: str | None = typer.Option(None, help="wall-clock budget of the training, e.g. 20m, 90s, 1.5h: epochs "
+                                      "are planned to fit (schedules end on time) and training stops on time with "
+                                      "its best weights"),
+    max_memory: str | None = typer.Option(None, help="peak memory: auto (on a CPU a share of the free memory, at "
+                                          "most 4GB) | none | a size like 3GB; a larger batch runs as micro-batches "
+                                          "(gradient accumulation) [auto]"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="ImageNet weights for backbones (default on; never silently off)"),
     weights: Path | None = typer.Option(None, help="backbone weights file (safetensors or state dict)"),
@@ -527,7 +533,11 @@ def study(
     lr_fraction: float | None = typer.Option(None, help=_default_help(
         "lr_fraction", "share of the training set for the LR comparison", study=True)),
     epochs: int | None = typer.Option(None, help=_default_help("epochs", "override every model's epochs", study=True)),
-    max_minutes: float | None = typer.Option(None, help="time budget per run"),
+    max_minutes: float | None = typer.Option(None, help="time limit per run: stop after the epoch that crosses it"),
+    budget: str | None = typer.Option(None, help="wall-clock budget of the study's training on the whole training "
+                                      "set, e.g. 20m, shared equally by the models (and seeds)"),
+    budget_per_model: str | None = typer.Option(None, help="or this budget for each model's run, e.g. 5m"),
+    max_memory: str | None = typer.Option(None, help="peak memory of each run: auto | none | e.g. 3GB [auto]"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     data_dir: Path | None = typer.Option(None, help="where datasets live"),
     image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
@@ -547,6 +557,7 @@ def study(
         "seeds": seeds, "fractions": _csv_floats(fractions, "--fractions"), "lrs": _csv_floats(lrs, "--lrs"),
         "lr_models": [m.strip() for m in lr_models.split(",")] if lr_models else None,
         "lr_epochs": lr_epochs, "lr_fraction": lr_fraction, "epochs": epochs, "max_minutes": max_minutes,
+        "budget": budget, "budget_per_model": budget_per_model, "max_memory": max_memory,
         "device": device, "data_dir": str(data_dir) if data_dir else None, "image_size": image_size,
         "measure_seconds": measure_seconds, "out": str(out) if out else None,
     }

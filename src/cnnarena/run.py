@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -139,7 +140,11 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, split)
-    tell(prep.messages)  # after the model is built: a bad model is reported alone
+    memory = plan_memory(model, cfg, split, device)
+    if memory is not None:
+        cfg.train = dataclasses.replace(cfg.train, micro_batch=memory.micro_batch if memory.micro_batch <
+                                        cfg.train.batch_size else None, eval_batch_size=memory.eval_batch)
+    tell([*model_lines(model, cfg), *prep.messages, *([memory.note] if memory and memory.note else [])])
     ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
                                         ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
     if not model.meta.is_pretrained and ignored:
@@ -166,13 +171,45 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
         result = fit(model, train_loader, val_loader, cfg.train, callbacks=standard_callbacks(cfg.train, run_dir),
                      resume=resume).result()
     return finish_run(model, cfg, split, train_set, result, run_dir, data_seconds=data_seconds,
-                      wall_seconds=time.perf_counter() - t_start)
+                      wall_seconds=time.perf_counter() - t_start, memory=memory)
+
+
+def model_lines(model: Classifier, cfg: RunConfig) -> list[str]:
+    """The run's first line: what trains, and at which resolution a backbone runs (chosen from the data unless
+    --input-size says)."""
+    meta = model.meta
+    if not meta.is_pretrained:
+        return [f"model: {meta.name} (custom CNN) on {meta.data_size[0]}x{meta.data_size[1]} images"]
+    how = "--input-size" if cfg.input_size else f"chosen for {meta.data_size[0]}x{meta.data_size[1]} images; " \
+                                                 "--input-size overrides"
+    return [f"model: {meta.name} (pretrained) at {meta.input_size[0]}x{meta.input_size[1]} px ({how})"]
+
+
+def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.device):
+    """The memory plan of a CPU training (--max-memory, default a share of what is free, at most 4 GB); None when
+    there is no cap (--max-memory none, or a GPU without an explicit --max-memory)."""
+    from .train.memory_plan import default_budget, estimate, parse_memory, plan, resident_bytes
+
+    t = cfg.train
+    budget = parse_memory(t.max_memory)
+    if budget == 0 or (budget is None and device.type != "cpu"):
+        return None
+    if device.type != "cpu":
+        log.info("note: --max-memory bounds the process's memory on the CPU; this run trains on "
+                 f"{device.type}: not applied")
+        return None
+    sample = split.train.images[:2].float().div(255.0)
+    if t.channels_last:
+        sample = sample.contiguous(memory_format=torch.channels_last)
+    est = estimate(model, sample, t.optimizer)
+    return plan(est, t.batch_size, t.eval_batch_size, budget=budget or default_budget(), held=resident_bytes(),
+                what=f"{model.meta.name} at batch {t.batch_size}")
 
 
 # Settings a resumed or reused run may change: where things are, the device, the time budget, how evaluation is
 # batched. Every other setting changes what the run computes.
 MAY_DIFFER = {"out", "data_dir", "split", "train.device", "train.max_minutes", "train.eval_batch_size",
-              "train.compile"}
+              "train.compile", "train.budget", "train.max_memory", "train.micro_batch"}
 
 
 def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
@@ -206,7 +243,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, result: TrainResult, run_dir: Path, *,
-               data_seconds: float, wall_seconds: float) -> dict[str, Any]:
+               data_seconds: float, wall_seconds: float, memory=None) -> dict[str, Any]:
     """Evaluate the best weights on the test split and write model, metrics, predictions and plots."""
     save_model(model, run_dir / "model", {"epoch": result.best_epoch})
     test = split.test
@@ -240,6 +277,11 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "device": str(next(model.parameters()).device),
         "tta": cfg.train.tta,
         "phase_boundary": result.phase_boundary,
+        "budget_seconds": cfg.train.budget_seconds,
+        "micro_batch": cfg.train.micro_batch,
+        "memory_budget_gb": round(memory.budget / 2**30, 2) if memory else None,
+        "memory_estimate_gb": round(memory.estimate / 2**30, 2) if memory else None,
+        "peak_rss_gb": peak_rss_gb(),
     })
     _write_predictions(run_dir / "predictions.csv", test, logits)
     plot_dir = run_dir / "plots"
@@ -259,3 +301,12 @@ def _write_predictions(path: Path, test, logits: torch.Tensor) -> None:
         w.writerow(["id", "true", "predicted", "confidence", "correct"])
         for sid, y, p, c in zip(test.ids, test.labels.tolist(), pred.tolist(), conf.tolist(), strict=True):
             w.writerow([sid, test.classes[y], test.classes[p], f"{c:.4f}", int(y == p)])
+
+
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far (a study's runs share one process: the largest of them)."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)

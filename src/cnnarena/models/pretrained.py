@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import UserError
 from .base import Classifier, ModelMeta
+from .resolution import auto_input_size
 from .weights import (
     LITE0_INPUT_SIZE,
     LITE0_MEAN_STD,
@@ -239,6 +240,23 @@ def _check_input_size(name: str, arch: str, size: tuple[int, int], create_kwargs
                         f"pick a larger --input-size ({reason})") from None
 
 
+def _chosen_size(arch: str, data_size: tuple[int, int]) -> tuple[int, int]:
+    """models/resolution.py's rule; a backbone with a fixed input size (or one that cannot take the chosen size)
+    keeps its own."""
+    default = default_input_size(arch)
+    cfg = None if arch == GOOGLENET else timm.models.get_pretrained_cfg(arch)
+    if cfg is not None and cfg.fixed_input_size:
+        return default
+    size = auto_input_size(tuple(data_size), default, MIN_INPUT_SIZE.get(arch, 0))
+    if size == default:
+        return size
+    try:
+        _meta_forward(arch, {}, size)
+    except (TypeError, RuntimeError, ValueError, AssertionError, NotImplementedError):
+        return default
+    return size
+
+
 def _meta_forward(arch: str, create_kwargs: dict[str, Any], size: tuple[int, int]) -> None:
     with torch.device("meta"):
         backbone = _create(arch, create_kwargs).eval()
@@ -254,7 +272,7 @@ def build_pretrained(name: str, *, num_classes: int, in_chans: int, data_size: t
     """A Classifier around an (ImageNet-pretrained) backbone and a new head for `num_classes`."""
     arch = resolve_name(name)
     _validate(num_classes, in_chans, classes, head_hidden, head_dropout, pretrained, weights)
-    size = default_input_size(arch) if input_size is None else (int(input_size), int(input_size))
+    size = (int(input_size), int(input_size)) if input_size is not None else _chosen_size(arch, data_size)
     create_kwargs = _create_kwargs(arch, size)
     if input_size is not None:
         _check_input_size(name, arch, size, create_kwargs)
@@ -263,7 +281,8 @@ def build_pretrained(name: str, *, num_classes: int, in_chans: int, data_size: t
     mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
     if plan is not None and plan.kind == "package":
         mean = std = LITE0_MEAN_STD  # what the package's weights were trained with
-        size = size if input_size is not None else (LITE0_INPUT_SIZE, LITE0_INPUT_SIZE)
+        if input_size is None:
+            size = auto_input_size(tuple(data_size), (LITE0_INPUT_SIZE, LITE0_INPUT_SIZE))
     dim = feature_dim(backbone)
     meta = ModelMeta(
         name=name, num_classes=num_classes, in_chans=in_chans, data_size=tuple(data_size), input_size=size,

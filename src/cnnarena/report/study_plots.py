@@ -64,3 +64,23 @@ def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], 
     ax.legend(fontsize=8)
     ax.set_title("learning curves: accuracy vs training-set size")
     return _save(fig, path)
+
+
+def anytime_curves(anytime: dict[str, Any], path: Path) -> Path:
+    """Validation accuracy against training wall-clock time, one line per model, its test accuracy at the end."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for model, points in anytime["curves"].items():
+        t = [p[0] for p in points]
+        line, = ax.plot(t, [100 * p[1] for p in points], "o-", ms=3, label=f"{model} (validation)")
+        ax.plot([t[-1]], [100 * anytime["test_accuracy"][model]], "*", ms=12, color=line.get_color(),
+                label=f"{model} test: {100 * anytime['test_accuracy'][model]:.2f}%")
+    if anytime.get("budget_seconds"):
+        ax.axvline(anytime["budget_seconds"], color="gray", ls="--", lw=1, label="budget per model")
+    for c in anytime.get("crossings", []):
+        ax.axvline(c["seconds"], color="red", ls=":", lw=1)
+    ax.set_xlabel("training wall-clock seconds (validation passes included)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("anytime curves: accuracy vs time on this machine")
+    return _save(fig, path)

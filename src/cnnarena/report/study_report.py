@@ -38,6 +38,8 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
         fraction_figure = _embed(study_plots.fraction_curves(comparison["fraction_curves"],
                                                              comparison["fraction_train_sizes"],
                                                              plots / "fraction_curves.png"))
+    if comparison.get("anytime"):
+        figures["anytime"] = _embed(study_plots.anytime_curves(comparison["anytime"], plots / "anytime.png"))
     per_model = [{"model": r["model"], "curves": _embed(Path(r["run_dir"]) / "plots" / "curves.png"),
                   "confusion": _embed(Path(r["run_dir"]) / "plots" / "confusion_matrix.png"),
                   "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png"),

@@ -27,6 +27,10 @@ class StudyConfig:
     lr_epochs: int = 2
     lr_fraction: float = 1.0  # share of the training set the LR comparison trains on
     measure_seconds: float = 1.5  # per speed measurement (latency at batch 1, throughput at batch 64)
+    # wall-clock budget of the runs on the whole training set, shared equally by models x seeds ("20m"), or each
+    # model's (budget_per_model); runs on smaller fractions train their recipe's epochs
+    budget: str | None = None
+    budget_per_model: str | None = None
     out: str = "studies/default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def load_study_file(path: Path) -> dict[str, Any]:
 
 
 STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "lr_models", "lr_epochs", "lr_fraction", "out",
-              "measure_seconds"}
+              "measure_seconds", "budget", "budget_per_model"}
 
 
 def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> StudyConfig:
@@ -98,6 +102,8 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
         raise UserError(f"--lr-epochs must be at least 1, got {cfg.lr_epochs}")
     if not 0 < cfg.lr_fraction <= 1:
         raise UserError(f"--lr-fraction must be in (0, 1], got {cfg.lr_fraction}")
+    if cfg.budget is not None and cfg.budget_per_model is not None:
+        raise UserError("give --budget (shared by the models) or --budget-per-model, not both")
     from ..config import build_config
 
     for model in cfg.models:  # every run's options are checked before the first run trains
@@ -114,3 +120,14 @@ def resolve_data(data: str) -> str:
         return "fashion-mnist" if find_fashion_dir(None) is not None else "digits"
     except UserError:
         return "digits"
+
+
+def run_budget(cfg: StudyConfig) -> str | None:
+    """The --budget of each run on the whole training set (seconds, as a string train's --budget takes)."""
+    from ..train.config import parse_duration
+
+    if cfg.budget_per_model is not None:
+        return f"{parse_duration(cfg.budget_per_model) / cfg.seeds:.1f}s"
+    if cfg.budget is not None:
+        return f"{parse_duration(cfg.budget) / (len(cfg.models) * cfg.seeds):.1f}s"
+    return None

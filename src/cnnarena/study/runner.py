@@ -30,7 +30,8 @@ from ..report.comparison import write_comparison
 from ..report.study_report import write_report
 from ..run import new_split, tell, train_run
 from ..train.loop import resolve_device
-from .config import StudyConfig, resolve_data
+from . import anytime
+from .config import StudyConfig, resolve_data, run_budget
 from .measure import measure_model
 from .stats import fraction_winners, mcnemar_exact, mean_std, ranking_key, tradeoffs, verdict
 
@@ -64,6 +65,9 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     chosen_lr = {m: r["best_lr"] for m, r in lr_results.items()}
 
     runs: dict[str, dict[float, list[dict[str, Any]]]] = {}
+    budget = run_budget(study)
+    if budget is not None:
+        _say(f"budget: {budget} of training per model{' and seed' if study.seeds > 1 else ''} on the whole training set")
     for model in study.models:
         for fraction in sorted(study.fractions, reverse=True):
             for seed in range(study.seeds):
@@ -71,6 +75,8 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
                 extra: dict[str, Any] = {"seed": seed, "fraction": fraction}
                 if model in chosen_lr:
                     extra["lr"] = chosen_lr[model]
+                if fraction == 1.0 and budget is not None:
+                    extra["budget"] = budget
                 cfg = _run_config(study, data, model, split_path, **extra)
                 state = "done" if (run_dir / "metrics.json").exists() else "training"
                 _say(f"[{model}] fraction {fraction:g} seed {seed}: {state}")
@@ -160,6 +166,11 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
     curves = {m: {f: mean_std([r["test_accuracy"] for r in rs])[0] for f, rs in bf.items()} for m, bf in runs.items()}
     train_sizes = {f: rs[0]["train_samples"] for bf in runs.values() for f, rs in bf.items()}
     seed_spread = {m: [r["test_accuracy"] for r in bf[1.0]] for m, bf in runs.items()}
+    firsts = {m: bf[1.0][0] for m, bf in runs.items()}
+    anytime_summary = anytime.summarise(
+        {m: {"history": anytime.read_history(Path(r["run_dir"])), "test_accuracy": r["test_accuracy"]}
+         for m, r in firsts.items()},
+        next((r.get("budget_seconds") for r in firsts.values() if r.get("budget_seconds")), None))
     return {
         "data": data,
         "dataset": dataset,
@@ -169,7 +180,8 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         "tradeoffs": tradeoffs(table),
         "mcnemar": test,
         "seed_spread": seed_spread,
-        "verdict": verdict(table, test, imbalance),
+        "verdict": verdict(table, test, imbalance) + anytime.verdict_lines(anytime_summary, str(device)),
+        "anytime": anytime_summary,
         "ranked_by": ranking_key(imbalance),
         "lr_comparison": lr_results,
         "fraction_curves": {m: {f"{f:g}": v for f, v in c.items()} for m, c in curves.items()},

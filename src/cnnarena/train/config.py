@@ -38,7 +38,12 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model for training (pays off on GPUs; measure on CPUs)
     device: str = "auto"
-    max_minutes: float | None = None  # time budget: stop after the epoch that crosses it
+    max_minutes: float | None = None  # time limit: stop after the epoch that crosses it
+    # wall-clock budget of the whole training ("20m", "90s", "1.5h"): epochs are planned from a timing probe so the
+    # schedule ends on time, and training stops on time (mid-epoch if need be) with its best weights
+    budget: str | None = None
+    max_memory: str = "auto"  # peak memory of the process: auto (CPU: a share of what is free, at most 4 GB), none, 3GB
+    micro_batch: int | None = None  # set by the memory plan: one forward/backward's batch (gradient accumulation)
     eval_batch_size: int = 1024
     # the loss' class weights: "none", "auto" (inverse frequency, resolved to a list from the training set before
     # training), a YAML/JSON file of class: weight, or the list itself (one weight per class)
@@ -100,6 +105,7 @@ class TrainConfig:
              f"--reduce-on-plateau is a patience in epochs: at least 1 (got {self.reduce_on_plateau})"),
             (self.max_minutes is None or self.max_minutes > 0,
              f"--max-minutes must be positive (got {self.max_minutes})"),
+            (self.micro_batch is None or self.micro_batch >= 1, "micro_batch must be at least 1"),
             (self.step_size >= 1, f"step_size must be at least 1 epoch (got {self.step_size})"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1] (got {self.gamma})"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be at least 1 (got {self.eval_batch_size})"),
@@ -111,7 +117,27 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.budget is not None:
+            parse_duration(self.budget)
+        from .memory_plan import parse_memory
+
+        parse_memory(self.max_memory)
         return self
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return None if self.budget is None else parse_duration(self.budget)
+
+
+def parse_duration(text: str | float) -> float:
+    """'20m' / '90s' / '1.5h' / '2' (minutes) -> seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*", str(text).lower())
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"--budget expects a positive duration like 20m, 90s or 1.5h, got {str(text)[:40]!r}")
+    unit = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[match.group(2) or "m"]
+    return float(match.group(1)) * unit
 
 
 def _weights_file(path: str, classes: list[str]) -> list[float]:

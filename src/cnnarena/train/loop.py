@@ -6,6 +6,7 @@ tracks the best epoch by cfg.monitor, and leaves the model holding the best epoc
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from torch import nn
 from ..data.loader import BatchLoader
 from ..errors import UserError
 from ..models.base import Classifier
+from .budget import TimeBudget
 from .callbacks import Callback
 from .config import TrainConfig
 from .schedule import LRController, build_optimizer
@@ -73,6 +75,7 @@ class Phase:
 
     name: str = ""
     earlier: tuple[dict[str, Any], ...] = ()
+    fills_budget: bool = True  # under --budget, plan epochs to use what is left (False: at most cfg.epochs)
 
     @property
     def first_epoch(self) -> int:
@@ -81,6 +84,11 @@ class Phase:
     @property
     def seconds_before(self) -> float:
         return sum(row["epoch_seconds"] for row in self.earlier)
+
+    @property
+    def wall_seconds_before(self) -> float:
+        """Training and validation time of the earlier phases: what they took of a --budget."""
+        return sum(row["epoch_seconds"] + row.get("val_seconds", 0.0) for row in self.earlier)
 
     @property
     def label(self) -> str:
@@ -126,6 +134,7 @@ class TrainState:
     progress: EpochProgress = field(default_factory=EpochProgress)
     generator: torch.Generator | None = None  # the training loader's: shuffles and augmentation draw from it
     callbacks: list[Callback] = field(default_factory=list)
+    planned_epochs: int | None = None  # what a --budget planned (cfg.epochs follows it)
 
     def result(self) -> TrainResult:
         return TrainResult(self.history, self.best_epoch, self.stop_reason)
@@ -144,6 +153,7 @@ class TrainState:
                  "best_epoch": self.best_epoch, "optimizer": self.optimizer.state_dict(),
                  "plateau_scale": self.lr_ctl.plateau_scale, "train_seconds": self.train_seconds,
                  "stop_reason": self.stop_reason, "torch_rng": torch.get_rng_state(),
+                 "planned_epochs": self.planned_epochs,
                  "callbacks": {name: saved for name, saved in ((type(cb).__name__, cb.state_dict())
                                                               for cb in self.callbacks) if saved is not None}}
         if self.generator is not None:
@@ -160,6 +170,10 @@ class TrainState:
         self.lr_ctl.plateau_scale, self.train_seconds = resume["plateau_scale"], resume["train_seconds"]
         self.stop_reason = resume.get("stop_reason")
         self.best_weights = resume.get("best_weights")
+        if resume.get("planned_epochs") is not None:
+            self.planned_epochs = resume["planned_epochs"]
+            self.cfg = dataclasses.replace(self.cfg, epochs=self.planned_epochs)
+            self.lr_ctl.cfg = self.cfg
         torch.set_rng_state(resume["torch_rng"])
         if "cuda_rng" in resume and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
@@ -211,6 +225,13 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
                        train_seconds=phase.seconds_before)
     if resume is not None:
         state.restore(resume)
+    budget = None
+    if cfg.budget_seconds is not None:
+        precharged = sum(cb.seconds_before_fit for cb in state.callbacks)
+        done = sum(row["epoch_seconds"] + row.get("val_seconds", 0.0) for row in state.history)
+        budget = TimeBudget(state, cfg.budget_seconds, spent_before=phase.wall_seconds_before + done + precharged,
+                            num_batches=len(train), val_samples=val.num_samples, fills=phase.fills_budget,
+                            first_of_run=not phase.earlier and not state.history)
     tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ThreadTuner.wanted(cfg.deterministic) \
         else None
     autocast = autocast_for(device, cfg.amp)
@@ -223,12 +244,15 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     if tuner is not None:
         tuner.begin()
     try:
-        while state.epoch < cfg.epochs and state.stop_reason is None:
-            row = _train_one_epoch(state, net, step_net, train, autocast, tuner, loss_weight)
+        while state.epoch < state.cfg.epochs and state.stop_reason is None:
+            t_epoch = time.perf_counter()
+            row = _train_one_epoch(state, net, step_net, train, autocast, tuner, loss_weight, budget)
             row["epoch"] = phase.first_epoch + state.epoch + 1
             if phase.name:
                 row["phase"] = phase.name
+            t_val = time.perf_counter()
             row["val_loss"], row["val_accuracy"] = evaluate_loader(net, val, autocast)
+            row["val_seconds"] = round(time.perf_counter() - t_val, 3)
             state.epoch += 1
             state.history.append(row)
             if state.improved({**row, "epoch": state.epoch}):
@@ -239,6 +263,10 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
                 state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
             for cb in state.callbacks:
                 cb.on_epoch_final(state)
+            if budget is not None and state.stop_reason is None:  # the epoch's whole cost: checkpoints too
+                budget.after_epoch(state, time.perf_counter() - t_epoch)
+        if budget is not None and state.stop_reason is None and phase.fills_budget:
+            state.stop_reason = f"time budget of {cfg.budget}: the {state.epoch} epochs that fit"
     finally:
         if tuner is not None:
             tuner.end()  # the process gets its threads back
@@ -250,7 +278,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
 
 
 def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, train: BatchLoader, autocast,
-                     tuner: ThreadTuner | None, loss_weight: torch.Tensor | None) -> dict[str, Any]:
+                     tuner: ThreadTuner | None, loss_weight: torch.Tensor | None,
+                     budget: TimeBudget | None = None) -> dict[str, Any]:
     cfg, opt, progress, callbacks = state.cfg, state.optimizer, state.progress, state.callbacks
     net.train()
     progress.t0, progress.seen = time.perf_counter(), 0
@@ -259,11 +288,14 @@ def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, tra
     num_batches = len(train)
     for b, (x, y) in enumerate(train, start=1):
         lr = state.lr_ctl.set_step(state.step)
-        with autocast():
-            logits = step_net(x)
-            loss = F.cross_entropy(logits.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if cfg.micro_batch is not None and y.shape[0] > cfg.micro_batch:
+            logits, loss = _accumulate(step_net, x, y, cfg, autocast, loss_weight)
+        else:
+            with autocast():
+                logits = step_net(x)
+                loss = F.cross_entropy(logits.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing)
+            loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
@@ -278,9 +310,30 @@ def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, tra
             progress.accuracy = correct.item() / progress.seen
             for cb in callbacks:
                 cb.on_batch_end(state, b, num_batches)
+        if budget is not None and budget.after_step(state, b) and state.stop_reason is None:
+            state.stop_reason = f"time budget of {cfg.budget} reached" + (
+                f" after {b} of {num_batches} steps of an epoch" if b < num_batches else "")
+            break
     seconds = time.perf_counter() - progress.t0
     state.train_seconds += seconds
     return {"train_loss": loss_sum.item() / max(1, progress.seen),
             "train_accuracy": correct.item() / max(1, progress.seen),
             "lr": lr, "epoch_seconds": round(seconds, 3),
             "images_per_second": round(progress.seen / max(seconds, 1e-9), 1)}
+
+
+def _accumulate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, autocast,
+                loss_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's gradients from micro-batches of cfg.micro_batch: each chunk's summed loss over the whole batch's
+    normaliser (its size, or the sum of its samples' class weights) adds up to the whole batch's mean loss."""
+    norm = loss_weight[y].sum() if loss_weight is not None else torch.tensor(float(y.shape[0]), device=y.device)
+    parts, total = [], torch.zeros((), device=y.device)
+    for xs, ys in zip(x.split(cfg.micro_batch), y.split(cfg.micro_batch), strict=True):
+        with autocast():
+            out = net(xs)
+            part = F.cross_entropy(out.float(), ys, weight=loss_weight, label_smoothing=cfg.label_smoothing,
+                                   reduction="sum") / norm
+        part.backward()
+        parts.append(out.detach())
+        total += part.detach()
+    return torch.cat(parts), total

@@ -1,0 +1,170 @@
+"""How much memory a training will hold, and the batch it can run in a budget (gradient accumulation for the rest).
+
+The estimate is measured, not guessed: one forward pass of a copy of the model at batch 2 counts the bytes autograd
+saves for the backward pass (saved-tensor hooks) and, in eval mode, the largest input + output of any layer. Peak of
+a training step = parameters + gradients + optimizer state + saved activations x batch x BACKWARD_FACTOR (the
+backward pass holds gradients of the activations beside them); of evaluation, the largest layer's in + out x batch x
+EVAL_FACTOR (a residual block keeps its input alive). The budget bounds the process's resident memory: what it
+already holds (data, model, the Python runtime) is subtracted first.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+GiB = 2**30
+DEFAULT_CAP = 4 * GiB  # a laptop with 8 GB must survive the default
+DEFAULT_SHARE = 0.6  # of the memory available when the run starts
+BACKWARD_FACTOR = 1.6
+EVAL_FACTOR = 2.5
+OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
+
+
+def parse_memory(text: str | None) -> int | None:
+    """'4GB', '3.5G', '800M', '800MiB' -> bytes; 'auto' or None -> None (the default budget); 'none' -> 0 (no cap)."""
+    if text is None or str(text).lower() == "auto":
+        return None
+    if str(text).lower() in ("none", "off", "0"):
+        return 0
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not match:
+        raise UserError(f"--max-memory expects a size like 4GB, 3.5G or 800M (or auto, none), got {str(text)[:40]!r}")
+    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+    if value < 64 * 2**20:
+        raise UserError(f"--max-memory {text} is below 64 MB: nothing trains in that")
+    return int(value)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def default_budget() -> int:
+    """A share of what the machine has available now (plus what this process already holds), at most 4 GiB."""
+    available = available_bytes()
+    if available is None:
+        return DEFAULT_CAP
+    return int(min(DEFAULT_CAP, resident_bytes() + DEFAULT_SHARE * available))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    fixed: int  # parameters + gradients + optimizer state
+    train_per_sample: int  # saved activations x BACKWARD_FACTOR
+    eval_per_sample: int
+
+    def training(self, batch: int) -> int:
+        return self.fixed + self.train_per_sample * batch
+
+
+@torch.no_grad()
+def _eval_peak_per_sample(model: nn.Module, x: torch.Tensor) -> int:
+    peak = 0
+
+    def hook(module, inputs, output):
+        nonlocal peak
+        size = sum(t.nbytes for t in inputs if isinstance(t, torch.Tensor))
+        size += output.nbytes if isinstance(output, torch.Tensor) else 0
+        peak = max(peak, size)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(EVAL_FACTOR * peak / x.shape[0])
+
+
+def _saved_per_sample(model: nn.Module, x: torch.Tensor) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type != "meta":
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return int(sum(seen.values()) / x.shape[0])
+
+
+def estimate(model: nn.Module, sample: torch.Tensor, optimizer: str) -> MemoryEstimate:
+    """Measured on a copy (BatchNorm statistics of the real model stay untouched); `sample` is one input batch of
+    at least 2 images in the layout training uses."""
+    probe = copy.deepcopy(model)
+    x = sample[:2].float()
+    trainable = sum(p.numel() * p.element_size() for p in probe.parameters() if p.requires_grad)
+    total = sum(p.numel() * p.element_size() for p in probe.parameters())
+    # every parameter may become trainable later (fine-tuning's phase 2): charge them all
+    states = OPTIMIZER_STATES.get(optimizer, 2)
+    fixed = total + max(trainable, total) * (1 + states)
+    del probe
+    probe = copy.deepcopy(model)
+    for p in probe.parameters():
+        p.requires_grad_(True)
+    saved = _saved_per_sample(probe, x)
+    return MemoryEstimate(fixed=fixed, train_per_sample=int(BACKWARD_FACTOR * saved),
+                          eval_per_sample=_eval_peak_per_sample(probe, x))
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    micro_batch: int  # what one forward/backward runs; the optimizer steps every ceil(batch / micro_batch) of them
+    eval_batch: int
+    budget: int
+    estimate: int  # peak bytes of the process at the planned batches
+    note: str | None  # what the plan changed, for the user
+
+
+def plan(est: MemoryEstimate, batch: int, eval_batch: int, *, budget: int, held: int, what: str) -> MemoryPlan:
+    """The largest micro-batch (up to `batch`) and evaluation batch whose peak keeps held + peak within budget.
+    A budget that cannot hold one image is an error with the figures."""
+    room = budget - held - est.fixed
+    gb = lambda b: f"{b / GiB:.1f} GB"  # noqa: E731
+    if room < est.train_per_sample:
+        need = held + est.training(1)
+        raise UserError(f"{what} does not fit in {gb(budget)} of memory: it needs about {gb(need)} at batch 1 "
+                        f"({gb(held)} already held, {gb(est.fixed)} for parameters, gradients and optimizer state, "
+                        f"{est.train_per_sample / 2**20:.0f} MB per image); raise --max-memory or pick a smaller "
+                        "--input-size / model")
+    micro = max(1, min(batch, room // max(1, est.train_per_sample)))
+    evalb = max(1, min(eval_batch, (budget - held - est.fixed // 2) // max(1, est.eval_per_sample)))
+    steps = math.ceil(batch / micro)
+    if steps > 1:  # equal micro-batches: 64 in 3 would be 22+21+21, not 30+30+4
+        micro = math.ceil(batch / steps)
+    notes = []
+    if micro < batch:
+        notes.append(f"batch {batch} runs as {steps} micro-batches of up to {micro} (gradient accumulation)")
+    if evalb < eval_batch:
+        notes.append(f"evaluation batch {eval_batch} -> {evalb}")
+    peak = held + max(est.training(micro), est.fixed // 2 + est.eval_per_sample * evalb)
+    note = None
+    if notes:
+        note = (f"memory: {' and '.join(notes)} to stay within {gb(budget)} (estimated peak {gb(peak)}; "
+                "--max-memory changes the budget)")
+    return MemoryPlan(micro, evalb, budget, peak, note)

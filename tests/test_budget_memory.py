@@ -1,0 +1,185 @@
+"""Time budgets (--budget) and the memory plan (--max-memory, gradient accumulation), on real trainings."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from cnnarena.config import build_config
+from cnnarena.errors import UserError
+from cnnarena.models.artefacts import load_model
+from cnnarena.models.resolution import auto_input_size
+from cnnarena.run import train_run
+from cnnarena.train.callbacks import Callback
+from cnnarena.train.config import TrainConfig, parse_duration
+from cnnarena.train.loop import _accumulate
+from cnnarena.train.memory_plan import MemoryEstimate, parse_memory, plan
+
+
+def digits_cfg(**kw):
+    return build_config(None, {"data": "digits", "model": "simple-2conv", "batch_size": 64, "lr": 2e-3, **kw})
+
+
+def _wall(history):
+    return sum(r["epoch_seconds"] + r.get("val_seconds", 0) for r in history)
+
+
+def test_durations_and_sizes_parse_or_fail_clearly():
+    assert parse_duration("20m") == 1200 and parse_duration("90s") == 90 and parse_duration("1.5h") == 5400
+    assert parse_duration("2") == 120  # a bare number is minutes, like --max-minutes
+    assert parse_memory("4GB") == 4 * 2**30 and parse_memory("800M") == 800 * 2**20 and parse_memory("3.5g")
+    assert parse_memory("auto") is None and parse_memory("none") == 0
+    for bad in ("soon", "-3m", "0"):
+        with pytest.raises(UserError, match="--budget expects"):
+            parse_duration(bad)
+    with pytest.raises(UserError, match="--max-memory expects"):
+        parse_memory("lots")
+    with pytest.raises(UserError, match="below 64 MB"):
+        parse_memory("10M")
+
+
+def test_a_budget_plans_the_epochs_that_fit_and_keeps_the_best_weights(tmp_path):
+    run = tmp_path / "run"
+    metrics = train_run(digits_cfg(epochs=2, budget="6s", schedule="cosine"), run)
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    # the recipe said 2 epochs; the budget holds many more, and the schedule was planned to end with them
+    assert metrics["epochs_run"] > 2
+    assert _wall(history) <= 6 * 1.1 + 0.5
+    assert "time budget of 6s" in metrics["stop_reason"]
+    assert history[-1]["lr"] < 0.25 * 2e-3  # cosine annealed towards its planned end, not cut off at full LR
+    # the evaluated model holds the best epoch's weights (by val_loss), and they reproduce that epoch's val accuracy
+    best = min(history, key=lambda r: r["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"]
+    from cnnarena.data.split import load_manifest
+    from cnnarena.data.sources import load_data
+    from cnnarena.train.loop import evaluate_loader
+    from cnnarena.data.loader import BatchLoader
+
+    model = load_model(run / "model")
+    split = load_manifest(run / "split.json", load_data(digits_cfg()))
+    _, val_acc = evaluate_loader(model, BatchLoader(split.val, 512))
+    assert val_acc == pytest.approx(best["val_accuracy"], abs=1e-6)
+
+
+class SlowDownAfterFirstEpoch(Callback):
+    """A machine that gets slower once the plan is made (a noisy neighbour): the plan overruns, the stop must not."""
+
+    def on_batch_end(self, s, batch, num_batches):
+        if s.epoch >= 2:
+            time.sleep(0.5)
+
+
+def test_a_budget_stops_mid_epoch_on_time_when_the_machine_slows_down(tmp_path, monkeypatch):
+    import cnnarena.run as run_module
+
+    real = run_module.standard_callbacks
+    monkeypatch.setattr(run_module, "standard_callbacks",
+                        lambda cfg, run_dir: [*real(cfg, run_dir), SlowDownAfterFirstEpoch()])
+    t0 = time.perf_counter()
+    metrics = train_run(digits_cfg(epochs=2, budget="5s", batch_size=16), tmp_path / "run")
+    assert metrics["stop_reason"].startswith("time budget of 5s reached")  # by the deadline, not by the plan
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert _wall(history) <= 5 + 0.7  # at most one sleep past the deadline
+    assert metrics["test_accuracy"] > 0.5 and time.perf_counter() - t0 < 30
+
+
+def test_a_budget_too_small_for_one_epoch_is_one_error_with_the_estimate(tmp_path):
+    cfg = build_config(None, {"data": "digits", "model": "fast", "budget": "0.05s", "batch_size": 8})
+    with pytest.raises(UserError, match=r"--budget 0.05s: one epoch of this model takes about .* s here"):
+        train_run(cfg, tmp_path / "run")
+
+
+def test_micro_batches_add_up_to_the_whole_batch_gradient():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    x, y = torch.randn(10, 3, 2, 2), torch.randint(0, 4, (10,))
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    cfg = TrainConfig(label_smoothing=0.1, micro_batch=3)
+    nn.functional.cross_entropy(net(x), y, weight=weight, label_smoothing=0.1).backward()
+    whole = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    from contextlib import nullcontext
+
+    logits, loss = _accumulate(net, x, y, cfg, nullcontext, weight)
+    assert logits.shape == (10, 4)
+    for g, p in zip(whole, net.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(net(x), y, weight=weight,
+                                                                     label_smoothing=0.1).item(), rel=1e-5)
+
+
+def test_the_plan_splits_the_batch_to_fit_and_refuses_what_cannot():
+    est = MemoryEstimate(fixed=100 << 20, train_per_sample=10 << 20, eval_per_sample=2 << 20)
+    p = plan(est, 64, 1024, budget=1 << 30, held=500 << 20, what="m")
+    # 1024 - 500 - 100 = 424 MB of room: 42 images; 64 in 2 micro-batches of 32
+    assert p.micro_batch == 32 and "2 micro-batches" in p.note and p.estimate <= 1 << 30
+    assert p.eval_batch < 1024
+    assert plan(est, 32, 64, budget=4 << 30, held=500 << 20, what="m").note is None
+    with pytest.raises(UserError, match=r"m does not fit in 0.6 GB of memory: it needs about .* per image"):
+        plan(est, 64, 1024, budget=600 << 20, held=500 << 20, what="m")
+
+
+def test_small_images_get_a_resolution_from_their_size():
+    assert auto_input_size((28, 28), (224, 224)) == (48, 48)
+    assert auto_input_size((32, 32), (224, 224)) == (48, 48)
+    assert auto_input_size((8, 8), (224, 224)) == (32, 32)
+    assert auto_input_size((64, 64), (224, 224)) == (64, 64)
+    assert auto_input_size((100, 120), (224, 224)) == (112, 112)
+    assert auto_input_size((300, 300), (224, 224)) == (224, 224)
+    assert auto_input_size((8, 8), (224, 224), minimum=75) == (75, 75)
+
+
+def test_the_run_says_the_resolution_it_chose(tmp_path, caplog):
+    from cnnarena import runtime
+
+    with runtime.using(console=True), caplog.at_level("INFO", logger="cnnarena"):
+        metrics = train_run(build_config(None, {"data": "digits", "model": "efficientnet_lite0", "fraction": 0.2,
+                                                "freeze_epochs": 1, "epochs": 1}), tmp_path / "run")
+    first = [r.getMessage() for r in caplog.records][0]
+    assert first == "model: efficientnet_lite0 (pretrained) at 32x32 px (chosen for 8x8 images; --input-size overrides)"
+    assert load_model(tmp_path / "run" / "model").meta.input_size == (32, 32)
+    assert metrics["memory_budget_gb"] > 0
+
+
+PEAK_SCRIPT = """
+import json, resource, sys
+from cnnarena.config import build_config
+from cnnarena.run import train_run
+cfg = build_config(None, {"data": "fashion-mnist", "model": "efficientnet_lite0", "input_size": 96, "fraction": 0.01,
+                          "val_frac": 0.02, "freeze_epochs": 0, "epochs": 1, "batch_size": 64,
+                          "max_memory": sys.argv[2]})
+m = train_run(cfg, sys.argv[1])
+print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "micro": m["micro_batch"],
+                  "steps": m["train_samples"], "cap": m["memory_budget_gb"]}))
+"""
+
+
+@pytest.mark.slow  # two fine-tunes in subprocesses
+def test_a_memory_cap_bounds_the_peak_with_the_same_effective_batch(tmp_path):
+    from cnnarena.data.idx import find_fashion_dir
+
+    if find_fashion_dir(None) is None:
+        pytest.skip("Fashion-MNIST is not installed (make test installs it with apt)")
+    env = {**os.environ, "CNNARENA_FUSED_KERNELS": "0"}
+
+    def run(name, cap):
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / name), cap], capture_output=True,
+                             text=True, timeout=600, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+    free, _ = run("free", "none")
+    capped_at = int(free["peak"] * 0.75)
+    capped, log = run("capped", f"{capped_at // 2**20}M")
+    assert free["micro"] is None and capped["micro"] is not None and capped["micro"] < 64
+    assert "gradient accumulation" in log
+    assert capped["peak"] <= capped_at * 1.05, (capped["peak"] / 2**30, capped_at / 2**30)
+    # the same effective batch: as many optimizer steps per epoch, the same samples
+    for name in ("free", "capped"):
+        cfg = (tmp_path / name / "config.yaml").read_text()
+        assert "batch_size: 64" in cfg
