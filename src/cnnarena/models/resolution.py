@@ -1,11 +1,11 @@
 """The resolution a pretrained backbone runs at when the user does not say: chosen from the images' own size.
 
-ImageNet backbones expect ~224 px, but upsampling 28-px images 8x multiplies the compute ~60x for little gain. On
-Fashion-MNIST (EfficientNet-Lite0, default recipe, 5,700 training images, this 2-core CPU;
-benchmarks/results/pretrained_resolution.json) 48 px beat 32 px by 2.5 points for 1.4x the time, while 64 px was
-no better than 48 px and took 1.6x longer again. So small images run at 1.5x their side rounded up to a multiple
-of 16, at least 32 and at most 64 px; images of 64 px and more run at their own size (rounded up to 16) up to the
-backbone's own input size.
+ImageNet backbones expect ~224 px, but upsampling 28-px images 8x multiplies the compute ~60x. Measured with
+EfficientNet-Lite0's default recipe (benchmarks/results/pretrained_resolution.json): 48 px beat 32 px on
+Fashion-MNIST and on 8-px digits; 64 px was no better than 48 px; 80 px was better still (+2.4 and +1.1 points) but took
+~3x the time of 48 px, which a laptop's budget pays in epochs (and a 2-core CPU falls off a cache cliff above ~80 px).
+So small images run at 1.5x their side rounded up to a multiple of 16, at least 48 and at most 64 px; images of
+64 px and more run at their own size (rounded up to 16) up to the backbone's own input size. --input-size overrides.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 UPSCALE = 1.5
-SMALL_MIN, SMALL_MAX = 32, 64
+SMALL_MIN, SMALL_MAX = 48, 64
 
 
 def auto_input_size(data_size: tuple[int, int], default: tuple[int, int], minimum: int = 0) -> tuple[int, int]:

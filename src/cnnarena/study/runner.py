@@ -67,7 +67,8 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     runs: dict[str, dict[float, list[dict[str, Any]]]] = {}
     budget = run_budget(study)
     if budget is not None:
-        _say(f"budget: {budget} of training per model{' and seed' if study.seeds > 1 else ''} on the whole training set")
+        each = "model and seed" if study.seeds > 1 else "model"
+        _say(f"budget: {budget} of training per {each} on the whole training set")
     for model in study.models:
         for fraction in sorted(study.fractions, reverse=True):
             for seed in range(study.seeds):

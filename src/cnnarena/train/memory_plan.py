@@ -25,6 +25,7 @@ DEFAULT_CAP = 4 * GiB  # a laptop with 8 GB must survive the default
 DEFAULT_SHARE = 0.6  # of the memory available when the run starts
 BACKWARD_FACTOR = 1.6
 EVAL_FACTOR = 2.5
+HEADROOM = 0.9  # plan within this share of the budget: allocator slack and what grows after the plan
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
 
 
@@ -99,10 +100,11 @@ def _eval_peak_per_sample(model: nn.Module, x: torch.Tensor) -> int:
 
 def _saved_per_sample(model: nn.Module, x: torch.Tensor) -> int:
     seen: dict[int, int] = {}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}  # saved too, but counted in `fixed`
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.device.type != "meta":
-            storage = t.untyped_storage()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
             seen[storage.data_ptr()] = storage.nbytes()
         return t
 
@@ -144,7 +146,8 @@ class MemoryPlan:
 def plan(est: MemoryEstimate, batch: int, eval_batch: int, *, budget: int, held: int, what: str) -> MemoryPlan:
     """The largest micro-batch (up to `batch`) and evaluation batch whose peak keeps held + peak within budget.
     A budget that cannot hold one image is an error with the figures."""
-    room = budget - held - est.fixed
+    usable = int(HEADROOM * budget)
+    room = usable - held - est.fixed
     gb = lambda b: f"{b / GiB:.1f} GB"  # noqa: E731
     if room < est.train_per_sample:
         need = held + est.training(1)
@@ -153,7 +156,7 @@ def plan(est: MemoryEstimate, batch: int, eval_batch: int, *, budget: int, held:
                         f"{est.train_per_sample / 2**20:.0f} MB per image); raise --max-memory or pick a smaller "
                         "--input-size / model")
     micro = max(1, min(batch, room // max(1, est.train_per_sample)))
-    evalb = max(1, min(eval_batch, (budget - held - est.fixed // 2) // max(1, est.eval_per_sample)))
+    evalb = max(1, min(eval_batch, (usable - held - est.fixed // 2) // max(1, est.eval_per_sample)))
     steps = math.ceil(batch / micro)
     if steps > 1:  # equal micro-batches: 64 in 3 would be 22+21+21, not 30+30+4
         micro = math.ceil(batch / steps)
