@@ -77,7 +77,8 @@ def anytime_curves(anytime: dict[str, Any], path: Path) -> Path:
     if anytime.get("budget_seconds"):
         ax.axvline(anytime["budget_seconds"], color="gray", ls="--", lw=1, label="budget per model")
     for c in anytime.get("crossings", []):
-        ax.axvline(c["seconds"], color="red", ls=":", lw=1)
+        for t in c["seconds"]:
+            ax.axvline(t, color="red", ls=":", lw=1)
     ax.set_xlabel("training wall-clock seconds (validation passes included)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)

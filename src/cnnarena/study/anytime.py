@@ -66,8 +66,8 @@ def summarise(runs: dict[str, dict[str, Any]], budget_seconds: float | None) -> 
     common = min(c[-1][0] for c in curves.values())  # every model had at least this long
     at_common = {m: best_by(c, common) for m, c in curves.items()}
     models = list(curves)
-    cross = [{"a": a, "b": b, "seconds": t} for i, a in enumerate(models) for b in models[i + 1:]
-             for t in crossings(curves[a], curves[b])]
+    cross = [{"a": a, "b": b, "seconds": ts} for i, a in enumerate(models) for b in models[i + 1:]
+             if (ts := crossings(curves[a], curves[b]))]
     improving = [m for m, c in curves.items() if still_improving(c)]
     return {"curves": {m: [list(p) for p in c] for m, c in curves.items()},
             "test_accuracy": {m: runs[m]["test_accuracy"] for m in curves},
@@ -96,8 +96,9 @@ def verdict_lines(anytime: dict[str, Any], device: str) -> list[str]:
     lines.append(f"Still improving when stopped: {', '.join(improving)} — more time could change the ranking."
                  if improving else "No model was still improving when it stopped.")
     for c in anytime["crossings"]:
-        lines.append(f"The curves of {c['a']} and {c['b']} cross at {_duration(c['seconds'])}: the lead changes "
-                     "hands, so the winner depends on the time given.")
+        at = ", ".join(_duration(t) for t in c["seconds"])
+        lines.append(f"The curves of {c['a']} and {c['b']} cross at {at}: the lead in validation accuracy changes "
+                     "hands, so which one wins depends on the time given.")
     if len(ranked) > 1 and not anytime["crossings"]:
         lines.append("The curves do not cross: wherever two models both have a point, the same one leads.")
     return lines

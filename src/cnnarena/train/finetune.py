@@ -132,7 +132,7 @@ def train_head(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Ba
     """Phase 1: the head alone behind the frozen backbone; on cached features when `cache` and exact."""
     net = model.net
     model.to(train_loader.device)
-    phase = Phase("frozen")
+    phase = Phase("frozen", fills_budget=False)  # under --budget, phase 2 gets what phase 1 leaves
     exact = not cache or is_constant_in_training(net, net.backbone, sample_images(model, train_loader))
     if not exact:
         log.info("[frozen] features not cached: the backbone's output differs between training and eval mode")
