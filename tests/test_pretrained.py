@@ -150,11 +150,15 @@ def test_every_alias_builds_with_its_head_and_runs(alias):
     assert out.shape == (2, 5) and torch.isfinite(out).all()
 
 
-def test_default_input_size_comes_from_the_pretrained_config():
-    assert build("inception_v3", input_size=None).meta.input_size == (299, 299)
+def test_default_input_size_comes_from_the_pretrained_config_and_the_images():
+    # images as large as the backbone's own input run at its size; small ones at the size chosen for them
+    assert build("inception_v3", input_size=None, data_size=(320, 320)).meta.input_size == (299, 299)
+    assert build("inception_v3", input_size=None).meta.input_size == (75, 75)  # its minimum, above 48 for 32 px
     assert build("googlenet", input_size=None).meta.mean == (0.5, 0.5, 0.5)
-    meta = build("resnet18", input_size=None, head_hidden=()).meta
+    meta = build("resnet18", input_size=None, head_hidden=(), data_size=(256, 256)).meta
     assert meta.input_size == (224, 224) and meta.mean == (0.485, 0.456, 0.406)
+    assert build("resnet18", input_size=None).meta.input_size == (48, 48)
+    assert build("vit_tiny_patch16_224", input_size=None).meta.input_size == (224, 224)  # fixed input size
 
 
 def test_names_resolve_and_unknown_names_get_suggestions():

@@ -80,6 +80,8 @@ def _default_help(key: str, text: str = "", *, study: bool = False, base: str | 
                         pass
 
     def show(value, exp: bool = False) -> str:
+        if value is None:
+            return "none"
         if isinstance(value, bool):
             return "on" if value else "off"
         if isinstance(value, list):  # study models are names or {name: options}; LRs all alike: 1e-4,...,1e-1
@@ -101,13 +103,16 @@ def _default_help(key: str, text: str = "", *, study: bool = False, base: str | 
             runs = [f"{next(iter(m))} {epochs(m[next(iter(m))])}" for m in DEFAULT_STUDY["models"]
                     if isinstance(m, dict) and "epochs" in m[next(iter(m))]]
             return f"{text} [default study: {', '.join(runs)}]" if runs else text
-        configured = _SOURCE_DEFAULTS["StudyConfig"].get(key, missing)
+        configured = _SOURCE_DEFAULTS["StudyConfig"].get(key, {"lrs": [], "fractions": [1.0]}.get(key, missing))
         default = DEFAULT_STUDY.get(key, configured)
         if default is missing:
             return text
+        from .study.defaults import AUTO_DATA_ONLY
+
         parts = [show(default)]
         if configured is not missing and show(configured) != parts[0]:
-            parts.append(f"with --config: {show(configured)}")
+            other = "with your DATA or --config" if key in AUTO_DATA_ONLY else "with --config"
+            parts = [f"default study: {parts[0]}", f"{other}: {show(configured)}"]
         return f"{text} [{'; '.join(parts)}]".strip()
     groups = recipe_overrides()
     first = groups.pop(next(iter(groups)))
@@ -525,7 +530,8 @@ def study(
     models: str | None = typer.Option(None, help=_default_help("models", "comma-separated models", study=True)),
     seeds: int | None = typer.Option(None, help=_default_help(
         "seeds", "train every model with this many seeds", study=True)),
-    fractions: str | None = typer.Option(None, help="training-set fractions for learning curves, e.g. 0.1,0.5,1"),
+    fractions: str | None = typer.Option(None, help=_default_help(
+        "fractions", "training-set fractions for learning curves, e.g. 0.1,0.5,1", study=True)),
     lrs: str | None = typer.Option(None, help=_default_help("lrs", "learning-rate comparison", study=True)),
     lr_models: str | None = typer.Option(None, help="models that get the LR comparison [the first]"),
     lr_epochs: int | None = typer.Option(None, help=_default_help(
@@ -536,7 +542,8 @@ def study(
     max_minutes: float | None = typer.Option(None, help="time limit per run: stop after the epoch that crosses it"),
     budget: str | None = typer.Option(None, help="wall-clock budget of the study's training on the whole training "
                                       "set, e.g. 20m, shared equally by the models (and seeds)"),
-    budget_per_model: str | None = typer.Option(None, help="or this budget for each model's run, e.g. 5m"),
+    budget_per_model: str | None = typer.Option(None, help=_default_help(
+        "budget_per_model", "or this budget for each model's run, e.g. 5m", study=True)),
     max_memory: str | None = typer.Option(None, help="peak memory of each run: auto | none | e.g. 3GB [auto]"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     data_dir: Path | None = typer.Option(None, help="where datasets live"),
