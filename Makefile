@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system test study bench lint clean
+.PHONY: setup system test fuzz study bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ system:
 test: setup system
 	$(BIN)/python -m tools.check_layers
 	$(BIN)/python -m pytest -q
+
+# The property-based tests with many more examples than the suite's fixed, derandomised budget (a few minutes).
+fuzz: setup
+	CNNARENA_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 study: setup
 	-@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \

@@ -6,6 +6,7 @@ Every mistake a user can make ends as one `error: ...` line on stderr and exit c
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import sys
 from pathlib import Path
@@ -492,9 +493,18 @@ def serve(
     max_pixels: int = typer.Option(40_000_000, min=1, help="largest image in pixels (413 above)"),
     max_files: int = typer.Option(16, min=1, help="most images per request"),
     top_k: int = typer.Option(5, min=1, help="classes returned per image unless ?top_k= says otherwise"),
+    body_timeout: float = typer.Option(15.0, min=0.1, help="seconds an upload may send nothing before it is cut "
+                                       "off (408)"),
+    max_connections: int = typer.Option(64, min=1, help="requests handled at once; more get 503 at once"),
     log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug"),
 ) -> None:
-    """HTTP API (POST /v1/predict, GET /v1/health, GET /v1/model) and a web page with webcam mode at /."""
+    """HTTP API (POST /v1/predict, GET /v1/health, GET /v1/model) and a web page with webcam mode at /.
+
+    Limits: a request body of at most --max-body-mb (413, refused from Content-Length before any byte is read),
+    --max-files images of at most --max-pixels each (413), headers of at most 16 KiB (uvicorn's h11 limit, 400),
+    an upload that stalls for --body-timeout seconds (408), --max-connections requests at once (503), idle
+    keep-alive connections closed after 5 s. /v1/model names the run and data without their paths.
+    """
     from .evaluate.predict import check_run_dir
     from .serve.address import check_listen, check_log_level
 
@@ -507,9 +517,10 @@ def serve(
 
     web = create_app(run_dir, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
                      max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, max_files=max_files,
-                     top_k=top_k)
+                     top_k=top_k, body_timeout_s=body_timeout)
     print(f"serving {run_dir} with {backend} at http://{host}:{port}/ (Ctrl+C stops)", file=sys.stderr)
-    uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=False, limit_concurrency=max_connections,
+                timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
 
 
 def _csv_floats(value: str | None, name: str) -> list[float] | None:
@@ -700,7 +711,25 @@ def run(args: list[str]) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        message = str(e)
+        if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+                or "can't allocate memory" in message or "out of memory" in message.lower()):
+            raise
+        first = message.strip().splitlines()[0][:160] if message.strip() else type(e).__name__
+        return _error(f"out of memory ({first}): lower --max-memory, --batch-size or --input-size; checkpoints "
+                      "written so far are intact and rerunning resumes")
+    except OSError as e:  # a full disk, a read-only mount, no permission: the user's to fix, not a traceback
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        verb = "access" if e.errno in (errno.EACCES, errno.EPERM) else "write"
+        return _error(f"cannot {verb}{where}: {e.strerror}; what was already written is intact, and rerunning "
+                      "the same command resumes once it can be written")
     return 0
+
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
 def _error(message: str) -> int:

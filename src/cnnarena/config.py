@@ -6,6 +6,9 @@ Saved as config.yaml in every run directory, so a run can be understood and repe
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,15 +124,103 @@ def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str
 def load_config_file(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+    from .documents import read_document
+
+    data = read_document(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"config {path} must be a mapping of option: value")
-    return data
+    return check_types(data, f"config file {path}")
+
+
+def check_types(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Every run option's value has the type its field declares (a number may stand for a text option such as
+    `unfreeze: 2`); the error names the key, the file and what was expected. Unknown keys are build_config's."""
+    hints = _run_hints()
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name == "train" and isinstance(value, dict):  # nested form, as saved in config.yaml
+            out[key] = check_types(value, where)
+            continue
+        hint = hints.get(name)
+        if hint is not None:
+            value = expect(value, hint, name, where)
+        out[key] = value
+    return out
+
+
+def expect(value: Any, hint: Any, key: str, where: str) -> Any:
+    """`value` if it fits the type `hint` (numbers given for text become text), else one UserError."""
+    if _fits(value, hint):
+        return value
+    if _allows(hint, str) and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise UserError(f"{where}: {key} must be {_describe(hint)}, got {_kind(value)}")
+
+
+@functools.cache
+def _run_hints() -> dict[str, Any]:
+    hints = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(TrainConfig)}
+    hints.pop("train")
+    hints["augment"] = str | dict | None  # a preset or list in text, or a mapping (parse_augment checks it)
+    return hints
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list or hint is list:
+        args = typing.get_args(hint)
+        return isinstance(value, list) and (not args or all(_fits(v, args[0]) for v in value))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True  # Any and nested dataclasses: their own parsers check them
+
+
+def _allows(hint: Any, kind: type) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_allows(h, kind) for h in typing.get_args(hint))
+    return hint is kind
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    names = {type(None): "null", bool: "true or false", int: "a whole number", float: "a number", str: "text",
+             dict: "a mapping"}
+    if hint in names:
+        return names[hint]
+    if typing.get_origin(hint) is list:
+        args = typing.get_args(hint)
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s" if args else "a list"
+    return str(hint)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"[:60]
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return type(value).__name__
 

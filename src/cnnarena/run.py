@@ -40,6 +40,7 @@ from .report import plots
 from .train.callbacks import standard_callbacks
 from .train.checkpoint import load_resume_point
 from .train.loop import TrainResult, fit, resolve_device, seed_everything
+from .writer_lock import sole_writer
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def resolve_split(cfg: RunConfig, source: Source, run_dir: Path | None) -> tuple
     """The run's own split.json (when resuming), else --split, else a new seeded split that keeps each group of
     duplicates on one side; the groups it kept; and what to tell the user (the data summary, a leak warning)."""
     own = run_dir / "split.json" if run_dir is not None else None
-    if own is not None and own.exists():
+    if own is not None and own.exists() and has_trained(run_dir):  # a failed start's split is not the run's
         return load_manifest(own, source), None, []
     if cfg.split:
         split = load_manifest(Path(cfg.split), source)
@@ -122,8 +123,21 @@ def build_model(cfg: RunConfig, split: Split) -> Classifier:
 
 def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one run; returns metrics.json's content. A finished run with the same settings is
-    returned as is, an unfinished one resumes; a run directory holding other settings is an error."""
+    returned as is, an unfinished one resumes; a run directory holding other settings is an error (one that never
+    trained an epoch is not a run to protect: it starts over). One process writes a run directory at a time."""
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
+    with sole_writer(run_dir, "run"):
+        return _train_run(cfg, run_dir)
+
+
+def has_trained(run_dir: Path) -> bool:
+    """Whether run_dir holds anything worth resuming or protecting: a finished epoch or a finished run."""
+    history = run_dir / "history.jsonl"
+    return ((history.exists() and history.stat().st_size > 0) or (run_dir / "metrics.json").exists()
+            or (run_dir / "checkpoints" / "phase1.json").exists())
+
+
+def _train_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     t_start = time.perf_counter()
     prep = prepare(cfg, run_dir)
     cfg, split, train_set = prep.cfg, prep.split, prep.train
@@ -188,7 +202,8 @@ def model_lines(model: Classifier, cfg: RunConfig) -> list[str]:
 def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.device):
     """The memory plan of a CPU training (--max-memory, default a share of what is free, at most 4 GB); None when
     there is no cap (--max-memory none, or a GPU without an explicit --max-memory)."""
-    from .train.memory_plan import default_budget, estimate, parse_memory, plan, resident_bytes
+    from .machine import resident_bytes
+    from .train.memory_plan import default_budget, estimate, parse_memory, plan
 
     t = cfg.train
     budget = parse_memory(t.max_memory)
@@ -214,6 +229,8 @@ MAY_DIFFER = {"out", "data_dir", "split", "train.device", "train.max_minutes", "
 
 def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
     """Resuming or reusing run_dir with other settings would mix two experiments under one name: refuse."""
+    if not has_trained(run_dir):
+        return
     try:
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     except FileNotFoundError:

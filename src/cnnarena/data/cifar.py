@@ -29,7 +29,19 @@ HOW_TO_GET = (f"download {CIFAR_URL}, extract it and pass --data-dir pointing at
 # The function numpy arrays pickle through; taken from numpy itself because its module moved
 # (numpy.core → numpy._core) while files written by either name must load.
 _reconstruct = np.empty(0).__reduce__()[0]
+_frombuffer = np.empty(0).__reduce_ex__(5)[0]
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles written by Python 3 call to rebuild bytes (_codecs.encode(text, 'latin1')), and only
+    that: another codec is refused."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _Forbidden(f"it calls _codecs.encode with the codec {str(encoding)[:20]!r}")
+    return text.encode("latin1")
+
+
 _ALLOWED = {
+    ("_codecs", "encode"): _latin1_bytes,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5's way to rebuild an array
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..errors import UserError
 from .dataset import ImageSet, Source
@@ -14,15 +12,9 @@ from .dataset import ImageSet, Source
 
 def load_class_map(path: Path) -> dict[str, str]:
     """original class name → new name; several originals may share one new name (a merge)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read class map {path}: {e}") from None
-    try:
-        data = json.loads(text) if Path(path).suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise UserError(f"class map {path} is not valid JSON/YAML: {e}") from None
-    return _validate(data, path)
+    from ..documents import read_document
+
+    return _validate(read_document(path, "class map"), path)
 
 
 def _validate(data: object, path: Path) -> dict[str, str]:

@@ -8,9 +8,11 @@ Linear to the number of classes is appended automatically. Presets are specs too
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import UserError
@@ -124,8 +126,30 @@ def _conv_padding(kernel: int, padding: Any) -> int:
     raise UserError(f"conv padding must be 'same', 'valid' or a number, got {padding!r}")
 
 
+TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments
+MAX_MAP_BYTES_PER_IMAGE = 256 << 20  # one layer's output for one image: beyond this no batch trains anywhere
+
+
 def build_layers(spec: Spec, in_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
-    """Build the layers of `spec` for inputs of shape (C, H, W), ending in Linear(num_classes)."""
+    """Build the layers of `spec` for inputs of shape (C, H, W), ending in Linear(num_classes). The spec is first
+    built on the meta device (no memory): one too large to train here is an error with its figures, not an
+    allocator's traceback."""
+    import copy
+
+    with torch.device("meta"):
+        probe = _build(copy.deepcopy(spec), in_shape, num_classes)
+    params = sum(p.numel() for p in probe.parameters())
+    from ..machine import available_bytes
+
+    available = available_bytes()
+    if available is not None and params * TRAIN_BYTES_PER_PARAM > available:
+        raise UserError(f"the layer spec has {params:,} parameters: about {params * TRAIN_BYTES_PER_PARAM / 2**30:.1f}"
+                        f" GB to train (weights, gradients, Adam's moments), more than the {available / 2**30:.1f} GB "
+                        "this machine has available: use fewer filters or units")
+    return _build(spec, in_shape, num_classes)
+
+
+def _build(spec: Spec, in_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
     if not isinstance(spec, list) or not spec:
         raise UserError("a layer spec must be a non-empty list of layers")
     shape: tuple[int, ...] = tuple(in_shape)
@@ -135,7 +159,11 @@ def build_layers(spec: Spec, in_shape: tuple[int, int, int], num_classes: int) -
         try:
             module, shape = _make_layer(name, args, shape)
         except TypeError as e:
-            raise UserError(f"layer {i + 1} ({name}): bad options {args}: {e}") from None
+            raise UserError(f"layer {i + 1} ({name}): bad options {str(args)[:200]}: {str(e)[:200]}") from None
+        map_bytes = 4 * math.prod(shape)
+        if map_bytes > MAX_MAP_BYTES_PER_IMAGE:
+            raise UserError(f"layer {i + 1} ({name}) outputs {shape} values per image ({map_bytes / 2**20:,.0f} MB): "
+                            f"more than {MAX_MAP_BYTES_PER_IMAGE >> 20} MB per image cannot train at any batch size")
         layers.append(module)
     if len(shape) == 3:  # still a feature map: flatten before the classifier, like Keras would need
         layers.append(LayoutFlatten())
@@ -206,15 +234,9 @@ def _no_more(name: str, args: dict[str, Any]) -> None:
 
 def load_spec(path: Path) -> Spec:
     """A YAML or JSON file holding a list of layers (or {layers: [...]})."""
-    import yaml
+    from ..documents import read_document
 
-    try:
-        text = Path(path).read_text()
-        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    except FileNotFoundError:
-        raise UserError(f"model spec not found: {path}") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"cannot parse model spec {path}: {str(e).splitlines()[0]}") from None
+    data = read_document(path, "model spec")
     if isinstance(data, dict) and "layers" in data:
         data = data["layers"]
     if not isinstance(data, list):

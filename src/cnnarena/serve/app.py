@@ -53,11 +53,19 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyStalled(Exception):
+    pass
+
+
+BODY_STALL_SECONDS = 15.0  # a client that sends nothing for this long mid-upload is cut off (408)
+
+
 class BodyLimit:
     """413 for bodies over `max_bytes`: at once from Content-Length, else as soon as the stream passes it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[], None] = lambda: None) -> None:
-        self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
+    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[], None] = lambda: None,
+                 stall_seconds: float = BODY_STALL_SECONDS) -> None:
+        self.app, self.max_bytes, self.on_reject, self.stall_seconds = app, max_bytes, on_reject, stall_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,11 +83,15 @@ class BodyLimit:
                 self.on_reject()
                 await too_large(scope, receive, send)
                 return
-        seen, exceeded, started = 0, False, False
+        seen, exceeded, stalled, started = 0, False, False, False
 
         async def limited_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
+            nonlocal seen, exceeded, stalled
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_seconds)
+            except TimeoutError:  # a stalled upload must not hold a connection and a worker for ever
+                stalled = True
+                raise _BodyStalled from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:  # chunked upload without a length: stop reading here
@@ -89,15 +101,20 @@ class BodyLimit:
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded:  # whatever the app answers to a cut-off body is replaced by the 413
+            if exceeded or stalled:  # whatever the app answers to a cut-off body is replaced by the 413
                 return
             started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
+        except (_BodyTooLarge, _BodyStalled):
             pass
+        if stalled and not started:
+            self.on_reject()
+            await _error(408, f"request body stalled: nothing received for {self.stall_seconds:g} s",
+                         {"Connection": "close"})(scope, receive, send)
+            return
         if exceeded and not started:
             self.on_reject()
             await too_large(scope, receive, send)
@@ -131,7 +148,7 @@ class Server:
 
 def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max_wait_ms: float = 2.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS, max_files: int = MAX_FILES,
-               top_k: int = 5) -> FastAPI:
+               top_k: int = 5, body_timeout_s: float = BODY_STALL_SECONDS) -> FastAPI:
     """Load the model now (a bad run directory fails here, before any port is opened)."""
     server = Server(load_backend(Path(run_dir), backend), max_batch=max_batch, max_wait_ms=max_wait_ms,
                     max_pixels=max_pixels, max_files=max_files, top_k=top_k)
@@ -146,7 +163,8 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
 
     app = FastAPI(title="cnnarena", summary=f"{meta.name}: {meta.num_classes} classes", lifespan=lifespan)
     app.state.server = server
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, on_reject=server.count_rejected)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, on_reject=server.count_rejected,
+                       stall_seconds=body_timeout_s)
     _install_error_handlers(app, server)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -164,7 +182,7 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
 
     @app.get("/v1/model")
     async def model_card() -> dict[str, Any]:
-        return server.backend.card
+        return public_card(server.backend.card)
 
     @app.post("/v1/predict", openapi_extra=_PREDICT_DOC)
     async def predict(request: Request) -> JSONResponse:
@@ -279,3 +297,16 @@ _PREDICT_DOC = {
                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
     }}}},
 }
+
+
+def public_card(card: dict[str, Any]) -> dict[str, Any]:
+    """The model card without where things lie on the server's disk: the run and the data by their names only."""
+    card = dict(card)
+    if card.get("source_run"):
+        card["source_run"] = Path(str(card["source_run"])).name
+    metrics = dict(card.get("metrics") or {})
+    for key in ("data", "run_dir"):
+        if isinstance(metrics.get(key), str) and ("/" in metrics[key] or "\\" in metrics[key]):
+            metrics[key] = Path(metrics[key]).name
+    card["metrics"] = metrics
+    return card

@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import UserError
 
 DEFAULT_MODELS = ["simple-2conv", "fast", "efficientnet_lite0"]
@@ -57,15 +55,43 @@ def parse_models(items: list[Any]) -> tuple[list[str], dict[str, dict[str, Any]]
 
 
 def load_study_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"study config not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"cannot parse study config {path}: {str(e).splitlines()[0]}") from None
+    from ..documents import read_document
+
+    data = read_document(path, "study config") or {}
     if not isinstance(data, dict):
         raise UserError(f"study config {path} must be a mapping")
-    return data
+    return check_study_types(data, f"study config {path}")
+
+
+def _model_entry(item: Any, where: str) -> Any:
+    """{name: options}: the options checked like a run's (parse_models reports any other shape)."""
+    from ..config import check_types, expect
+
+    if not (isinstance(item, dict) and len(item) == 1):
+        return item
+    (name, opts), = item.items()
+    return {name: check_types(expect(opts, dict, f"the options of model {name}", where), f"{where}, model {name}")}
+
+
+def check_study_types(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Study keys against StudyConfig's types, run options (top level, `common`, per-model) against the run's."""
+    import typing
+
+    from ..config import check_types, expect
+
+    hints = typing.get_type_hints(StudyConfig)
+    out = {}
+    for key, value in data.items():
+        if key == "models":
+            value = [_model_entry(item, where) for item in expect(value, list, key, where)]
+        elif key == "common":
+            value = check_types(expect(value, dict, key, where), where)
+        elif key in STUDY_KEYS and key in hints:
+            value = expect(value, hints[key], key, where)
+        else:
+            value = check_types({key: value}, where)[key]
+        out[key] = value
+    return out
 
 
 STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "lr_models", "lr_epochs", "lr_fraction", "out",

@@ -30,6 +30,7 @@ from ..report.comparison import write_comparison
 from ..report.study_report import write_report
 from ..run import new_split, tell, train_run
 from ..train.loop import resolve_device
+from ..writer_lock import sole_writer
 from . import anytime
 from .config import StudyConfig, resolve_data, run_budget
 from .measure import measure_model
@@ -47,6 +48,12 @@ _say = log.info
 
 
 def run_study(study: StudyConfig) -> dict[str, Any]:
+    """Every run of the study, then the comparison and the report; one process writes a study directory at a time."""
+    with sole_writer(Path(study.out), "study"):
+        return _run_study(study)
+
+
+def _run_study(study: StudyConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)

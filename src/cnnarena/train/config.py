@@ -141,18 +141,13 @@ def parse_duration(text: str | float) -> float:
 
 
 def _weights_file(path: str, classes: list[str]) -> list[float]:
-    import json
     from pathlib import Path
 
-    import yaml
+    from ..documents import read_document
 
-    try:
-        text = Path(path).read_text()
-        mapping = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except FileNotFoundError:
-        raise UserError(f"--class-weights: no such file {path} (or use auto / none)") from None
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise UserError(f"--class-weights: cannot read {path}: {str(e).splitlines()[0][:200]}") from None
+    if not Path(path).exists():
+        raise UserError(f"--class-weights: no such file {path} (or use auto / none)")
+    mapping = read_document(path, "--class-weights file")
     if not isinstance(mapping, dict):
         raise UserError(f"--class-weights: {path} must map class names to weights")
     unknown = sorted(str(k) for k in mapping if str(k) not in classes)

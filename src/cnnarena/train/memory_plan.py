@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..machine import available_bytes, resident_bytes
 
 GiB = 2**30
 DEFAULT_CAP = 4 * GiB  # a laptop with 8 GB must survive the default
@@ -42,23 +43,6 @@ def parse_memory(text: str | None) -> int | None:
     if value < 64 * 2**20:
         raise UserError(f"--max-memory {text} is below 64 MB: nothing trains in that")
     return int(value)
-
-
-def resident_bytes() -> int:
-    """This process's resident memory now (Linux /proc; 0 where it cannot be read)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
-    except (OSError, StopIteration, ValueError):
-        return None
 
 
 def default_budget() -> int:
