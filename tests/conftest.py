@@ -1,6 +1,11 @@
 """Fixtures shared by several test modules."""
 
+import os
+import tempfile
 from pathlib import Path
+
+# hypothesis keeps its caches in ./.hypothesis unless told: never the working tree
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "cnnarena-hypothesis"))
 
 import pytest
 import torch

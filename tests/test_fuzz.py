@@ -26,7 +26,7 @@ from cnnarena.documents import parse_document
 from cnnarena.errors import UserError
 from cnnarena.models.custom import build_layers
 
-settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None,
+settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.register_profile("fuzz", max_examples=1500, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -51,12 +51,12 @@ def _bounded(fn, *args):
         assert time.perf_counter() - t0 < SECONDS
 
 
-@given(st.text(max_size=400))
+@given(text=st.text(max_size=400))
 def test_yaml_text(text):
     _bounded(parse_document, text, "fuzz.yaml")
 
 
-@given(documents.map(lambda d: yaml.safe_dump(d)))
+@given(text=documents.map(lambda d: yaml.safe_dump(d)))
 def test_yaml_documents_round_trip_or_fail_clearly(text):
     _bounded(parse_document, text, "fuzz.yaml")
 
@@ -68,14 +68,16 @@ layers = st.one_of(st.sampled_from(LAYER_NAMES), st.dictionaries(st.sampled_from
                                                                  min_size=1, max_size=1), documents)
 
 
-@given(st.one_of(st.lists(layers, max_size=6), documents))
+@given(spec=st.one_of(st.lists(layers, max_size=6), documents))
 def test_layer_specs(spec):
     _bounded(build_layers, spec, (1, 28, 28), 10)
 
 
-@given(st.dictionaries(st.sampled_from(["epochs", "lr", "batch_size", "model", "augment", "unfreeze", "head_hidden",
-                                        "class_weights", "budget", "max_memory", "schedule", "fraction", "train",
-                                        "input_size", "nonsense"]), documents, max_size=5))
+RUN_KEYS = ["epochs", "lr", "batch_size", "model", "augment", "unfreeze", "head_hidden", "class_weights", "budget",
+            "max_memory", "schedule", "fraction", "train", "input_size", "nonsense"]
+
+
+@given(values=st.dictionaries(st.sampled_from(RUN_KEYS), documents, max_size=5))
 def test_run_configs(values):
     def build(v):
         return build_config(check_types(v, "config file fuzz.yaml"), {"data": "digits"})
@@ -83,12 +85,12 @@ def test_run_configs(values):
     _bounded(build, values)
 
 
-@given(documents)
+@given(data=documents)
 def test_class_maps(data):
     _bounded(validate_class_map, data, Path("map.yaml"))
 
 
-@given(st.lists(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12), max_size=4),
+@given(rows=st.lists(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12), max_size=4),
                 max_size=6))
 def test_csv_tables(rows, tmp_path_factory):
     import csv
@@ -99,7 +101,7 @@ def test_csv_tables(rows, tmp_path_factory):
     _bounded(list_csv, path)
 
 
-@given(st.one_of(st.binary(max_size=300),
+@given(data=st.one_of(st.binary(max_size=300),
                  documents.map(lambda d: pickle.dumps(d, protocol=2)),
                  st.binary(max_size=200).map(lambda b: pickle.dumps({b"data": np.frombuffer(b, np.uint8),
                                                                      b"labels": [1]}, protocol=2))))
@@ -109,7 +111,7 @@ def test_cifar_batches(data, tmp_path_factory):
     _bounded(unpickle, path)
 
 
-@given(st.one_of(st.binary(max_size=200),
+@given(data=st.one_of(st.binary(max_size=200),
                  st.tuples(st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x42]), st.integers(0, 4),
                            st.lists(st.integers(0, 2**31), max_size=4), st.binary(max_size=100)).map(
                      lambda t: bytes([0, 0, t[0], t[1]]) + b"".join(d.to_bytes(4, "big") for d in t[2]) + t[3])))
@@ -135,7 +137,7 @@ image_bytes = st.one_of(
         lambda t: _png(t[0], t[1], "RGB")[:t[2]]))  # truncated files
 
 
-@given(image_bytes)
+@given(data=image_bytes)
 def test_image_files(data, tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "x.png"
     path.write_bytes(data)
@@ -160,15 +162,17 @@ def client(digits_run):
         yield c
 
 
-@given(image_bytes, st.sampled_from(["image/png", "application/octet-stream", "text/plain"]),
-       st.sampled_from(["file", "files", "image", ""]))
+@given(data=image_bytes,
+       content_type=st.sampled_from(["image/png", "application/octet-stream", "text/plain"]),
+       field=st.sampled_from(["file", "files", "image", ""]))
 def test_server_uploads(data, content_type, field, client):
     response = client.post("/v1/predict", files={field or "x": ("a.png", data, content_type)})
     assert response.status_code in (200, 400, 413, 415, 422), response.text
-    assert "error" in response.json() or "predictions" in response.json()
+    assert "error" in response.json() if response.status_code != 200 else response.json()["results"]
 
 
-@given(st.binary(max_size=500), st.sampled_from(["multipart/form-data; boundary=xyz", "multipart/form-data",
+@given(body=st.binary(max_size=500),
+       content_type=st.sampled_from(["multipart/form-data; boundary=xyz", "multipart/form-data",
                                                   "application/json", "image/png", ""]))
 def test_server_raw_bodies(body, content_type, client):
     response = client.post("/v1/predict", content=body, headers={"content-type": content_type} if content_type

@@ -6,6 +6,7 @@ half-written file behind: the previous version stays valid until the new one is 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,12 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError:
+        raise
+    except Exception as e:  # torch.save's C++ writer reports a full disk as an iostream RuntimeError
+        if _nearly_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -28,3 +35,11 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _nearly_full(directory: Path, margin: int = 1 << 20) -> bool:
+    try:
+        stats = os.statvfs(directory)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
+    return stats.f_bavail * stats.f_frsize < margin

@@ -70,7 +70,8 @@ def unpickle(path: Path) -> dict:
         raise UserError(f"refusing to load {path}: {e}, which a CIFAR batch never does "
                         "(the file may be malicious)") from None
     except Exception as e:  # parsing an untrusted file: any failure means it is damaged
-        raise UserError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}): get it again") from None
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {reason}): get it again") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a CIFAR batch (it holds a {type(data).__name__}, not a dict)")
     return data
