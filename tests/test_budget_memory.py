@@ -191,3 +191,16 @@ def test_a_memory_cap_bounds_the_peak_with_the_same_effective_batch(tmp_path):
     for name in ("free", "capped"):
         cfg = (tmp_path / name / "config.yaml").read_text()
         assert "batch_size: 64" in cfg
+
+
+def test_a_backbone_too_large_for_the_memory_cap_is_one_error_with_the_figures(tmp_path):
+    """Lite0 at 2,048 px: the estimate is taken at 128 px and scaled, so estimating costs no gigabytes."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cfg = build_config(None, {"data": "digits", "model": "efficientnet_lite0", "input_size": 2048,
+                              "max_memory": "1GB", "fraction": 0.1})
+    with pytest.raises(UserError, match=r"efficientnet_lite0 at batch \d+ does not fit in 1.0 GB of memory: it needs "
+                                        r"about [\d.]+ GB at batch 1 .* MB per image\); raise --max-memory"):
+        train_run(cfg, tmp_path / "run")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 1 << 20  # KiB: under 1 GB more

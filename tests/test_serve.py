@@ -7,6 +7,7 @@ import json
 import math
 import socket
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,6 +93,8 @@ def test_health_model_card_and_page(client):
     assert card["classes"] == CLASSES and card["input"]["shape"] == ["batch", 1, 8, 8]
     assert card["normalisation"]["applied"] == "inside the model" and card["check"]["batch_axis"] == "batch"
     assert "test_accuracy" in card["metrics"]
+    assert str(Path(card["source_run"]).parent) == "." and "/tmp" not in json.dumps(card)  # no server paths
+    assert card["source_run"] == "shared-digits-run"  # its name, not where it lies on the server's disk
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<script src="/static/app.js">' in page.text and 'type="file"' in page.text
@@ -183,6 +186,31 @@ def _raw_http(port: int, head: bytes, body: bytes = b"", read: bool = True) -> b
         while chunk := sock.recv(65536):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+@pytest.mark.slow  # a uvicorn server process
+def test_a_stalled_upload_is_cut_off_and_the_server_keeps_serving(run, samples):
+    with ServerProcess(run, "--body-timeout", "1", "--log-level", "warning") as server:
+        t0 = time.perf_counter()
+        reply = _raw_http(server.port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                          b"boundary=zz\r\nContent-Length: 5000\r\n\r\n", b"--zz\r\n")  # then nothing
+        assert reply.startswith(b"HTTP/1.1 408") and b"stalled" in reply, reply[:300]
+        assert time.perf_counter() - t0 < 8
+        name, data, expected = samples[0]
+        after = httpx.post(server.url + "/v1/predict", files={"file": (name, data)}, timeout=30)
+        assert after.status_code == 200
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_serve_help_documents_the_limits(monkeypatch, capsys):
+    from cli_run import run_cli
+
+    code, out, _ = run_cli(["serve", "--help"], monkeypatch, capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    for needle in ("--max-body-mb", "--max-files", "--max-pixels", "--body-timeout", "--max-connections", "16 KiB",
+                   "(408)", "(503)"):
+        assert needle in text, needle
 
 
 @pytest.mark.slow  # a uvicorn server process

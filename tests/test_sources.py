@@ -232,7 +232,7 @@ def _write(path: Path, text: str) -> Path:
 @pytest.mark.parametrize("text, message", [
     ("- cane\n- dog\n", "must map class names to new names"),
     ("cane: [dog]\n", "must map class names"),
-    ("cane: dog\n  bad: : indent\n", "not valid JSON/YAML"),
+    ("cane: dog\n  bad: : indent\n", "cannot parse class map .*m.yaml"),
     ("lupo: wolf\n", "class map names classes not in the dataset: lupo"),
 ])
 def test_bad_class_maps_are_user_errors(tmp_path: Path, cache: Path, text: str, message: str) -> None:
@@ -240,7 +240,7 @@ def test_bad_class_maps_are_user_errors(tmp_path: Path, cache: Path, text: str, 
         save(tmp_path / "animals" / name / "0.png", Image.new("RGB", (4, 4), RED))
     with pytest.raises(UserError, match=message):
         load_source(str(tmp_path / "animals"), class_map=_write(tmp_path / "m.yaml", text), cache_dir=cache)
-    with pytest.raises(UserError, match="cannot read class map"):
+    with pytest.raises(UserError, match="class map not found: .*missing.yaml"):
         load_source("digits", class_map=tmp_path / "missing.yaml")
 
 
@@ -552,3 +552,28 @@ def test_cache_sidecar_is_plain_json(messy: Path, cache: Path) -> None:
     meta = json.loads(sidecar.read_text())
     assert set(meta) == {"ids", "labels", "skipped", "original_sizes"} and len(meta["ids"]) == 10
     assert np.load(sidecar.with_suffix(".npy")).shape == (10, 3, 8, 8)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_a_cifar_batch_re_pickled_by_python_3_loads(tmp_path: Path, protocol: int) -> None:
+    """Python 3 writes bytes in protocol 2 through _codecs.encode and arrays in protocol 5 through _frombuffer:
+    both are allowed, for exactly these uses."""
+    directory = make_cifar_dir(tmp_path / "cifar", per_batch=2)
+    original = cifar.unpickle(directory / "data_batch_1")
+    write(directory / "data_batch_1", pickle.dumps(original, protocol=protocol))
+    again = cifar.unpickle(directory / "data_batch_1")
+    assert (again[b"data"] == original[b"data"]).all() and again[b"labels"] == original[b"labels"]
+    assert tuple(load_source(str(directory)).pool.images.shape) == (10, 3, 32, 32)
+
+
+def test_the_codec_door_opens_for_latin1_only(tmp_path: Path) -> None:
+    import codecs
+
+    class Rot13:
+        def __reduce__(self):
+            return codecs.encode, ("payload", "rot13")
+
+    path = tmp_path / "data_batch_1"
+    write(path, pickle.dumps({b"data": Rot13()}, protocol=2))
+    with pytest.raises(UserError, match="it calls _codecs.encode with the codec 'rot13'"):
+        cifar.unpickle(path)

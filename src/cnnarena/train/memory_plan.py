@@ -26,6 +26,7 @@ DEFAULT_CAP = 4 * GiB  # a laptop with 8 GB must survive the default
 DEFAULT_SHARE = 0.6  # of the memory available when the run starts
 BACKWARD_FACTOR = 1.6
 EVAL_FACTOR = 2.5
+PROBE_SIDE = 128
 HEADROOM = 0.9  # plan within this share of the budget: allocator slack and what grows after the plan
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
 
@@ -101,21 +102,25 @@ def _saved_per_sample(model: nn.Module, x: torch.Tensor) -> int:
 
 def estimate(model: nn.Module, sample: torch.Tensor, optimizer: str) -> MemoryEstimate:
     """Measured on a copy (BatchNorm statistics of the real model stay untouched); `sample` is one input batch of
-    at least 2 images in the layout training uses."""
+    at least 2 images in the layout training uses. A network that resizes its input to more than PROBE_SIDE px
+    (a backbone at a large --input-size) is measured at PROBE_SIDE and scaled by the pixel count: activations grow
+    with it, and measuring at 2,048 px would itself take gigabytes."""
     probe = copy.deepcopy(model)
     x = sample[:2].float()
-    trainable = sum(p.numel() * p.element_size() for p in probe.parameters() if p.requires_grad)
     total = sum(p.numel() * p.element_size() for p in probe.parameters())
-    # every parameter may become trainable later (fine-tuning's phase 2): charge them all
-    states = OPTIMIZER_STATES.get(optimizer, 2)
-    fixed = total + max(trainable, total) * (1 + states)
-    del probe
-    probe = copy.deepcopy(model)
+    # every parameter may become trainable later (fine-tuning's phase 2): charge gradients and state for them all
+    fixed = total * (2 + OPTIMIZER_STATES.get(optimizer, 2))
     for p in probe.parameters():
         p.requires_grad_(True)
-    saved = _saved_per_sample(probe, x)
+    scale = 1.0
+    adapter = getattr(probe, "adapter", None)
+    size = getattr(adapter, "input_size", None)
+    if size is not None and size[0] * size[1] > PROBE_SIDE**2:
+        scale = size[0] * size[1] / PROBE_SIDE**2
+        adapter.input_size = (PROBE_SIDE, PROBE_SIDE)
+    saved = _saved_per_sample(probe, x) * scale
     return MemoryEstimate(fixed=fixed, train_per_sample=int(BACKWARD_FACTOR * saved),
-                          eval_per_sample=_eval_peak_per_sample(probe, x))
+                          eval_per_sample=int(_eval_peak_per_sample(probe, x) * scale))
 
 
 @dataclass(frozen=True)
