@@ -156,9 +156,8 @@ import json, resource, sys
 from cnnarena import runtime
 from cnnarena.config import build_config
 from cnnarena.run import train_run
-cfg = build_config(None, {"data": "fashion-mnist", "model": "efficientnet_lite0", "input_size": 96, "fraction": 0.02,
-                          "val_frac": 0.02, "freeze_epochs": 0, "epochs": 1, "batch_size": 64,
-                          "max_memory": sys.argv[2]})
+cfg = build_config(None, {"data": "digits", "model": "efficientnet_lite0", "input_size": 96, "freeze_epochs": 0,
+                          "epochs": 1, "batch_size": 64, "max_memory": sys.argv[2]})
 runtime.configure(console=True)  # the run's notes on stderr, as the CLI prints them
 m = train_run(cfg, sys.argv[1])
 print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "micro": m["micro_batch"],
@@ -168,10 +167,6 @@ print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1
 
 @pytest.mark.slow  # two fine-tunes in subprocesses
 def test_a_memory_cap_bounds_the_peak_with_the_same_effective_batch(tmp_path):
-    from cnnarena.data.idx import find_fashion_dir
-
-    if find_fashion_dir(None) is None:
-        pytest.skip("Fashion-MNIST is not installed (make test installs it with apt)")
     env = {**os.environ, "CNNARENA_FUSED_KERNELS": "0"}
 
     def run(name, cap):
@@ -180,10 +175,10 @@ def test_a_memory_cap_bounds_the_peak_with_the_same_effective_batch(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
-    capped_at = 1600 * 2**20  # batch 64 at 96 px needs ~1.5 GB of activations: it must run as micro-batches
+    capped_at = 1400 * 2**20  # batch 64 at 96 px needs ~1.5 GB of activations: it must run as micro-batches
     free, _ = run("free", "none")
-    assert free["peak"] > 1.5 * capped_at
-    capped, log = run("capped", "1600M")
+    assert free["peak"] > 1.3 * capped_at, free
+    capped, log = run("capped", "1400M")
     assert free["micro"] is None and capped["micro"] is not None and capped["micro"] < 64
     assert "gradient accumulation" in log
     assert capped["peak"] <= capped_at * 1.05, (capped, free)
