@@ -1,17 +1,15 @@
 """Anytime curves (accuracy against time) and the default study at an equal budget, down to its report in Chromium."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, launch
 
 from cnnarena.study import anytime
 from cnnarena.study.config import build_study_config, run_budget
 from cnnarena.study.defaults import DEFAULT_STUDY
 from cnnarena.study.runner import run_study
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _rows(*pairs):
@@ -74,9 +72,7 @@ def test_the_default_study_report_shows_the_anytime_chart_and_fraction_curves(de
 
     out, _ = default_study_on_digits
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((out / "report.html").resolve().as_uri())
         for selector in ("#anytime-chart", "img[alt='accuracy vs training-set size']"):

@@ -120,8 +120,8 @@ def test_micro_batches_add_up_to_the_whole_batch_gradient():
 def test_the_plan_splits_the_batch_to_fit_and_refuses_what_cannot():
     est = MemoryEstimate(fixed=100 << 20, train_per_sample=10 << 20, eval_per_sample=2 << 20)
     p = plan(est, 64, 1024, budget=1 << 30, held=500 << 20, what="m")
-    # 1024 - 500 - 100 = 424 MB of room: 42 images; 64 in 2 micro-batches of 32
-    assert p.micro_batch == 32 and "2 micro-batches" in p.note and p.estimate <= 1 << 30
+    # 80% of 1024 MB - 500 held - 100 fixed = 219 MB of room: 21 images; 64 in 4 equal micro-batches of 16
+    assert p.micro_batch == 16 and "4 micro-batches" in p.note and p.estimate <= 1 << 30
     assert p.eval_batch < 1024
     assert plan(est, 32, 64, budget=4 << 30, held=500 << 20, what="m").note is None
     with pytest.raises(UserError, match=r"m does not fit in 0.6 GB of memory: it needs about .* per image"):

@@ -2,7 +2,6 @@
 opened in real headless Chromium."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from browser import CHROMIUM, launch
 
 from cnnarena.study.config import build_study_config
 from cnnarena.study.runner import run_study
 from cnnarena.study.stats import fraction_winners, mcnemar_exact, mean_std, tradeoffs, verdict
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_mcnemar_matches_hand_computation():
@@ -148,9 +146,7 @@ def test_report_renders_in_headless_chromium(tiny_study, artifacts_dir):
     out, comparison = tiny_study
     shots = Path(artifacts_dir)  # conftest.py: pytest's tmp dir, not the working tree
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((out / "report.html").resolve().as_uri())
         rows = page.locator("#comparison-table tr")

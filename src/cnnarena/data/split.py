@@ -108,14 +108,22 @@ def write_manifest(split: Split, path: Path, *, source_name: str, seed: int,
     atomic_write_text(path, json.dumps(manifest))
 
 
+MAX_MANIFEST_BYTES = 512 << 20
+
+
 def load_manifest(path: Path, source: Source) -> Split:
-    """Rebuild a split from a manifest's ids; every id must exist in this source."""
+    """Rebuild a split from a manifest's ids; every id must exist in this source. A manifest lists every image, so
+    it may be large, but not larger than MAX_MANIFEST_BYTES (JSON has no aliases: its size bounds its value)."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise UserError(f"split manifest {path} is {size / 2**20:,.0f} MB: more than the "
+                            f"{MAX_MANIFEST_BYTES >> 20} MB a manifest of ten million images needs")
         manifest = json.loads(Path(path).read_text())
         parts = {k: manifest[k] for k in ("train", "val", "test")}
     except FileNotFoundError:
         raise UserError(f"split manifest not found: {path}") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, IsADirectoryError):
         raise UserError(f"{path} is not a cnnarena split manifest (needs train/val/test id lists)") from None
     if manifest.get("classes") not in (None, source.classes):
         raise UserError(f"split {path} was made for classes {manifest['classes']}, data has {source.classes}")
