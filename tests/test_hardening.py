@@ -106,7 +106,7 @@ def _cli(*args):
 @pytest.mark.slow  # real processes
 def test_two_writers_one_run_directory(tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen(_cli("train", "digits", "--model", "simple-2conv", "--budget", "60s", "--out", str(out)),
+    first = subprocess.Popen(_cli("train", "digits", "--model", "simple-2conv", "--budget", "20s", "--out", str(out)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
@@ -122,7 +122,7 @@ def test_two_writers_one_run_directory(tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
-    again = subprocess.run(_cli("train", "digits", "--model", "simple-2conv", "--budget", "60s", "--out", str(out)),
+    again = subprocess.run(_cli("train", "digits", "--model", "simple-2conv", "--budget", "20s", "--out", str(out)),
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr  # the killed run's epochs were kept

@@ -27,7 +27,7 @@ DEFAULT_SHARE = 0.6  # of the memory available when the run starts
 BACKWARD_FACTOR = 1.6
 EVAL_FACTOR = 2.5
 PROBE_SIDE = 128
-HEADROOM = 0.8  # plan within this share of the budget: allocator slack (per-thread arenas) and later growth
+HEADROOM = 0.9  # plan within this share of the budget: allocator slack and what grows after the plan
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
 
 
