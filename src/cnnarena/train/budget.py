@@ -4,10 +4,9 @@ The first batches of the first epoch are the timing probe: from their step time,
 estimate of the validation pass, the planner sets the epochs that fit in what is left of the budget. After every
 whole epoch it plans again from the median of the epochs' measured times (validation and checkpoints included; the
 first epoch, which pays for warm-up, left out once there are others): one slow epoch on a busy machine does not
-swing the schedule. A training that would still
-overrun (a slower machine, a noisy neighbour) stops between two steps, early enough for one validation pass, and
-keeps its best weights so far. Time already spent before this fit (fine-tuning's phase 1, a cache fill, the epochs
-before a resume) counts against the budget.
+swing the schedule. A training that would still overrun (a slower machine, a noisy neighbour) stops between two
+steps, early enough for one validation pass, and keeps its best weights so far. Time already spent before this
+fit (fine-tuning's phase 1, a cache fill, the epochs before a resume) counts against the budget.
 """
 
 from __future__ import annotations
@@ -46,9 +45,6 @@ class TimeBudget:
 
     def val_estimate(self, batch_size: int) -> float:
         return 0.0 if self.step_seconds is None else EVAL_COST * self.val_samples * self.step_seconds / batch_size
-
-    def epoch_begin(self) -> None:
-        self.batch_t0 = time.perf_counter()
 
     def after_step(self, state: TrainState, batch: int) -> bool:
         """After batch `batch` (1-based) of an epoch; True: stop now, the budget is (nearly) used up."""

@@ -68,6 +68,11 @@ def autocast_for(device: torch.device, amp: bool | None):
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use else nullcontext
 
 
+def wall_seconds(rows) -> float:
+    """Training and validation time of history rows (cache fills are charged to their epochs)."""
+    return sum(row["epoch_seconds"] + row.get("val_seconds", 0.0) for row in rows)
+
+
 @dataclass(frozen=True)
 class Phase:
     """What one fit() continues: a named phase after the history rows of `earlier` ones (fine-tuning's phase 2
@@ -88,7 +93,7 @@ class Phase:
     @property
     def wall_seconds_before(self) -> float:
         """Training and validation time of the earlier phases: what they took of a --budget."""
-        return sum(row["epoch_seconds"] + row.get("val_seconds", 0.0) for row in self.earlier)
+        return wall_seconds(self.earlier)
 
     @property
     def label(self) -> str:
@@ -228,8 +233,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     budget = None
     if cfg.budget_seconds is not None:
         precharged = sum(cb.seconds_before_fit for cb in state.callbacks)
-        done = sum(row["epoch_seconds"] + row.get("val_seconds", 0.0) for row in state.history)
-        budget = TimeBudget(state, cfg.budget_seconds, spent_before=phase.wall_seconds_before + done + precharged,
+        budget = TimeBudget(state, cfg.budget_seconds,
+                            spent_before=phase.wall_seconds_before + wall_seconds(state.history) + precharged,
                             num_batches=len(train), val_samples=val.num_samples, fills=phase.fills_budget,
                             first_of_run=not phase.earlier and not state.history)
     tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ThreadTuner.wanted(cfg.deterministic) \

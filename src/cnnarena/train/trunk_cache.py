@@ -241,12 +241,10 @@ def pass_batch(cfg) -> int:
 def memory_budget(device: torch.device) -> float:
     if device.type == "cuda":
         return CACHE_MEMORY_SHARE * torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
-    except (OSError, StopIteration, ValueError):
-        available = 4 * 2**30
-    return CACHE_MEMORY_SHARE * available
+    from ..machine import available_bytes
+
+    available = available_bytes()
+    return CACHE_MEMORY_SHARE * (available if available is not None else 4 * 2**30)
 
 
 class ChargeCacheFill(Callback):
