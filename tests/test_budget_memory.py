@@ -120,8 +120,8 @@ def test_micro_batches_add_up_to_the_whole_batch_gradient():
 def test_the_plan_splits_the_batch_to_fit_and_refuses_what_cannot():
     est = MemoryEstimate(fixed=100 << 20, train_per_sample=10 << 20, eval_per_sample=2 << 20)
     p = plan(est, 64, 1024, budget=1 << 30, held=500 << 20, what="m")
-    # 1024 - 500 - 100 = 424 MB of room: 42 images; 64 in 2 micro-batches of 32
-    assert p.micro_batch == 32 and "2 micro-batches" in p.note and p.estimate <= 1 << 30
+    # 90% of 1024 - 500 held - 160 for the first steps - 100 fixed = 161 MB of room: 16 images; 64 in 4 of 16
+    assert p.micro_batch == 16 and "4 micro-batches" in p.note and p.estimate <= 1 << 30
     assert p.eval_batch < 1024
     assert plan(est, 32, 64, budget=4 << 30, held=500 << 20, what="m").note is None
     with pytest.raises(UserError, match=r"m does not fit in 0.6 GB of memory: it needs about .* per image"):
@@ -152,23 +152,23 @@ def test_the_run_says_the_resolution_it_chose(tmp_path, caplog):
 
 
 PEAK_SCRIPT = """
-import json, resource, sys
+import json, resource, sys, threading, time
 from cnnarena import runtime
 from cnnarena.config import build_config
+from cnnarena.machine import allocated_bytes
 from cnnarena.run import train_run
 cfg = build_config(None, {"data": "digits", "model": "efficientnet_lite0", "input_size": 96, "freeze_epochs": 0,
                           "epochs": 1, "batch_size": 64, "max_memory": sys.argv[2]})
 runtime.configure(console=True)  # the run's notes on stderr, as the CLI prints them
-import cnnarena.run as run_module
-phases = {"before_run": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-finish = run_module.finish_run
-def finish_run(*args, **kwargs):  # the peak of training, before evaluation
-    phases["trained"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return finish(*args, **kwargs)
-run_module.finish_run = finish_run
+peak = {"allocated": 0}
+def sample():  # the budget counts allocated (anonymous) memory: its peak, sampled every 5 ms
+    while True:
+        peak["allocated"] = max(peak["allocated"], allocated_bytes())
+        time.sleep(0.005)
+threading.Thread(target=sample, daemon=True).start()
 m = train_run(cfg, sys.argv[1])
-print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "micro": m["micro_batch"],
-                  "steps": m["train_samples"], "cap": m["memory_budget_gb"], "est": m["memory_estimate_gb"], **phases}))
+print(json.dumps({"allocated": peak["allocated"], "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "micro": m["micro_batch"], "cap": m["memory_budget_gb"], "est": m["memory_estimate_gb"]}))
 """
 
 
@@ -182,16 +182,16 @@ def test_a_memory_cap_bounds_the_peak_with_the_same_effective_batch(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
-    capped_at = 1400 * 2**20  # batch 64 at 96 px needs ~1.5 GB of activations: it must run as micro-batches
+    capped_at = 1100 * 2**20  # batch 64 at 96 px needs ~1.5 GB of activations: it must run as micro-batches
     free, _ = run("free", "none")
-    assert free["peak"] > 1.3 * capped_at, free
-    capped, log = run("capped", "1400M")
-    assert free["micro"] is None and capped["micro"] is not None and capped["micro"] < 64
+    assert free["allocated"] > 1.4 * capped_at, free
+    capped, log = run("capped", "1100M")
+    assert free["micro"] is None and capped["micro"] is not None and 2 < capped["micro"] < 64, (capped, free)
     assert "gradient accumulation" in log
-    # Standalone the capped run peaks under its cap (1.34 GiB); inside the full suite it has peaked 9% over it
-    # (1.49 GiB for 1.37 GiB): allocator slack the estimate does not model. Held to 15%, and well under the uncapped
-    # peak.
-    assert capped["peak"] <= capped_at * 1.15 and capped["peak"] < 0.7 * free["peak"], (capped, free)
+    # Allocator slack and what grows after the plan are not modelled: held to 15% over the cap (measured standalone
+    # and in the full suite: under it), and well under the uncapped peak.
+    assert capped["allocated"] <= capped_at * 1.15 and capped["allocated"] < 0.7 * free["allocated"], \
+        f"capped {capped} free {free}"
     # the same effective batch: as many optimizer steps per epoch, the same samples
     for name in ("free", "capped"):
         cfg = (tmp_path / name / "config.yaml").read_text()

@@ -202,7 +202,7 @@ def model_lines(model: Classifier, cfg: RunConfig) -> list[str]:
 def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.device):
     """The memory plan of a CPU training (--max-memory, default a share of what is free, at most 4 GB); None when
     there is no cap (--max-memory none, or a GPU without an explicit --max-memory)."""
-    from .machine import resident_bytes
+    from .machine import allocated_bytes
     from .train.memory_plan import default_budget, estimate, parse_memory, plan
 
     t = cfg.train
@@ -217,7 +217,7 @@ def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.d
     if t.channels_last:
         sample = sample.contiguous(memory_format=torch.channels_last)
     est = estimate(model, sample, t.optimizer)
-    return plan(est, t.batch_size, t.eval_batch_size, budget=budget or default_budget(), held=resident_bytes(),
+    return plan(est, t.batch_size, t.eval_batch_size, budget=budget or default_budget(), held=allocated_bytes(),
                 what=f"{model.meta.name} at batch {t.batch_size}")
 
 

@@ -4,8 +4,9 @@ The estimate is measured, not guessed: one forward pass of a copy of the model a
 saves for the backward pass (saved-tensor hooks) and, in eval mode, the largest input + output of any layer. Peak of
 a training step = parameters + gradients + optimizer state + saved activations x batch x BACKWARD_FACTOR (the
 backward pass holds gradients of the activations beside them); of evaluation, the largest layer's in + out x batch x
-EVAL_FACTOR (a residual block keeps its input alive). The budget bounds the process's resident memory: what it
-already holds (data, model, the Python runtime) is subtracted first.
+EVAL_FACTOR (a residual block keeps its input alive). The budget bounds the memory the process allocates (its
+anonymous resident memory, machine.allocated_bytes; shared libraries' pages are not counted): what it already holds
+(data, model, the Python runtime) is subtracted first.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..machine import available_bytes, resident_bytes
+from ..machine import allocated_bytes, available_bytes
 
 GiB = 2**30
 DEFAULT_CAP = 4 * GiB  # a laptop with 8 GB must survive the default
@@ -28,6 +29,9 @@ BACKWARD_FACTOR = 1.6
 EVAL_FACTOR = 2.5
 PROBE_SIDE = 128
 HEADROOM = 0.9  # plan within this share of the budget: allocator slack and what grows after the plan
+# allocated memory grows by about this much past the estimate in a training's first steps, whatever the batch
+# (oneDNN scratch space, autograd's buffers; see benchmarks/results for the measurement)
+FIRST_STEPS_GROWTH = 160 * 2**20
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
 
 
@@ -51,7 +55,7 @@ def default_budget() -> int:
     available = available_bytes()
     if available is None:
         return DEFAULT_CAP
-    return int(min(DEFAULT_CAP, resident_bytes() + DEFAULT_SHARE * available))
+    return int(min(DEFAULT_CAP, allocated_bytes() + DEFAULT_SHARE * available))
 
 
 @dataclass(frozen=True)
@@ -136,16 +140,17 @@ def plan(est: MemoryEstimate, batch: int, eval_batch: int, *, budget: int, held:
     """The largest micro-batch (up to `batch`) and evaluation batch whose peak keeps held + peak within budget.
     A budget that cannot hold one image is an error with the figures."""
     usable = int(HEADROOM * budget)
-    room = usable - held - est.fixed
+    base = held + FIRST_STEPS_GROWTH
+    room = usable - base - est.fixed
     gb = lambda b: f"{b / GiB:.1f} GB"  # noqa: E731
     if room < est.train_per_sample:
-        need = held + est.training(1)
+        need = base + est.training(1)
         raise UserError(f"{what} does not fit in {gb(budget)} of memory: it needs about {gb(need)} at batch 1 "
-                        f"({gb(held)} already held, {gb(est.fixed)} for parameters, gradients and optimizer state, "
+                        f"({gb(held)} already held, {gb(FIRST_STEPS_GROWTH)} that the first steps add, {gb(est.fixed)} for parameters, gradients and optimizer state, "
                         f"{est.train_per_sample / 2**20:.0f} MB per image); raise --max-memory or pick a smaller "
                         "--input-size / model")
     micro = max(1, min(batch, room // max(1, est.train_per_sample)))
-    evalb = max(1, min(eval_batch, (usable - held - est.fixed // 2) // max(1, est.eval_per_sample)))
+    evalb = max(1, min(eval_batch, (usable - base - est.fixed // 2) // max(1, est.eval_per_sample)))
     steps = math.ceil(batch / micro)
     if steps > 1:  # equal micro-batches: 64 in 3 would be 22+21+21, not 30+30+4
         micro = math.ceil(batch / steps)
@@ -154,7 +159,7 @@ def plan(est: MemoryEstimate, batch: int, eval_batch: int, *, budget: int, held:
         notes.append(f"batch {batch} runs as {steps} micro-batches of up to {micro} (gradient accumulation)")
     if evalb < eval_batch:
         notes.append(f"evaluation batch {eval_batch} -> {evalb}")
-    peak = held + max(est.training(micro), est.fixed // 2 + est.eval_per_sample * evalb)
+    peak = base + max(est.training(micro), est.fixed // 2 + est.eval_per_sample * evalb)
     note = None
     if notes:
         note = (f"memory: {' and '.join(notes)} to stay within {gb(budget)} (estimated peak {gb(peak)}; "
