@@ -23,6 +23,7 @@ ROOMS = [
     ("train",),
     ("config",),  # typed run configs: data, model recipes and train configs together
     ("evaluate",),
+    ("explain",),
     ("report",),
     ("export",),
     ("serve",),

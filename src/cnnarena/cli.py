@@ -443,6 +443,47 @@ def predict(
         print(unreadable_summary(bad, len(rows)), file=sys.stderr)
 
 
+@app.command(epilog=_example("Example: cnnarena explain runs/fast photos/ cat.jpg --method gradcam++ --out explain-fast"))
+def explain(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    paths: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
+    method: str = typer.Option("gradcam", help="gradcam | gradcam++ | hirescam | xgradcam | layercam | eigencam | "
+                               "scorecam | ablationcam (the last two run the model once per channel: slow)"),
+    target: str | None = typer.Option(None, help="explain this class (name or index) [each image's predicted class]"),
+    layer: str | None = typer.Option(None, help="the layer whose feature map is explained, as named in `cnnarena "
+                                     "summary` [the last one with at least 4x4 cells]"),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="classes shown per image"),
+    out: Path | None = typer.Option(None, help="directory for the PNGs and explanations.json [explain/RUN-NAME]"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+) -> None:
+    """Heat maps (class activation maps, by the grad-cam library) of where the model looks: a PNG per image (input,
+    overlay, top classes), grid.png, and explanations.json."""
+    from .evaluate.predict import check_run_dir, load_run_model
+    from .explain.cam import check_method
+
+    check_run_dir(run_dir)
+    check_method(method)
+    out = out or Path("explain") / Path(run_dir).resolve().name
+    _check_out_dir(out, "--out")
+    from .explain.images import explain_files
+    from .train.loop import resolve_device
+
+    model = load_run_model(run_dir).to(resolve_device(device))
+    summary = explain_files(model, paths, out, method=method, target=target, layer=layer, top=top_k)
+    done = [r for r in summary["images"] if not r["error"]]
+    bad = [r for r in summary["images"] if r["error"]]
+    for r in done:
+        best = r["predictions"][0]
+        print(f"{r['path']}: {best['label']} {best['probability']:.3f} -> {out / r['png']}")
+    print(f"{len(done)} heat maps ({method} of {summary['layer']}) in {out}; grid: {out / summary['grid']}",
+          file=sys.stderr)
+    if bad:
+        from .evaluate.predict import Prediction, unreadable_summary
+
+        print(unreadable_summary([Prediction(r["path"], error=r["error"]) for r in bad], len(summary["images"])),
+              file=sys.stderr)
+
+
 @app.command(epilog=_example("Example: cnnarena export runs/fast --format onnx --output deploy/fast.onnx"))
 def export(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
