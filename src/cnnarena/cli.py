@@ -443,7 +443,8 @@ def predict(
         print(unreadable_summary(bad, len(rows)), file=sys.stderr)
 
 
-@app.command(epilog=_example("Example: cnnarena explain runs/fast photos/ cat.jpg --method gradcam++ --out explain-fast"))
+@app.command(epilog=_example("Example: cnnarena explain runs/fast photos/ cat.jpg --method gradcam++ "
+                             "--out explain-fast"))
 def explain(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     paths: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),

@@ -46,8 +46,8 @@ def explain_files(model, paths: list[Path], out: Path, *, method: str = "gradcam
     written to out/explanations.json."""
     import torch
 
-    from ..evaluate.predict import collect_images, decode_for, top_k
     from ..data.imageio import Unreadable
+    from ..evaluate.predict import collect_images, decode_for, top_k
 
     meta = model.meta
     files = collect_images(paths)

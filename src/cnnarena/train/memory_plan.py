@@ -146,7 +146,8 @@ def plan(est: MemoryEstimate, batch: int, eval_batch: int, *, budget: int, held:
     if room < est.train_per_sample:
         need = base + est.training(1)
         raise UserError(f"{what} does not fit in {gb(budget)} of memory: it needs about {gb(need)} at batch 1 "
-                        f"({gb(held)} already held, {gb(FIRST_STEPS_GROWTH)} that the first steps add, {gb(est.fixed)} for parameters, gradients and optimizer state, "
+                        f"({gb(held)} already held, {gb(FIRST_STEPS_GROWTH)} that the first steps add, "
+                        f"{gb(est.fixed)} for parameters, gradients and optimizer state, "
                         f"{est.train_per_sample / 2**20:.0f} MB per image); raise --max-memory or pick a smaller "
                         "--input-size / model")
     micro = max(1, min(batch, room // max(1, est.train_per_sample)))
