@@ -276,3 +276,43 @@ def test_batcher_answers_a_lone_request_at_once_and_waits_only_under_load():
     lone_s, sizes = asyncio.run(scenario())
     assert lone_s < 0.5, f"a lone request waited {lone_s:.2f}s for company on an idle server"
     assert max(sizes) == 8, sizes  # under load the batches fill up to max_batch
+
+
+def test_explain_returns_the_overlay_of_the_predicted_class(client, run, samples):
+    from urllib.parse import unquote
+
+    from cnnarena.explain.cam import explain
+    from cnnarena.explain.figures import overlay
+
+    model = load_run_model(run)
+    for name, data, expected in samples[:3]:
+        response = client.post("/v1/explain", files={"file": (name, data)})
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png", response.text
+        assert unquote(response.headers["x-label"]) == CLASSES[int(expected.argmax())] == \
+            unquote(response.headers["x-target"])
+        assert float(response.headers["x-probability"]) == pytest.approx(float(expected.max()), abs=1e-4)
+        pixels = decode_for(model.meta, io.BytesIO(data))
+        want = overlay(pixels, explain(model, torch.from_numpy(pixels[None])).heat[0])
+        got = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+        assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 2  # the same map, enlarged
+    other = client.post("/v1/explain", params={"target": "7", "method": "gradcam++"},
+                        files={"file": samples[0][:2]})
+    assert other.status_code == 200 and other.headers["x-target"] == "7" and other.headers["x-method"] == "gradcam++"
+    assert other.headers["x-layer"].startswith("net.")
+
+
+EXPLAIN_ONLY = {
+    "unknown method": (dict(params={"method": "scorecam"}, files={"file": ("a.png", GOOD_PNG)}), 422, "method must be"),
+    "unknown target": (dict(params={"target": "cat"}, files={"file": ("a.png", GOOD_PNG)}), 422, "not a class"),
+    "two images": (dict(files=[("files", (f"{i}.png", GOOD_PNG)) for i in range(2)]), 413, "at most 1 per request"),
+}
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_CASES if "top_k" not in c and c != "too many files"]
+                         + list(EXPLAIN_ONLY))
+def test_explain_answers_bad_requests_as_predict_does(client, case):
+    kwargs, status, message = {**BAD_CASES, **EXPLAIN_ONLY}[case]
+    response = client.post("/v1/explain", **kwargs)
+    assert response.status_code == status, response.text
+    assert list(response.json()) == ["error"] and message in response.json()["error"]
+    assert client.post("/v1/explain", files={"file": ("ok.png", GOOD_PNG)}).status_code == 200

@@ -108,3 +108,31 @@ def test_webcam_mode_classifies_frame_after_frame(page, server, artifacts_dir):
     assert after - before >= 5
     page.wait_for_timeout(300)
     assert httpx.get(server.url + "/v1/health").json()["images"] <= after + 1
+
+
+def test_the_heat_map_toggle_shows_the_overlay_for_uploads_and_the_webcam(page, confident_digit, artifacts_dir):
+    path, label = confident_digit
+    page.set_input_files("#file", str(path))
+    page.wait_for_function(f"document.querySelector('#label').textContent === {label!r}")
+    assert page.locator("#heat-box").is_hidden()  # off by default: no heat-map requests
+    page.check("#heat-on")  # turning it on explains the image already shown
+    page.wait_for_function("Number(document.body.dataset.heatmaps || 0) >= 1")
+    heat = page.locator("#heat")
+    box = heat.evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width, e.getBoundingClientRect().height]")
+    assert box[0] >= 128 and box[1] > 100 and box[2] > 100, box  # the PNG decoded and drawn at full size
+    assert page.inner_text("#heat-caption") == f"gradcam of {label}"
+    shot = artifacts_dir / "web_page_heat_map.png"
+    page.screenshot(path=str(shot), full_page=True)
+    # the overlay's jet colours are on the screen: strongly red or blue pixels that the page has nowhere else
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    vivid = (np.abs(pixels[..., 0] - pixels[..., 2]) > 150).sum()
+    assert vivid > 2000, vivid
+
+    before = int(page.evaluate("Number(document.body.dataset.heatmaps || 0)"))
+    page.click("#camera")
+    page.wait_for_function(f"Number(document.body.dataset.heatmaps || 0) >= {before + 3}", timeout=30_000)
+    page.screenshot(path=str(artifacts_dir / "web_page_webcam_heat_map.png"), full_page=True)
+    page.click("#camera")
+    page.wait_for_selector("#video", state="hidden")
+    page.uncheck("#heat-on")
+    assert page.locator("#heat-box").is_hidden()

@@ -540,7 +540,8 @@ def serve(
     max_connections: int = typer.Option(64, min=1, help="requests handled at once; more get 503 at once"),
     log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug"),
 ) -> None:
-    """HTTP API (POST /v1/predict, GET /v1/health, GET /v1/model) and a web page with webcam mode at /.
+    """HTTP API (POST /v1/predict, POST /v1/explain, GET /v1/health, GET /v1/model) and a web page with webcam
+    mode and heat maps at /.
 
     Limits: a request body of at most --max-body-mb (413, refused from Content-Length before any byte is read),
     --max-files images of at most --max-pixels each (413), headers of at most 16 KiB (uvicorn's h11 limit, 400),

@@ -1,4 +1,4 @@
-"""The HTTP app: POST /v1/predict, GET /v1/health, GET /v1/model, and the web page at /.
+"""The HTTP app: POST /v1/predict, POST /v1/explain, GET /v1/health, GET /v1/model, and the web page at /.
 
 Every bad request gets a JSON 4xx `{"error": "..."}` and the server keeps serving: limits are checked
 in the cheapest order (body size from the header, then while streaming; file count while parsing;
@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -29,6 +29,7 @@ from ..evaluate.predict import top_k as rank_classes
 from .backend import Backend, load_backend
 from .batcher import Busy, InferenceFailed, MicroBatcher
 from .decode import MAX_PIXELS, BadImage, decode_pixels, open_upload
+from .explainer import ExplainBusy, Explainer
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -127,6 +128,7 @@ class Server:
                  max_files: int, top_k: int) -> None:
         self.backend = backend
         self.batcher = MicroBatcher(backend.infer, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self.explainer = Explainer(backend.model)
         self.max_pixels, self.max_files, self.top_k = max_pixels, max_files, top_k
         self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
         # Decoding gets its own bounded pool: a burst of large uploads never decodes (and allocates)
@@ -160,6 +162,7 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
         yield
         await server.batcher.stop()
         server.decoder.shutdown(wait=False)
+        server.explainer.close()
 
     app = FastAPI(title="cnnarena", summary=f"{meta.name}: {meta.num_classes} classes", lifespan=lifespan)
     app.state.server = server
@@ -209,6 +212,32 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
                         "inference_ms": round(r.inference_ms, 2)})
         # A ready response: FastAPI would otherwise walk the dict through jsonable_encoder (5x the cost).
         return JSONResponse({"model": meta.name, "backend": server.backend.name, "results": out})
+
+    @app.post("/v1/explain", openapi_extra=_EXPLAIN_DOC)
+    async def explain(request: Request) -> Response:
+        from urllib.parse import quote
+
+        from ..explain.cam import FAST_METHODS
+
+        method = request.query_params.get("method", "gradcam")
+        if method not in FAST_METHODS:
+            raise ApiError(422, f"method must be one of {', '.join(FAST_METHODS)}, got {method[:40]!r}")
+        target = request.query_params.get("target")
+        if target is not None and target not in meta.classes:
+            raise ApiError(422, f"target {target[:60]!r} is not a class of this model")
+        uploads = await _read_uploads(request, 1)
+        name, data = uploads[0]
+        image = await _decode_named(server, name, data)
+        try:
+            heat = await server.explainer.heat_map(image, None if target is None else meta.classes.index(target),
+                                                   method)
+        except ExplainBusy as e:
+            raise ApiError(503, f"server busy ({e}); retry shortly", {"Retry-After": "1"}) from None
+        server.requests += 1
+        # class names may be any Unicode: headers carry them percent-encoded
+        return Response(heat.png, media_type="image/png", headers={
+            "X-Label": quote(heat.label), "X-Probability": f"{heat.probability:.6f}", "X-Target": quote(heat.target),
+            "X-Layer": heat.layer, "X-Method": heat.method, "Cache-Control": "no-store"})
 
     return app
 
@@ -296,6 +325,21 @@ _PREDICT_DOC = {
         "properties": {"file": {"type": "string", "format": "binary"},
                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
     }}}},
+}
+
+
+_EXPLAIN_DOC = {
+    "summary": "Heat map (class activation map) of one image, overlaid on it, as PNG",
+    "parameters": [
+        {"name": "method", "in": "query", "required": False, "schema": {"type": "string", "default": "gradcam"},
+         "description": "gradcam | gradcam++ | hirescam | xgradcam | layercam | eigencam"},
+        {"name": "target", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "the class to explain [the predicted class]"}],
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+    "responses": {"200": {"description": "the overlay; headers X-Label, X-Probability (the prediction), X-Target, "
+                                         "X-Layer, X-Method (what the map explains; names percent-encoded)",
+                          "content": {"image/png": {}}}},
 }
 
 

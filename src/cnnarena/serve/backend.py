@@ -32,6 +32,7 @@ class Backend:
     card: dict[str, Any]
     infer: Any  # Callable[[np.ndarray], np.ndarray]
     keep: list[Any] = field(default_factory=list)  # objects that must outlive the backend (temp dirs)
+    model: Any = None  # the run's PyTorch model (what /v1/explain computes heat maps with)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ def load_backend(run_dir: Path, kind: str = "onnx") -> Backend:
             return model(x).float().softmax(1).numpy()
 
         card = model_card(model, run_dir) | {"backend": "torch"}
-        return Backend("torch", model.meta, card, infer_torch)
+        return Backend("torch", model.meta, card, infer_torch, model=model)
     return _onnx_backend(run_dir, model)
 
 
@@ -87,4 +88,4 @@ def _onnx_backend(run_dir: Path, model) -> Backend:
         x = batch.astype(np.float32) / np.float32(255.0)  # as the training loader scales
         return _softmax(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
 
-    return Backend("onnx", model.meta, card | {"backend": "onnx"}, infer_onnx, keep)
+    return Backend("onnx", model.meta, card | {"backend": "onnx"}, infer_onnx, keep, model)

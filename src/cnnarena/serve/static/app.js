@@ -6,6 +6,9 @@ const TOP_K = 5;
 const FRAME_SIDE = 320; // webcam frames are downscaled before upload: the model needs far fewer pixels
 let camera = null; // {stream, running, frames, since}
 let previewUrl = null;
+let heatUrl = null;
+let lastFile = null; // the heat-map toggle explains the image already shown
+let heatInFlight = false; // webcam: one heat map at a time, frames go on being classified meanwhile
 
 async function loadModel() {
   try {
@@ -60,6 +63,36 @@ function render({ result, roundTrip }) {
   document.body.dataset.predictions = String(Number(document.body.dataset.predictions || 0) + 1);
 }
 
+// ---- heat map: POST /v1/explain returns the overlay PNG of the predicted class ----------------------
+
+async function explainImage(blob, name) {
+  if (!$("heat-on").checked || heatInFlight) return;
+  heatInFlight = true;
+  const form = new FormData();
+  form.append("file", blob, name);
+  try {
+    const response = await fetch("/v1/explain", { method: "POST", body: form });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+      throw new Error(`heat map: ${body.error || response.status}`);
+    }
+    const png = await response.blob();
+    if (heatUrl) URL.revokeObjectURL(heatUrl);
+    heatUrl = URL.createObjectURL(png);
+    const img = $("heat");
+    img.src = heatUrl;
+    const target = decodeURIComponent(response.headers.get("X-Target") || "");
+    $("heat-caption").textContent = `${response.headers.get("X-Method")} of ${target}`;
+    $("heat-box").hidden = false;
+    await img.decode().catch(() => {});
+    document.body.dataset.heatmaps = String(Number(document.body.dataset.heatmaps || 0) + 1);
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    heatInFlight = false;
+  }
+}
+
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = false;
@@ -77,8 +110,10 @@ async function classifyFile(file) {
   $("video").hidden = true;
   $("drop-hint").hidden = true;
   $("label").textContent = "…";
+  lastFile = file;
   try {
     render(await classify(file, file.name));
+    await explainImage(file, file.name);
   } catch (e) {
     showError(e.message);
     $("label").textContent = "—";
@@ -129,6 +164,7 @@ async function loop(cam) {
       const answer = await classify(blob, "webcam.jpg");
       if (!cam.running) break;
       render(answer);
+      explainImage(blob, "webcam.jpg"); // not awaited: the next frame is classified meanwhile
       cam.frames += 1;
       const fps = cam.frames / ((performance.now() - cam.since) / 1000);
       $("camera-status").textContent = `live · ${cam.frames} frames · ${fps.toFixed(1)} frames/s`;
@@ -163,6 +199,10 @@ function escapeHtml(s) {
 // ---- wiring ------------------------------------------------------------------------------------------
 
 $("file").addEventListener("change", (e) => { classifyFile(e.target.files[0]); e.target.value = ""; });
+$("heat-on").addEventListener("change", () => {
+  if (!$("heat-on").checked) { $("heat-box").hidden = true; return; }
+  if (lastFile && !camera) explainImage(lastFile, lastFile.name);
+});
 $("camera").addEventListener("click", () => (camera ? stopCamera() : startCamera()));
 const drop = $("drop");
 drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
