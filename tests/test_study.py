@@ -1,6 +1,8 @@
 """The study: statistics against hand-computed values, a tiny real study, resume, and the HTML report
 opened in real headless Chromium."""
 
+import collections
+import csv
 import json
 import subprocess
 import sys
@@ -111,6 +113,19 @@ def test_tiny_study_writes_every_output(tiny_study):
         assert t["train_time_x_fastest"] == pytest.approx(r["train_seconds"] / fastest, abs=0.01)
     assert comparison["mcnemar"]["n"] == 360
     assert len(comparison["fraction_winners"]) == 2
+    # "What each model confuses": the pairs are the runs' own mistakes, counted from predictions.csv
+    x = comparison["explanations"]
+    for row in table:
+        with open(Path(row["run_dir"]) / "predictions.csv") as f:
+            wrong = collections.Counter((r["true"], r["predicted"]) for r in csv.DictReader(f) if r["correct"] == "0")
+        pairs = x["confusions"][row["model"]]
+        ranked = sorted(wrong.items(), key=lambda kv: (-kv[1], int(kv[0][0]), int(kv[0][1])))  # digits: name = index
+        assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [(t, q, n) for (t, q), n in ranked[:5]]
+        assert all(0 < p["share"] <= 1 for p in pairs)
+        assert x["layers"][row["model"]].startswith("net.")
+    # "Where each model looks": 10 classes -> one example each, plus up to 3 confident mistakes per model
+    assert 10 <= x["where_count"] <= 16 and Path(x["where_png"]).stat().st_size > 10_000
+    assert 0 <= x["disagreements_shown"] <= min(8, x["disagreements"]) and x["test_images"] == 360
 
 
 @pytest.mark.slow  # CLI subprocesses
@@ -154,7 +169,13 @@ def test_report_renders_in_headless_chromium(tiny_study, artifacts_dir):
         assert page.locator("#tradeoffs-table tr").count() == 1 + len(comparison["table"])
         assert page.locator("#fraction-table tr").count() == 3
         images = page.locator("img")
-        assert images.count() >= 9
+        assert images.count() >= 10
+        for grid in ("#where-grid", *(["#disagreements-grid"] if comparison["explanations"]["disagreements"] else [])):
+            box = page.locator(grid).bounding_box()  # the heat-map grids are drawn, at a readable size
+            assert box and box["width"] > 300 and box["height"] > 300, (grid, box)
+        assert page.locator("table.confusions").count() == len(comparison["table"])
+        page.locator("#where-models-look").scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "study_report_heat_maps.png"))
         for i in range(images.count()):
             size = images.nth(i).evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
             assert size[0] and size[1] > 0 and size[2] > 0, images.nth(i).get_attribute("alt")

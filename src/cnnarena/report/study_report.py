@@ -40,6 +40,10 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
                                                              plots / "fraction_curves.png"))
     if comparison.get("anytime"):
         figures["anytime"] = _embed(study_plots.anytime_curves(comparison["anytime"], plots / "anytime.png"))
+    explained = comparison.get("explanations") or {}
+    for key, name in (("where_png", "where"), ("disagreements_png", "disagreements")):
+        if explained.get(key):
+            figures[name] = _embed(Path(explained[key]))
     per_model = [{"model": r["model"], "curves": _embed(Path(r["run_dir"]) / "plots" / "curves.png"),
                   "confusion": _embed(Path(r["run_dir"]) / "plots" / "confusion_matrix.png"),
                   "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png"),

@@ -21,7 +21,7 @@ import yaml
 
 from ..config import build_config
 from ..data.sources import load_data
-from ..data.split import write_manifest
+from ..data.split import load_manifest, write_manifest
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..models.artefacts import load_model, saved_freeze_state
@@ -98,6 +98,7 @@ def _run_study(study: StudyConfig) -> dict[str, Any]:
                 runs.setdefault(model, {}).setdefault(fraction, []).append(metrics)
 
     comparison = summarise(study, data, source, runs, lr_results, out)
+    comparison["explanations"] = explanations(comparison["table"], source, out)
     comparison["study_seconds"] = round(time.perf_counter() - t0, 1)  # this invocation (reused runs are quick)
     final = [m for by_fraction in runs.values() for rs in by_fraction.values() for m in rs]
     comparison["runs_seconds"] = round(sum(m.get("wall_seconds", 0) for m in final)
@@ -201,12 +202,21 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
     }
 
 
+def explanations(table: list[dict[str, Any]], source, out: Path) -> dict[str, Any]:
+    """The report's heat-map grids and confusions, from each model's first run (seed 0, whole training set)."""
+    from ..explain.study_views import study_explanations
+
+    test = load_manifest(out / "split.json", source).test
+    models = {r["model"]: load_as_trained(Path(r["run_dir"]), json.loads((Path(r["run_dir"]) / "metrics.json")
+                                                                         .read_text())) for r in table}
+    return study_explanations(models, test, {r["model"]: Path(r["run_dir"]) for r in table}, out / "plots")
+
+
 def data_health(source, split_path: Path) -> dict[str, Any]:
     """The report's "Data health" numbers: unreadable files, exact duplicates, the groups the split kept
     together and the pairs that still cross its parts (the official test set's copies cannot be moved)."""
     from ..data.duplicates import exact_pairs
     from ..data.health import leaked_pairs
-    from ..data.split import load_manifest
 
     pairs = exact_pairs(source.pool.images)
     labels = source.pool.labels.tolist()
