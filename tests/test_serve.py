@@ -132,6 +132,9 @@ def _multipart(boundary: str, *parts: bytes) -> bytes:
 
 
 GOOD_PNG = encode(Image.new("L", (8, 8), 200))
+# a streamed body with no Content-Length (a list: each request sends it anew)
+CHUNKED_PARTS = [b"--zz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"] \
+    + [b"\0" * (1 << 20)] * 12
 BAD_CASES = {
     "no body": (dict(), 415, "multipart/form-data"),
     "json body": (dict(json={"file": "x"}), 415, "not application/json"),
@@ -148,8 +151,7 @@ BAD_CASES = {
     "over the pixel limit": (dict(files={"file": ("big.png", png_bomb(10_000))}), 413, "the limit is 40,000,000"),
     "decompression bomb": (dict(files={"file": ("bomb.png", png_bomb(40_000))}), 413, "pixels"),
     "body too large": (dict(files={"file": ("big.png", GOOD_PNG + b"\0" * (11 << 20))}), 413, "too large"),
-    "chunked too large": (dict(content=iter([b"--zz\r\nContent-Disposition: form-data; name=\"file\"; "
-                                             b"filename=\"a.png\"\r\n\r\n"] + [b"\0" * (1 << 20)] * 12),
+    "chunked too large": (dict(content=CHUNKED_PARTS,
                                headers={"content-type": "multipart/form-data; boundary=zz"}), 413, "too large"),
     "wrong field": (dict(files={"image": ("a.png", GOOD_PNG)}), 422, "unexpected field 'image'"),
     "text instead of file": (dict(data={"file": "abc"}, files={"files": ("a.png", GOOD_PNG)}), 422,
@@ -160,10 +162,15 @@ BAD_CASES = {
 }
 
 
+def _fresh(kwargs: dict) -> dict:
+    """The request's arguments, a streamed body as a new iterator (one is used up by the request that sends it)."""
+    return {**kwargs, "content": iter(kwargs["content"])} if kwargs.get("content") is CHUNKED_PARTS else kwargs
+
+
 @pytest.mark.parametrize("case", list(BAD_CASES))
 def test_bad_request_is_a_clear_4xx_and_the_server_keeps_serving(client, case):
     kwargs, status, message = BAD_CASES[case]
-    response = client.post("/v1/predict", **kwargs)
+    response = client.post("/v1/predict", **_fresh(kwargs))
     assert response.status_code == status, response.text
     assert list(response.json()) == ["error"] and message in response.json()["error"]
     good = client.post("/v1/predict", files={"file": ("ok.png", GOOD_PNG)})
@@ -312,7 +319,7 @@ EXPLAIN_ONLY = {
                          + list(EXPLAIN_ONLY))
 def test_explain_answers_bad_requests_as_predict_does(client, case):
     kwargs, status, message = {**BAD_CASES, **EXPLAIN_ONLY}[case]
-    response = client.post("/v1/explain", **kwargs)
+    response = client.post("/v1/explain", **_fresh(kwargs))
     assert response.status_code == status, response.text
     assert list(response.json()) == ["error"] and message in response.json()["error"]
     assert client.post("/v1/explain", files={"file": ("ok.png", GOOD_PNG)}).status_code == 200
