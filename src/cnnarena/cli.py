@@ -198,6 +198,8 @@ def train(
     tta: bool | None = typer.Option(None, "--tta/--no-tta", help=_default_help("tta", "flip test-time augmentation")),
     seed: int | None = typer.Option(None, help=_default_help("seed", "training seed")),
     deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic"),
+    sync_bn: bool | None = typer.Option(None, "--sync-bn/--no-sync-bn", help="under torchrun on GPUs: BatchNorm "
+                                        "statistics over the whole batch (SyncBatchNorm) [off]"),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on CUDA only)"),
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step"),
     device: str | None = typer.Option(None, help=_default_help("device", "auto | cpu | cuda | mps")),
@@ -242,19 +244,29 @@ def train(
                                        "an unfinished one is resumed"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of any of these options"),
 ) -> None:
-    """Train one model and evaluate it on the test split; everything lands in the run directory."""
+    """Train one model and evaluate it on the test split; everything lands in the run directory.
+
+    Under `torchrun --nproc_per_node N -m cnnarena train ...` the N processes train one model data-parallel
+    (DistributedDataParallel: gloo on CPUs, NCCL on GPUs); rank 0 writes the run directory."""
     values = {k: v for k, v in locals().items() if k != "config"}
     from .config import build_config, load_config_file
     from .evaluate.metrics import format_per_class
     from .run import default_run_dir, train_run
+    from .train import distributed
 
     values["head_hidden"] = _csv_ints(head_hidden)
     for key in ("weights", "data_dir", "class_map", "split", "out"):
         values[key] = str(values[key]) if values[key] is not None else None
     cfg = build_config(load_config_file(config), values)
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    _check_out_dir(run_dir)
-    metrics = train_run(cfg, run_dir)
+    ranks = distributed.start(cfg.train.device)
+    try:
+        run_dir = distributed.from_main(Path(cfg.out) if cfg.out else default_run_dir(cfg))  # one clock names it
+        _check_out_dir(run_dir)
+        metrics = train_run(cfg, run_dir)
+    finally:
+        distributed.stop()
+    if ranks is not None and not ranks.is_main:
+        return
     print(format_per_class(metrics))
     print(f"\ntest accuracy {metrics['test_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
           f"test loss {metrics['test_loss']:.4f}  ({metrics['epochs_run']} epochs, {metrics['train_seconds']:.1f}s "

@@ -125,7 +125,11 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one run; returns metrics.json's content. A finished run with the same settings is
     returned as is, an unfinished one resumes; a run directory holding other settings is an error (one that never
     trained an epoch is not a run to protect: it starts over). One process writes a run directory at a time."""
+    from .train import distributed
+
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
+    if not distributed.is_main():  # torchrun's other ranks train beside rank 0 and write nothing
+        return _train_run(cfg, run_dir)
     with sole_writer(run_dir, "run"):
         return _train_run(cfg, run_dir)
 
@@ -138,36 +142,52 @@ def has_trained(run_dir: Path) -> bool:
 
 
 def _train_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    from .train import distributed
+
     t_start = time.perf_counter()
+    ranks = distributed.world()
+    main = ranks is None or ranks.is_main
+    if not main:
+        distributed.barrier()  # rank 0 sets the run directory up (split, config) first
     prep = prepare(cfg, run_dir)
     cfg, split, train_set = prep.cfg, prep.split, prep.train
     check_same_settings(cfg, run_dir)
     done = run_dir / "metrics.json"
     if done.exists():
+        if main:
+            distributed.barrier()
         return json.loads(done.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(split, run_dir / "split.json", source_name=prep.source.name, seed=cfg.split_seed,
-                   groups=prep.groups)
-    cfg.save(run_dir / "config.yaml")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(split, run_dir / "split.json", source_name=prep.source.name, seed=cfg.split_seed,
+                       groups=prep.groups)
+        cfg.save(run_dir / "config.yaml")
+        distributed.barrier()
     data_seconds = time.perf_counter() - t_start
 
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(distributed.device_for(cfg.train.device, ranks))
     model = build_model(cfg, split)
     memory = plan_memory(model, cfg, split, device)
     if memory is not None:
         cfg.train = dataclasses.replace(cfg.train, micro_batch=memory.micro_batch if memory.micro_batch <
                                         cfg.train.batch_size else None, eval_batch_size=memory.eval_batch)
-    tell([*model_lines(model, cfg), *prep.messages, *([memory.note] if memory and memory.note else [])])
+    if main:
+        tell([*model_lines(model, cfg), *prep.messages, *([memory.note] if memory and memory.note else [])])
+    if ranks is not None and main:
+        log.info(f"data parallel: {ranks.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), each "
+                 f"with 1/{ranks.size} of every batch of {cfg.train.batch_size}")
     ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
                                         ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
     if not model.meta.is_pretrained and ignored:
         log.info(f"note: {', '.join(ignored)} apply to pretrained backbones: ignored for the custom CNN "
                  f"{model.meta.name}")
     t = cfg.train
+    shard = (ranks.rank, ranks.size) if ranks is not None else None
     train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
-                               seed=t.seed, channels_last=t.channels_last, balanced=t.sampler == "balanced")
-    val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last)
+                               seed=t.seed, channels_last=t.channels_last, balanced=t.sampler == "balanced",
+                               shard=shard)
+    val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last, shard=shard)
 
     if model.meta.is_pretrained and cfg.freeze_epochs > 0:
         from .train.finetune import fine_tune
@@ -184,8 +204,14 @@ def _train_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             log.info(f"resuming {run_dir} after epoch {resume['epoch']}")
         result = fit(model, train_loader, val_loader, cfg.train, callbacks=standard_callbacks(cfg.train, run_dir),
                      resume=resume).result()
-    return finish_run(model, cfg, split, train_set, result, run_dir, data_seconds=data_seconds,
-                      wall_seconds=time.perf_counter() - t_start, memory=memory)
+    if not main:  # rank 0 evaluates and writes the run; the others are done
+        distributed.barrier()
+        return {"rank": ranks.rank, "epochs_run": len(result.history)}
+    with distributed.alone():  # the test evaluation is rank 0's alone: no collective waits for the others
+        metrics = finish_run(model, cfg, split, train_set, result, run_dir, data_seconds=data_seconds,
+                             wall_seconds=time.perf_counter() - t_start, memory=memory)
+    distributed.barrier()
+    return metrics
 
 
 def model_lines(model: Classifier, cfg: RunConfig) -> list[str]:

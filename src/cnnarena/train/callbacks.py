@@ -19,13 +19,19 @@ log = logging.getLogger(__name__)
 
 
 def standard_callbacks(cfg, run_dir: Path) -> list[Callback]:
-    """The callbacks a training config asks for, writing into run_dir; progress goes to the log."""
-    callbacks: list[Callback] = [MetricsLog(run_dir), Checkpoint(run_dir)]  # Checkpoint saves last
+    """The callbacks a training config asks for, writing into run_dir; progress goes to the log. Under torchrun
+    the ranks other than 0 keep the ones that decide (every rank sees the same all-reduced metrics) and write
+    nothing."""
+    from .distributed import is_main
+
+    writes = is_main()
+    callbacks: list[Callback] = [MetricsLog(run_dir), Checkpoint(run_dir)] if writes else []  # Checkpoint: last
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(cfg.early_stopping))
     if cfg.reduce_on_plateau:
         callbacks.append(ReduceLROnPlateau(cfg.reduce_on_plateau))
-    callbacks.append(ProgressBar())
+    if writes:
+        callbacks.append(ProgressBar())
     return callbacks
 
 

@@ -34,6 +34,7 @@ class TrainConfig:
     tta: bool = False  # average predictions over the image and its mirror at evaluation
     seed: int = 0
     deterministic: bool = False
+    sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over the whole batch, not each rank's part
     amp: bool | None = None  # bf16 autocast; None = on for CUDA only
     channels_last: bool = True
     compile: bool = False  # torch.compile the model for training (pays off on GPUs; measure on CPUs)

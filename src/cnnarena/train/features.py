@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ..data.loader import BatchLoader, epoch_order
+from ..data.loader import BatchLoader, batch_bounds, batch_count, epoch_order
 
 
 class FeatureLoader:
@@ -24,7 +24,7 @@ class FeatureLoader:
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  device: torch.device | str, shuffle: bool = False, seed: int = 0,
                  generator: torch.Generator | None = None, drop_last: bool = False,
-                 channels_last: bool = False, balanced: bool = False) -> None:
+                 channels_last: bool = False, balanced: bool = False, shard: tuple[int, int] = (0, 1)) -> None:
         if features.shape[0] != labels.shape[0]:
             raise ValueError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels")
         self.device = torch.device(device)
@@ -32,17 +32,18 @@ class FeatureLoader:
         self.batch_size, self.shuffle, self.drop_last, self.balanced = batch_size, shuffle, drop_last, balanced
         self.channels_last = channels_last and features.dim() == 4
         self.generator = generator if generator is not None else torch.Generator(device="cpu").manual_seed(seed)
+        self.rank, self.ranks = shard
+        self.global_batch = 0
 
     @classmethod
     def mirroring(cls, loader: BatchLoader, features: torch.Tensor, channels_last: bool = False) -> FeatureLoader:
         """Features of `loader`'s images (same row order), batched exactly as `loader` batches its images."""
         return cls(features, loader.labels, loader.batch_size, device=loader.device, shuffle=loader.shuffle,
                    generator=loader.generator, drop_last=loader.drop_last, channels_last=channels_last,
-                   balanced=loader.balanced)
+                   balanced=loader.balanced, shard=(getattr(loader, "rank", 0), getattr(loader, "ranks", 1)))
 
     def __len__(self) -> int:
-        n = self.features.shape[0]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batch_count(self.features.shape[0], self.batch_size, self.drop_last, self.ranks)
 
     @property
     def num_samples(self) -> int:
@@ -52,7 +53,7 @@ class FeatureLoader:
         n = self.features.shape[0]
         order = epoch_order(self.labels, self.generator, self.shuffle, self.balanced)  # the same draw as BatchLoader
         for b in range(len(self)):
-            lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
+            lo, hi, self.global_batch = batch_bounds(b, n, self.batch_size, self.rank, self.ranks)
             if order is None:
                 x, y = self.features[lo:hi], self.labels[lo:hi]
             else:

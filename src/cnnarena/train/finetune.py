@@ -30,6 +30,7 @@ from ..errors import UserError
 from ..models.artefacts import load_weights, save_model
 from ..models.base import Classifier
 from ..models.pretrained import param_groups, set_trainable
+from . import distributed
 from .callbacks import Callback, MetricsLog, ProgressBar, standard_callbacks
 from .checkpoint import load_resume_point
 from .features import FeatureLoader
@@ -81,12 +82,14 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     set_trainable(model, 0, bn_frozen=bn_frozen)
     phase1 = _finished_phase1(checkpoints)
     if phase1 is None:
+        writes = distributed.is_main()  # under torchrun, rank 0 alone writes the run directory
         state1 = train_head(model, dataclasses.replace(t, epochs=cfg.freeze_epochs), train_loader, val_loader,
-                            [MetricsLog(run_dir), ProgressBar()], cache=cache)
+                            [MetricsLog(run_dir), ProgressBar()] if writes else [], cache=cache)
         earlier, best1 = state1.history, state1.best_epoch
         # the history travels with the weights: a killed run resumes after phase 1 from these two files
-        save_model(model, checkpoints / "phase1", {"epoch": len(earlier), "phase": "frozen", "history": earlier,
-                                                   "best_epoch": best1})
+        if writes:
+            save_model(model, checkpoints / "phase1", {"epoch": len(earlier), "phase": "frozen",
+                                                       "history": earlier, "best_epoch": best1})
     else:
         earlier, best1 = phase1
         load_weights(model, checkpoints / "phase1")

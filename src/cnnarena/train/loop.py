@@ -22,6 +22,7 @@ from torch import nn
 from ..data.loader import BatchLoader
 from ..errors import UserError
 from ..models.base import Classifier
+from . import distributed
 from .budget import TimeBudget
 from .callbacks import Callback
 from .config import TrainConfig
@@ -204,6 +205,7 @@ def evaluate_loader(model: Classifier, loader: BatchLoader, autocast=nullcontext
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
+    loss_sum, correct = distributed.sum_all(loss_sum, correct)  # a sharded loader: every rank's part
     n = max(1, loader.num_samples)
     return loss_sum.item() / n, correct.item() / n
 
@@ -237,13 +239,15 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
                             spent_before=phase.wall_seconds_before + wall_seconds(state.history) + precharged,
                             num_batches=len(train), val_samples=val.num_samples, fills=phase.fills_budget,
                             first_of_run=not phase.earlier and not state.history)
-    tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ThreadTuner.wanted(cfg.deterministic) \
-        else None
+    ranks = distributed.world()
+    tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ranks is None and \
+        ThreadTuner.wanted(cfg.deterministic) else None  # ranks share the cores: torchrun gives each one thread
     autocast = autocast_for(device, cfg.amp)
     weights = cfg.class_weights if isinstance(cfg.class_weights, list) else None
     loss_weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
     # The compiled module shares parameters with `net`, so checkpoints and best weights stay as they are.
-    step_net = torch.compile(net) if cfg.compile else net
+    step_net = distributed.wrap(net, device, cfg.sync_bn)  # DDP over net when torchrun started several ranks
+    step_net = torch.compile(step_net) if cfg.compile else step_net
     for cb in state.callbacks:
         cb.on_train_begin(state)
     if tuner is not None:
@@ -270,6 +274,8 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
                 cb.on_epoch_final(state)
             if budget is not None and state.stop_reason is None:  # the epoch's whole cost: checkpoints too
                 budget.after_epoch(state, time.perf_counter() - t_epoch)
+            if ranks is not None:  # clocks differ between ranks: rank 0's decisions hold for all
+                _follow_main(state)
         if budget is not None and state.stop_reason is None and phase.fills_budget:
             state.stop_reason = f"time budget of {cfg.budget}: the {state.epoch} epochs that fit"
     finally:
@@ -282,6 +288,15 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     return state
 
 
+def _follow_main(state: TrainState) -> None:
+    stop, epochs = distributed.from_main((state.stop_reason, state.cfg.epochs))
+    state.stop_reason = stop
+    if epochs != state.cfg.epochs:
+        state.planned_epochs = epochs
+        state.cfg = dataclasses.replace(state.cfg, epochs=epochs)
+        state.lr_ctl.cfg = state.cfg
+
+
 def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, train: BatchLoader, autocast,
                      tuner: ThreadTuner | None, loss_weight: torch.Tensor | None,
                      budget: TimeBudget | None = None) -> dict[str, Any]:
@@ -291,16 +306,20 @@ def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, tra
     loss_sum = torch.zeros((), device=train.device)
     correct = torch.zeros((), device=train.device, dtype=torch.long)
     num_batches = len(train)
+    ranks = distributed.world()
     for b, (x, y) in enumerate(train, start=1):
         lr = state.lr_ctl.set_step(state.step)
         opt.zero_grad(set_to_none=True)
+        # DDP averages the ranks' gradients; scaled by this rank's share of the batch, they add up to the gradient
+        # of the whole batch's mean loss, as one process computes it (ranks' parts differ by one at most)
+        share = 1.0 if ranks is None else y.shape[0] * ranks.size / max(1, getattr(train, "global_batch", 0))
         if cfg.micro_batch is not None and y.shape[0] > cfg.micro_batch:
-            logits, loss = _accumulate(step_net, x, y, cfg, autocast, loss_weight)
+            logits, loss = _accumulate(step_net, x, y, cfg, autocast, loss_weight, share)
         else:
             with autocast():
                 logits = step_net(x)
                 loss = F.cross_entropy(logits.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing)
-            loss.backward()
+            (loss * share if share != 1.0 else loss).backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
@@ -315,12 +334,22 @@ def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, tra
             progress.accuracy = correct.item() / progress.seen
             for cb in callbacks:
                 cb.on_batch_end(state, b, num_batches)
-        if budget is not None and budget.after_step(state, b) and state.stop_reason is None:
+        over = budget is not None and budget.after_step(state, b)
+        if budget is not None and ranks is not None:  # the probe's plan and the deadline are rank 0's
+            over, epochs = distributed.from_main((over, state.cfg.epochs))
+            if epochs != state.cfg.epochs:
+                state.planned_epochs = epochs
+                state.cfg = dataclasses.replace(state.cfg, epochs=epochs)
+                state.lr_ctl.cfg = state.cfg
+        if over and state.stop_reason is None:
             state.stop_reason = f"time budget of {cfg.budget} reached" + (
                 f" after {b} of {num_batches} steps of an epoch" if b < num_batches else "")
             break
     seconds = time.perf_counter() - progress.t0
     state.train_seconds += seconds
+    seen = torch.tensor(float(progress.seen))
+    loss_sum, correct, seen = distributed.sum_all(loss_sum, correct, seen)  # the epoch over every rank
+    progress.seen = int(seen.item())
     return {"train_loss": loss_sum.item() / max(1, progress.seen),
             "train_accuracy": correct.item() / max(1, progress.seen),
             "lr": lr, "epoch_seconds": round(seconds, 3),
@@ -328,17 +357,21 @@ def _train_one_epoch(state: TrainState, net: nn.Module, step_net: nn.Module, tra
 
 
 def _accumulate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, autocast,
-                loss_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                loss_weight: torch.Tensor | None, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One step's gradients from micro-batches of cfg.micro_batch: each chunk's summed loss over the whole batch's
-    normaliser (its size, or the sum of its samples' class weights) adds up to the whole batch's mean loss."""
+    normaliser (its size, or the sum of its samples' class weights) adds up to the whole batch's mean loss.
+    Under DDP the ranks' gradients are averaged once, after the last chunk (no_sync before it)."""
     norm = loss_weight[y].sum() if loss_weight is not None else torch.tensor(float(y.shape[0]), device=y.device)
     parts, total = [], torch.zeros((), device=y.device)
-    for xs, ys in zip(x.split(cfg.micro_batch), y.split(cfg.micro_batch), strict=True):
-        with autocast():
-            out = net(xs)
-            part = F.cross_entropy(out.float(), ys, weight=loss_weight, label_smoothing=cfg.label_smoothing,
-                                   reduction="sum") / norm
-        part.backward()
+    chunks = list(zip(x.split(cfg.micro_batch), y.split(cfg.micro_batch), strict=True))
+    for i, (xs, ys) in enumerate(chunks):
+        quiet = net.no_sync() if hasattr(net, "no_sync") and i < len(chunks) - 1 else nullcontext()
+        with quiet:
+            with autocast():
+                out = net(xs)
+                part = F.cross_entropy(out.float(), ys, weight=loss_weight, label_smoothing=cfg.label_smoothing,
+                                       reduction="sum") / norm
+            (part * share if share != 1.0 else part).backward()
         parts.append(out.detach())
         total += part.detach()
     return torch.cat(parts), total
