@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Fashion-MNIST, Chromium and a C compiler (for the fused training kernels) come from Debian where apt is
+# Fashion-MNIST, Chromium, PostgreSQL (the tune tests' shared storage) and a C compiler (for the fused training
+# kernels) come from Debian where apt is
 # available (tests skip, saying why, elsewhere).
 system:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium gcc libc6-dev >/dev/null; \
+	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium gcc libc6-dev postgresql >/dev/null; \
 	  fi; \
 	else echo "apt-get not available as root: Fashion-MNIST / Chromium tests may skip"; fi
 

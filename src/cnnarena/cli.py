@@ -654,6 +654,43 @@ def default_study_values(data: str = "auto") -> dict:
     return values if data == "auto" else {k: v for k, v in values.items() if k not in AUTO_DATA_ONLY}
 
 
+@app.command(epilog=_example("Examples: cnnarena tune digits --model simple-2conv --trials 20",
+                             "  on many machines: cnnarena tune DATA --model fast --trials 100 --storage "
+                             "postgresql://user:pw@db/optuna --study-name fast-sweep (the same on every worker)"))
+def tune(
+    data: str = typer.Argument(..., help="dataset (as for train)"),
+    model: str = typer.Option(..., "--model", "-m", help="the model to tune"),
+    trials: int = typer.Option(20, min=1, help="finished (complete or pruned) trials wanted, over all workers"),
+    space: Path | None = typer.Option(None, help="YAML/JSON search space: option: {low, high, log} | {choices: "
+                                      "[...]} | a fixed value [lr, weight decay, batch size, augmentation, label "
+                                      "smoothing, epochs; backbones also unfreeze and finetune_lr_scale]"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL shared by the workers, e.g. postgresql://"
+                                       "... [sqlite:///OUT/optuna.db]"),
+    study_name: str | None = typer.Option(None, help="Optuna study name [DATA-MODEL]"),
+    pruner: str = typer.Option("median", help="median | halving | none: stop trials that trail, epoch by epoch"),
+    seed: int = typer.Option(0, help="the sampler's seed"),
+    heartbeat: float = typer.Option(10.0, min=1, help="seconds between a worker's heartbeats; a trial silent for 3 "
+                                    "of them (its worker died) is retried by another worker"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | mps"),
+    out: Path = typer.Option(Path("tune"), "--out", "-o", help="trial run directories, tune.json and "
+                             "tune_report.html"),
+) -> None:
+    """Hyper-parameter search with Optuna (TPE, pruning on validation accuracy); each trial is a normal run under
+    OUT/trials/. Workers started with the same --storage and --study-name share the search."""
+    import optuna
+
+    from .study.tune import TuneConfig, run_tune
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # cnnarena says what each trial does
+    _check_out_dir(out)
+    summary = run_tune(TuneConfig(data=data, model=model, trials=trials, out=out, storage=storage,
+                                  study_name=study_name, space=space, pruner=pruner, seed=seed, heartbeat=heartbeat,
+                                  common={"device": device} if device else None))
+    print(f"best trial {summary['best_trial']}: validation accuracy {summary['best_value']:.4f}, test accuracy "
+          f"{summary['best_test_accuracy']:.4f}; {', '.join(f'{k}={v}' for k, v in summary['best_params'].items())}"
+          f"\nrun directory: {summary['best_run_dir']}\nreport: {summary['report']}")
+
+
 @app.command("lr-find", epilog=_example("Example: cnnarena lr-find fashion-mnist --model simple-2conv "
                                         "--optimizer adam"))
 def lr_find_command(

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from .models.artefacts import save_model
 from .models.base import Classifier, count_parameters
 from .models.registry import create_model
 from .report import plots
-from .train.callbacks import standard_callbacks
+from .train.callbacks import Callback, standard_callbacks
 from .train.checkpoint import load_resume_point
 from .train.loop import TrainResult, fit, resolve_device, seed_everything
 from .writer_lock import sole_writer
@@ -121,17 +122,18 @@ def build_model(cfg: RunConfig, split: Split) -> Classifier:
                         head_hidden=tuple(cfg.head_hidden), head_dropout=cfg.head_dropout)
 
 
-def train_run(cfg: RunConfig, run_dir: Path | None = None) -> dict[str, Any]:
+def train_run(cfg: RunConfig, run_dir: Path | None = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and evaluate one run; returns metrics.json's content. A finished run with the same settings is
     returned as is, an unfinished one resumes; a run directory holding other settings is an error (one that never
-    trained an epoch is not a run to protect: it starts over). One process writes a run directory at a time."""
+    trained an epoch is not a run to protect: it starts over). One process writes a run directory at a time.
+    callbacks: more training callbacks (a tuner's pruning), after the standard ones, in every phase."""
     from .train import distributed
 
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
     if not distributed.is_main():  # torchrun's other ranks train beside rank 0 and write nothing
-        return _train_run(cfg, run_dir)
+        return _train_run(cfg, run_dir, callbacks)
     with sole_writer(run_dir, "run"):
-        return _train_run(cfg, run_dir)
+        return _train_run(cfg, run_dir, callbacks)
 
 
 def has_trained(run_dir: Path) -> bool:
@@ -141,7 +143,7 @@ def has_trained(run_dir: Path) -> bool:
             or (run_dir / "checkpoints" / "phase1.json").exists())
 
 
-def _train_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) -> dict[str, Any]:
     from .train import distributed
 
     t_start = time.perf_counter()
@@ -192,7 +194,7 @@ def _train_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     if model.meta.is_pretrained and cfg.freeze_epochs > 0:
         from .train.finetune import fine_tune
 
-        result = fine_tune(model, cfg, train_loader, val_loader, run_dir)
+        result = fine_tune(model, cfg, train_loader, val_loader, run_dir, extra)
     else:
         if model.meta.is_pretrained and cfg.pretrained:  # fine-tuning all at once: the same BatchNorm rule
             from .models.pretrained import set_trainable
@@ -202,8 +204,8 @@ def _train_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         resume = load_resume_point(model, run_dir / "checkpoints")
         if resume is not None:
             log.info(f"resuming {run_dir} after epoch {resume['epoch']}")
-        result = fit(model, train_loader, val_loader, cfg.train, callbacks=standard_callbacks(cfg.train, run_dir),
-                     resume=resume).result()
+        result = fit(model, train_loader, val_loader, cfg.train,
+                     callbacks=[*standard_callbacks(cfg.train, run_dir), *extra], resume=resume).result()
     if not main:  # rank 0 evaluates and writes the run; the others are done
         distributed.barrier()
         return {"rank": ranks.rank, "epochs_run": len(result.history)}

@@ -71,7 +71,7 @@ def parse_bn_mode(value: str) -> bool:
 
 
 def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: BatchLoader,
-              run_dir: Path) -> TrainResult:
+              run_dir: Path, extra: Sequence[Callback] = ()) -> TrainResult:
     """Both phases, resuming a killed run; leaves the model on phase 2's best weights (phase 1's when the time
     budget ran out in phase 1), with the freeze state it ended training in."""
     t = cfg.train
@@ -84,7 +84,7 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     if phase1 is None:
         writes = distributed.is_main()  # under torchrun, rank 0 alone writes the run directory
         state1 = train_head(model, dataclasses.replace(t, epochs=cfg.freeze_epochs), train_loader, val_loader,
-                            [MetricsLog(run_dir), ProgressBar()] if writes else [], cache=cache)
+                            [*([MetricsLog(run_dir), ProgressBar()] if writes else []), *extra], cache=cache)
         earlier, best1 = state1.history, state1.best_epoch
         # the history travels with the weights: a killed run resumes after phase 1 from these two files
         if writes:
@@ -110,7 +110,8 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     if resume is not None:
         log.info(f"resuming {run_dir}: phase 2 after epoch {resume['epoch']}")
     state2 = train_unfrozen(model, dataclasses.replace(t, lr=lr2, warmup_epochs=warmup), train_loader, val_loader,
-                            standard_callbacks(t, run_dir), param_groups(model, lr2, cfg.layer_decay), cache=cache,
+                            [*standard_callbacks(t, run_dir), *extra], param_groups(model, lr2, cfg.layer_decay),
+                            cache=cache,
                             phase=phase2, resume=resume)
     return TrainResult(earlier + state2.history, state2.best_epoch + len(earlier), state2.stop_reason,
                        phase_boundary=len(earlier))

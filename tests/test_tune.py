@@ -1,0 +1,114 @@
+"""`cnnarena tune`: Optuna trials as normal runs, pruning, the report, and workers sharing a PostgreSQL study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from postgres import pg_bin, postgres_server
+
+SPACE = "lr: {low: 1.0e-3, high: 3.0e-2, log: true}\nbatch_size: {choices: [32, 64]}\nepochs: {low: 3, high: 6}\n" \
+        "augment: none\n"
+
+
+def tune(tmp_path: Path, *args: str, wait: bool = True, **kw):
+    space = tmp_path / "space.yaml"
+    if not space.exists():
+        space.write_text(SPACE)
+    command = [sys.executable, "-m", "cnnarena", "tune", "digits", "--model", "simple-2conv", "--space", str(space),
+               *args]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow  # 8 short trainings
+def test_a_search_with_sqlite_writes_normal_runs_a_report_and_resumes(tmp_path):
+    out = tmp_path / "t"
+    done = tune(tmp_path, "--trials", "8", "--out", str(out))
+    summary = json.loads((out / "tune.json").read_text())
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 8 and summary["trials"]["pruned"] >= 1
+    best = Path(summary["best_run_dir"])
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] == summary["best_value"] and "run directory:" in done.stdout
+    assert set(summary["best_params"]) == {"lr", "batch_size", "epochs"} and summary["importance"]
+    pruned = [r for r in summary["rows"] if r["state"] == "pruned"]
+    for row in pruned:  # a pruned trial stopped after the epoch it was pruned at
+        history = (Path(row["run_dir"]) / "history.jsonl").read_text().splitlines()
+        assert len(history) == row["epochs_reported"] <= row["params"]["epochs"]
+        assert not (Path(row["run_dir"]) / "metrics.json").exists()
+    assert any(r["epochs_reported"] < r["params"]["epochs"] for r in pruned)  # pruning saved epochs
+    evaluate = subprocess.run([sys.executable, "-m", "cnnarena", "evaluate", str(best)], capture_output=True,
+                              text=True, timeout=120)
+    assert evaluate.returncode == 0, evaluate.stderr  # the best trial is a normal run
+    html = (out / "tune_report.html").read_text()
+    assert 'id="history-chart"' in html and 'id="importance"' in html and html.count("<tr>") == 9
+    again = tune(tmp_path, "--trials", "8", "--out", str(out))  # enough trials already: nothing more trains
+    assert "trial" not in again.stderr.replace("best trial", "")
+
+
+def test_a_bad_space_or_storage_is_one_line(tmp_path):
+    bad = tmp_path / "space.yaml"
+    bad.write_text("lr: {low: 1.0e-3}\n")
+    done = subprocess.run([sys.executable, "-m", "cnnarena", "tune", "digits", "--model", "simple-2conv", "--space",
+                           str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "lr needs low and high, or choices" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "cnnarena", "tune", "digits", "--model", "simple-2conv", "--storage",
+                           "postgresql+psycopg2://nobody@127.0.0.1:1/none", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: --storage 127.0.0.1:1/none")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # a PostgreSQL server and three worker processes
+@pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (make test installs Debian's postgresql)")
+def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(tmp_path):
+    with postgres_server() as url:
+        out = tmp_path / "t"
+        common = ("--storage", url, "--study-name", "shared", "--out", str(out), "--pruner", "none",
+                  "--heartbeat", "1")
+        workers = [tune(tmp_path, "--trials", "6", *common, wait=False) for _ in range(2)]
+        for w in workers:
+            _, err = w.communicate(timeout=600)
+            assert w.returncode == 0, err[-3000:]
+        summary = json.loads((out / "tune.json").read_text())
+        rows = [r for r in summary["rows"] if r["state"] == "complete"]
+        assert 6 <= len(rows) <= 7  # a worker may start one trial while the other finishes the sixth
+        assert len({r["run_dir"] for r in rows}) == len(rows)  # every trial trained once, in a run of its own
+        for r in rows:
+            history = [json.loads(x) for x in (Path(r["run_dir"]) / "history.jsonl").read_text().splitlines()]
+            assert [h["epoch"] for h in history] == list(range(1, r["params"]["epochs"] + 1))  # none twice
+
+        # a worker SIGKILLed mid-trial: another worker fails the silent trial and retries it in the same run
+        # directory, which resumes after the epochs the killed one finished
+        slow = tmp_path / "slow.yaml"
+        slow.write_text("lr: 1.0e-3\nbatch_size: 16\nepochs: 40\naugment: none\n")
+        killed_common = ("--space", str(slow), "--storage", url, "--study-name", "killed", "--out",
+                         str(tmp_path / "k"), "--heartbeat", "1", "--pruner", "none")
+        victim = tune(tmp_path, "--trials", "1", *killed_common, wait=False, start_new_session=True)
+        history = tmp_path / "k" / "trials" / "0000" / "history.jsonl"
+        deadline = time.time() + 180
+        while (not history.exists() or len(history.read_text().splitlines()) < 2) and time.time() < deadline:
+            time.sleep(0.1)
+        assert history.exists(), victim.communicate(timeout=5)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.communicate()
+        epochs_before = len(history.read_text().splitlines())
+        assert epochs_before < 40
+        time.sleep(4)  # past the grace period of 3 heartbeats
+        survivor = tune(tmp_path, "--trials", "1", *killed_common)
+        summary = json.loads((tmp_path / "k" / "tune.json").read_text())
+        assert summary["trials"]["fail"] == 1 and summary["trials"]["complete"] == 1
+        retry = next(r for r in summary["rows"] if r["state"] == "complete")
+        assert retry["number"] == 1 and retry["run_dir"].endswith("trials/0000")
+        assert "resuming" in survivor.stderr and "(retry of 0)" in survivor.stderr
+        epochs = [json.loads(x)["epoch"] for x in history.read_text().splitlines()]
+        assert epochs == list(range(1, 41))
