@@ -616,6 +616,13 @@ def study(
     image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
     measure_seconds: float | None = typer.Option(None, help=_default_help(
         "measure_seconds", "seconds per latency/throughput measurement", study=True)),
+    storage: str | None = typer.Option(None, help="share the runs with other workers through this Optuna storage "
+                                       "(e.g. postgresql://...; every worker runs the same command)"),
+    study_name: str | None = typer.Option(None, help="with --storage: the Optuna study [cnnarena-study-OUT]"),
+    heartbeat: float = typer.Option(10.0, min=1, help="with --storage: seconds between a worker's heartbeats; a "
+                                    "run silent for 3 of them is retried by another worker"),
+    report_only: bool = typer.Option(False, "--report-only", help="write the comparison and report from the "
+                                     "finished runs; train nothing"),
     out: Path | None = typer.Option(None, "--out", "-o", help="study directory [studies/default]; rerun to resume"),
     config: Path | None = typer.Option(None, "--config", "-c", help="study YAML: data, models (with per-model "
                                        "options), seeds, fractions, lrs, and run options for all models"),
@@ -640,7 +647,21 @@ def study(
     study_cfg = build_study_config(file_values, cli_values)
     _check_out_dir(Path(study_cfg.out))
     check_models(study_cfg)
-    comparison = run_study(study_cfg)
+    if report_only:
+        from .study.runner import missing_runs
+
+        missing = missing_runs(study_cfg)
+        if missing:
+            raise UserError(f"--report-only: {len(missing)} run(s) not finished yet, first {missing[0]}")
+    if storage is not None:
+        from .study.shared import run_shared_study
+
+        comparison = run_shared_study(study_cfg, storage, study_name, heartbeat)
+        if comparison is None:
+            print(f"every run of {study_cfg.out} is done; another worker wrote the report", file=sys.stderr)
+            return
+    else:
+        comparison = run_study(study_cfg)
     print((Path(study_cfg.out) / "comparison.md").read_text())
     print(f"report: {Path(study_cfg.out) / 'report.html'}  ({comparison['study_seconds']:.0f} s)")
 

@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
         return _run_study(study)
 
 
-def _run_study(study: StudyConfig) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def prepare_study(study: StudyConfig) -> tuple[str, Any, Path]:
+    """(data, source, split manifest path): the study directory, study.yaml and the split every run shares."""
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
     data = resolve_data(study.data)
@@ -66,9 +67,64 @@ def _run_study(study: StudyConfig) -> dict[str, Any]:
         split, groups, messages = new_split(probe, source)
         tell(messages)
         write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed, groups=groups)
+    return data, source, split_path
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training of the study: what it is (for the log), its config and its run directory."""
+
+    key: str
+    cfg: Any
+    run_dir: Path
+    model: str
+    fraction: float | None = None  # final runs only
+    seed: int | None = None
+
+
+def lr_jobs(study: StudyConfig, data: str, split_path: Path) -> list[Job]:
+    out = Path(study.out)
+    return [Job(f"lr {model} {lr:g}", _run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
+                                                   fraction=study.lr_fraction, early_stopping=None),
+                out / "lr" / model / f"lr={lr:g}", model)
+            for model in (study.lr_models or study.models[:1]) if study.lrs for lr in study.lrs]
+
+
+def final_jobs(study: StudyConfig, data: str, split_path: Path, chosen_lr: dict[str, float]) -> list[Job]:
+    out = Path(study.out)
+    budget = run_budget(study)
+    jobs = []
+    for model in study.models:
+        for fraction in sorted(study.fractions, reverse=True):
+            for seed in range(study.seeds):
+                extra: dict[str, Any] = {"seed": seed, "fraction": fraction}
+                if model in chosen_lr:
+                    extra["lr"] = chosen_lr[model]
+                if fraction == 1.0 and budget is not None:
+                    extra["budget"] = budget
+                jobs.append(Job(f"{model} f={fraction:g} s={seed}", _run_config(study, data, model, split_path,
+                                                                              **extra),
+                                out / "runs" / model / f"f={fraction:g}-s={seed}", model, fraction, seed))
+    return jobs
+
+
+def missing_runs(study: StudyConfig) -> list[str]:
+    """The run directories of the study that hold no finished run (the LR comparison's and the final ones)."""
+    out = Path(study.out)
+    dirs = [out / "lr" / m / f"lr={lr:g}" for m in (study.lr_models or study.models[:1]) if study.lrs
+            for lr in study.lrs]
+    dirs += [out / "runs" / m / f"f={f:g}-s={s}" for m in study.models for f in study.fractions
+             for s in range(study.seeds)]
+    return [str(d) for d in dirs if not (d / "metrics.json").exists()]
+
+
+def _run_study(study: StudyConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    out = Path(study.out)
+    data, source, split_path = prepare_study(study)
     _say(f"study of {len(study.models)} models on {data} -> {out}")
 
-    lr_results = _lr_comparison(study, data, split_path, out)
+    lr_results = _lr_comparison(study, lr_jobs(study, data, split_path))
     chosen_lr = {m: r["best_lr"] for m, r in lr_results.items()}
 
     runs: dict[str, dict[float, list[dict[str, Any]]]] = {}
@@ -76,26 +132,17 @@ def _run_study(study: StudyConfig) -> dict[str, Any]:
     if budget is not None:
         each = "model and seed" if study.seeds > 1 else "model"
         _say(f"budget: {budget} of training per {each} on the whole training set")
-    for model in study.models:
-        for fraction in sorted(study.fractions, reverse=True):
-            for seed in range(study.seeds):
-                run_dir = out / "runs" / model / f"f={fraction:g}-s={seed}"
-                extra: dict[str, Any] = {"seed": seed, "fraction": fraction}
-                if model in chosen_lr:
-                    extra["lr"] = chosen_lr[model]
-                if fraction == 1.0 and budget is not None:
-                    extra["budget"] = budget
-                cfg = _run_config(study, data, model, split_path, **extra)
-                state = "done" if (run_dir / "metrics.json").exists() else "training"
-                _say(f"[{model}] fraction {fraction:g} seed {seed}: {state}")
-                metrics = train_run(cfg, run_dir)
-                metrics["run_dir"] = str(run_dir)
-                # what the run trained with, as it saved it: the batch size fitted to the data (a reused run's
-                # cfg still holds the batch size asked for)
-                train = _saved_config(run_dir).get("train") or {}
-                metrics["batch_size"] = int(train.get("batch_size", cfg.train.batch_size))
-                metrics["optimizer"] = str(train.get("optimizer", cfg.train.optimizer))
-                runs.setdefault(model, {}).setdefault(fraction, []).append(metrics)
+    for job in final_jobs(study, data, split_path, chosen_lr):
+        state = "done" if (job.run_dir / "metrics.json").exists() else "training"
+        _say(f"[{job.model}] fraction {job.fraction:g} seed {job.seed}: {state}")
+        metrics = train_run(job.cfg, job.run_dir)
+        metrics["run_dir"] = str(job.run_dir)
+        # what the run trained with, as it saved it: the batch size fitted to the data (a reused run's
+        # cfg still holds the batch size asked for)
+        train = _saved_config(job.run_dir).get("train") or {}
+        metrics["batch_size"] = int(train.get("batch_size", job.cfg.train.batch_size))
+        metrics["optimizer"] = str(train.get("optimizer", job.cfg.train.optimizer))
+        runs.setdefault(job.model, {}).setdefault(job.fraction, []).append(metrics)
 
     comparison = summarise(study, data, source, runs, lr_results, out)
     comparison["explanations"] = explanations(comparison["table"], source, out)
@@ -108,23 +155,21 @@ def _run_study(study: StudyConfig) -> dict[str, Any]:
     return comparison
 
 
-def _lr_comparison(study: StudyConfig, data: str, split_path: Path, out: Path) -> dict[str, Any]:
-    if not study.lrs:
-        return {}
-    results = {}
-    for model in study.lr_models or study.models[:1]:
-        curves, spent = {}, 0.0
-        for lr in study.lrs:
-            run_dir = out / "lr" / model / f"lr={lr:g}"
-            _say(f"[{model}] learning-rate comparison: lr {lr:g}")
-            cfg = _run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
-                              fraction=study.lr_fraction, early_stopping=None)
-            spent += train_run(cfg, run_dir).get("wall_seconds", 0)
-            history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-            curves[lr] = history
+def _lr_comparison(study: StudyConfig, jobs: list[Job]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    curves: dict[str, dict[float, list]] = {}
+    spent: dict[str, float] = {}
+    for job in jobs:
+        lr = job.cfg.train.lr
+        _say(f"[{job.model}] learning-rate comparison: lr {lr:g}")
+        spent[job.model] = spent.get(job.model, 0.0) + train_run(job.cfg, job.run_dir).get("wall_seconds", 0)
+        history = [json.loads(line) for line in (job.run_dir / "history.jsonl").read_text().splitlines()]
+        curves.setdefault(job.model, {})[lr] = history
+    for model, by_lr in curves.items():
         # Best = highest final validation accuracy, ties broken by lower validation loss.
-        best = max(curves, key=lambda lr: (curves[lr][-1]["val_accuracy"], -curves[lr][-1]["val_loss"]))
-        results[model] = {"curves": {f"{lr:g}": h for lr, h in curves.items()}, "best_lr": best, "seconds": spent}
+        best = max(by_lr, key=lambda lr: (by_lr[lr][-1]["val_accuracy"], -by_lr[lr][-1]["val_loss"]))
+        results[model] = {"curves": {f"{lr:g}": h for lr, h in by_lr.items()}, "best_lr": best,
+                          "seconds": spent[model]}
         _say(f"[{model}] best learning rate: {best:g}")
     return results
 

@@ -128,12 +128,16 @@ def _storage(url: str, heartbeat: float):
         options["failed_trial_callback"] = retry
     if url.startswith("sqlite"):  # workers on one machine share the file: wait for its lock rather than fail
         options["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, **options)
-    except Exception as e:  # noqa: BLE001 - a bad URL, a server that is down, a missing driver: one line
-        raise UserError(f"--storage {url.split('@')[-1]}: {str(e).splitlines()[0][:200]}") from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **options)
+        except Exception as e:  # noqa: BLE001 - a bad URL, a server that is down, a missing driver: one line
+            # workers starting together on a new database race to create Optuna's tables: the loser tries again
+            if attempt == 2 or "already exists" not in str(e) and "duplicate key" not in str(e):
+                raise UserError(f"--storage {url.split('@')[-1]}: {str(e).splitlines()[0][:200]}") from None
+            time.sleep(1 + attempt)
 
 
 def _retry_callback():

@@ -1,0 +1,131 @@
+"""`cnnarena study ... --storage URL`: the study's runs shared by workers through an Optuna study.
+
+Every worker runs the same command. The study's trainings (the learning-rate comparison first, then the final runs
+with the learning rates it chose) are enqueued as Optuna trials of one parameter, the job's index; each worker takes
+waiting trials (Optuna hands each to one worker) and trains its run. A worker killed mid-run stops sending
+heartbeats: another worker fails its trial and retries it, and the run resumes in its directory. When every run is
+done, the worker that finds it so writes the report with the ordinary study code, which reuses every finished run
+(the report is marked written in the Optuna study, so it is written once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..run import train_run
+from .config import StudyConfig
+from .runner import Job, final_jobs, lr_jobs, prepare_study, run_study
+from .tune import _retry_callback, _storage
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 1.0
+
+
+def _queue(optuna_study, stage: str, jobs: list[Job]) -> None:
+    """Enqueue the stage's jobs that no trial holds yet (another worker may have enqueued them)."""
+    held = {(t.params.get("job"), t.user_attrs.get("stage")) for t in optuna_study.get_trials(deepcopy=False)}
+    for i, job in enumerate(jobs):
+        if (i, stage) not in held:
+            optuna_study.enqueue_trial({"job": i}, user_attrs={"stage": stage, "key": job.key})
+
+
+def _done(optuna_study, stage: str, jobs: list[Job]) -> bool:
+    from optuna.trial import TrialState
+
+    complete = {t.params.get("job") for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("stage") == stage}
+    return all(i in complete for i in range(len(jobs)))
+
+
+def _work(optuna_study, stage: str, jobs: list[Job]) -> int:
+    """Train waiting jobs of the stage until none waits; the number this worker trained."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trained = 0
+
+    def objective(trial) -> float:
+        nonlocal trained
+        index = trial.suggest_int("job", 0, len(jobs) - 1)
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        if frozen.user_attrs.get("stage") != stage:  # asked with nothing waiting: not a job of ours
+            raise optuna.TrialPruned("no job waiting")
+        job = jobs[index]
+        others = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                  if t.number != trial.number and t.params.get("job") == index and t.user_attrs.get("stage") == stage]
+        if others:  # two workers enqueued the stage at once: the job has a trial already
+            raise optuna.TrialPruned(f"{job.key}: trial {others[0].number} has it")
+        retried = _retry_callback().retried_trial_number(frozen)
+        log.info(f"[worker] {job.key}" + (f" (retry of trial {retried})" if retried is not None else ""))
+        try:
+            metrics = train_run(job.cfg, job.run_dir)
+        except UserError as e:
+            if "is being written by" not in str(e):
+                raise
+            raise optuna.TrialPruned(f"{job.key}: another worker trains it") from None
+        trained += 1
+        return float(metrics["test_accuracy"])
+
+    while any(t.user_attrs.get("stage") == stage
+              for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
+        optuna_study.optimize(objective, n_trials=1)
+    return trained
+
+
+def _wait(optuna_study, stage: str, jobs: list[Job]) -> None:
+    """Until every job of the stage is complete (other workers still training), retrying dead workers' jobs."""
+    import optuna
+    from optuna.trial import TrialState
+
+    while not _done(optuna_study, stage, jobs):
+        optuna.storages.fail_stale_trials(optuna_study)  # a dead worker's trial: failed, its retry waiting
+        _work(optuna_study, stage, jobs)
+        failed_for_good = [i for i in range(len(jobs))
+                           if sum(t.params.get("job") == i and t.user_attrs.get("stage") == stage
+                                  for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > 1]
+        if failed_for_good:
+            raise UserError(f"study runs failed twice: {', '.join(jobs[i].key for i in failed_for_good)}")
+        time.sleep(POLL_SECONDS)
+
+
+def run_shared_study(study: StudyConfig, storage: str, name: str | None = None,
+                     heartbeat: float = 10.0) -> dict[str, Any] | None:
+    """This worker's share of the study; the comparison when this worker wrote the report, else None."""
+    import optuna
+
+    data, _, split_path = prepare_study(study)
+    optuna_study = optuna.create_study(study_name=name or f"cnnarena-study-{Path(study.out).resolve().name}",
+                                       storage=_storage(storage, heartbeat), load_if_exists=True,
+                                       direction="maximize")
+    first = lr_jobs(study, data, split_path)
+    _queue(optuna_study, "lr", first)
+    _work(optuna_study, "lr", first)
+    _wait(optuna_study, "lr", first)
+    chosen = {}
+    for job in first:  # the same rule as the study itself: highest final validation accuracy, then lower loss
+        import json
+
+        history = [json.loads(x) for x in (job.run_dir / "history.jsonl").read_text().splitlines()]
+        key = (history[-1]["val_accuracy"], -history[-1]["val_loss"])
+        if job.model not in chosen or key > chosen[job.model][0]:
+            chosen[job.model] = (key, job.cfg.train.lr)
+    final = final_jobs(study, data, split_path, {m: lr for m, (_, lr) in chosen.items()})
+    _queue(optuna_study, "final", final)
+    _work(optuna_study, "final", final)
+    _wait(optuna_study, "final", final)
+    if optuna_study.user_attrs.get("report_written"):
+        log.info("[worker] every run is done; another worker wrote the report")
+        return None
+    try:
+        comparison = run_study(study)  # every run finished: it trains nothing, it compares and reports
+    except UserError as e:
+        if "is being written by" in str(e):
+            log.info("[worker] every run is done; another worker is writing the report")
+            return None
+        raise
+    optuna_study.set_user_attr("report_written", True)
+    return comparison
