@@ -17,3 +17,18 @@ def opt_in() -> None:
 
     runtime.configure(tune_malloc=True, tune_threads=os.environ.get("CNNARENA_THREAD_TUNING", "1") != "0",
                       console=True)
+
+
+def write_result(result: dict, out) -> None:
+    """A benchmark's figures, with the machine and the date, to its JSON file under benchmarks/results (and shown)."""
+    import json
+    import os
+    import platform
+    import time
+    from pathlib import Path
+
+    result = {**result, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "date": time.strftime("%Y-%m-%d")}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,11 +61,8 @@ def main() -> None:
     result = {"command": " ".join(train), "rounds": args.rounds, "median": summary,
               "speed_up_training": round(one["train"] / two["train"], 2),
               "speed_up_wall": round(one["wall"] / two["wall"], 2),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+}
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,11 +60,8 @@ def main() -> None:
     one, two = rows.values()
     result = {"data": args.data, "model": args.model, "epochs": args.epochs, "rows": rows,
               "ratio_2_over_1": round(two["trials_per_hour"] / one["trials_per_hour"], 2),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+}
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

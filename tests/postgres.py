@@ -56,3 +56,18 @@ def postgres_server():
         subprocess.run(_as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def kill_after_epochs(process, history: Path, epochs: int = 2, timeout: float = 180) -> int:
+    """SIGKILL a worker started in a session of its own once its run's history holds `epochs` epochs, as a lost
+    machine; the epochs it had finished."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while (not history.exists() or len(history.read_text().splitlines()) < epochs) and time.time() < deadline:
+        time.sleep(0.1)
+    assert history.exists(), process.communicate(timeout=5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    return len(history.read_text().splitlines())

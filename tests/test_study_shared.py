@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from postgres import pg_bin, postgres_server
+from postgres import kill_after_epochs, pg_bin, postgres_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (make "
                                                                             "test installs Debian's postgresql)")]
@@ -56,13 +54,7 @@ def test_two_workers_share_the_runs_and_a_killed_workers_run_is_retried(tmp_path
         out = tmp_path / "k"
         victim = worker(tmp_path, url, out, slow, "killed", start_new_session=True)
         history = out / "runs" / "simple-2conv" / "f=1-s=0" / "history.jsonl"
-        deadline = time.time() + 180
-        while (not history.exists() or len(history.read_text().splitlines()) < 2) and time.time() < deadline:
-            time.sleep(0.1)
-        assert history.exists(), victim.communicate(timeout=5)
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.communicate()
-        assert len(history.read_text().splitlines()) < 60
+        assert kill_after_epochs(victim, history) < 60
         time.sleep(4)  # past the grace period of 3 heartbeats
         survivor = worker(tmp_path, url, out, slow, "killed")
         _, stderr = survivor.communicate(timeout=900)

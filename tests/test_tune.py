@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from postgres import pg_bin, postgres_server
+from postgres import kill_after_epochs, pg_bin, postgres_server
 
 SPACE = "lr: {low: 1.0e-3, high: 3.0e-2, log: true}\nbatch_size: {choices: [32, 64]}\nepochs: {low: 3, high: 6}\n" \
         "augment: none\n"
@@ -95,13 +93,7 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
                          str(tmp_path / "k"), "--heartbeat", "1", "--pruner", "none")
         victim = tune(tmp_path, "--trials", "1", *killed_common, wait=False, start_new_session=True)
         history = tmp_path / "k" / "trials" / "0000" / "history.jsonl"
-        deadline = time.time() + 180
-        while (not history.exists() or len(history.read_text().splitlines()) < 2) and time.time() < deadline:
-            time.sleep(0.1)
-        assert history.exists(), victim.communicate(timeout=5)
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.communicate()
-        epochs_before = len(history.read_text().splitlines())
+        epochs_before = kill_after_epochs(victim, history)
         assert epochs_before < 40
         time.sleep(4)  # past the grace period of 3 heartbeats
         survivor = tune(tmp_path, "--trials", "1", *killed_common)
