@@ -155,6 +155,11 @@ def _run_study(study: StudyConfig) -> dict[str, Any]:
     return comparison
 
 
+def best_lr(curves: dict[float, list[dict[str, Any]]]) -> float:
+    """The learning rate whose run ended with the highest validation accuracy, ties broken by lower loss."""
+    return max(curves, key=lambda lr: (curves[lr][-1]["val_accuracy"], -curves[lr][-1]["val_loss"]))
+
+
 def _lr_comparison(study: StudyConfig, jobs: list[Job]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     curves: dict[str, dict[float, list]] = {}
@@ -166,8 +171,7 @@ def _lr_comparison(study: StudyConfig, jobs: list[Job]) -> dict[str, Any]:
         history = [json.loads(line) for line in (job.run_dir / "history.jsonl").read_text().splitlines()]
         curves.setdefault(job.model, {})[lr] = history
     for model, by_lr in curves.items():
-        # Best = highest final validation accuracy, ties broken by lower validation loss.
-        best = max(by_lr, key=lambda lr: (by_lr[lr][-1]["val_accuracy"], -by_lr[lr][-1]["val_loss"]))
+        best = best_lr(by_lr)
         results[model] = {"curves": {f"{lr:g}": h for lr, h in by_lr.items()}, "best_lr": best,
                           "seconds": spent[model]}
         _say(f"[{model}] best learning rate: {best:g}")

@@ -10,6 +10,7 @@ done, the worker that finds it so writes the report with the ordinary study code
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from ..errors import UserError
 from ..run import train_run
 from .config import StudyConfig
-from .runner import Job, final_jobs, lr_jobs, prepare_study, run_study
+from .runner import Job, best_lr, final_jobs, lr_jobs, prepare_study, run_study
 from .tune import _retry_callback, _storage
 
 log = logging.getLogger(__name__)
@@ -105,15 +106,11 @@ def run_shared_study(study: StudyConfig, storage: str, name: str | None = None,
     _queue(optuna_study, "lr", first)
     _work(optuna_study, "lr", first)
     _wait(optuna_study, "lr", first)
-    chosen = {}
-    for job in first:  # the same rule as the study itself: highest final validation accuracy, then lower loss
-        import json
-
+    curves: dict[str, dict[float, list]] = {}
+    for job in first:
         history = [json.loads(x) for x in (job.run_dir / "history.jsonl").read_text().splitlines()]
-        key = (history[-1]["val_accuracy"], -history[-1]["val_loss"])
-        if job.model not in chosen or key > chosen[job.model][0]:
-            chosen[job.model] = (key, job.cfg.train.lr)
-    final = final_jobs(study, data, split_path, {m: lr for m, (_, lr) in chosen.items()})
+        curves.setdefault(job.model, {})[job.cfg.train.lr] = history
+    final = final_jobs(study, data, split_path, {m: best_lr(c) for m, c in curves.items()})
     _queue(optuna_study, "final", final)
     _work(optuna_study, "final", final)
     _wait(optuna_study, "final", final)
