@@ -71,10 +71,20 @@ def busy_cpu():
 def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(busy_cpu, monkeypatch, caplog):
     monkeypatch.setattr(threads, "_CHOOSERS", {})  # no decision carried over from another test
     monkeypatch.setattr(threads, "WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(threads, "FIRST_RECHECK", 1.0)  # several probes in one epoch: judged by their majority
+    decisions = []
+    record = ThreadChooser.record
+
+    def recording(chooser, n, rate):
+        record(chooser, n, rate)
+        if not chooser.probing:
+            decisions.append((chooser.best, dict(chooser.rates)))
+
+    monkeypatch.setattr(ThreadChooser, "record", recording)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        n, classes = 2400, [str(i) for i in range(10)]
+        n, classes = 6400, [str(i) for i in range(10)]
         data = ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (n,)),
                         classes, [str(i) for i in range(n)])
         cfg = build_config(None, {"model": "simple-2conv", "batch_size": 16, "epochs": 1, "device": "cpu"}).train
@@ -82,13 +92,11 @@ def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(b
         with runtime.using(tune_threads=True), caplog.at_level(logging.INFO, logger="cnnarena"):  # as the CLI
             fit(model, BatchLoader(data, 16, shuffle=True, channels_last=True),
                 BatchLoader(data, 1024, channels_last=True), cfg)
-        chooser = threads._CHOOSERS[2]
-        assert chooser.best == 1, chooser.rates
-        # the probe that chose one thread measured both counts (chooser.rates may hold a later probe, begun when
-        # a noisy window looked slow and cut short by the end of the epoch: it keeps the choice until it is done)
-        messages = [r.getMessage() for r in caplog.records]
-        chose = [m for m in messages if "training on 1 of 2 threads (2: " in m and ", 1: " in m]
-        assert chose, messages
+        # one probe is two half-second windows, and a scheduler can be unlucky in one of them (seen once in CI):
+        # most probes must choose one thread
+        ones = sum(best == 1 for best, _ in decisions)
+        assert len(decisions) >= 3 and ones > len(decisions) / 2, decisions
+        assert any("training on 1 of 2 threads (2: " in r.getMessage() for r in caplog.records)  # said once
         assert torch.get_num_threads() == 2  # fit leaves the process as it found it
     finally:
         torch.set_num_threads(before)
