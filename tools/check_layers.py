@@ -25,6 +25,7 @@ ROOMS = [
     ("evaluate",),
     ("explain",),
     ("report",),
+    ("tracking",),  # experiment trackers fed from run directories (MLflow)
     ("export",),
     ("serve",),
     ("run",),

@@ -202,6 +202,10 @@ def train(
                                         "statistics over the whole batch (SyncBatchNorm) [off]"),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on CUDA only)"),
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step"),
+    tensorboard: bool | None = typer.Option(None, "--tensorboard/--no-tensorboard", help="TensorBoard event files "
+                                            "in the run directory (tensorboard --logdir runs) [on]"),
+    mlflow: str | None = typer.Option(None, "--mlflow", help="also log the run to MLflow: a tracking URI, or "
+                                      "'local' for sqlite:///mlflow.db here (artefacts in ./mlruns)"),
     device: str | None = typer.Option(None, help=_default_help("device", "auto | cpu | cuda | mps")),
     max_minutes: float | None = typer.Option(None, help="time limit: stop after the epoch that crosses it"),
     budget: str | None = typer.Option(None, help="wall-clock budget of the training, e.g. 20m, 90s, 1.5h: epochs "
@@ -248,7 +252,7 @@ def train(
 
     Under `torchrun --nproc_per_node N -m cnnarena train ...` the N processes train one model data-parallel
     (DistributedDataParallel: gloo on CPUs, NCCL on GPUs); rank 0 writes the run directory."""
-    values = {k: v for k, v in locals().items() if k != "config"}
+    values = {k: v for k, v in locals().items() if k not in ("config", "mlflow")}
     from .config import build_config, load_config_file
     from .evaluate.metrics import format_per_class
     from .run import default_run_dir, train_run
@@ -258,6 +262,7 @@ def train(
     for key in ("weights", "data_dir", "class_map", "split", "out"):
         values[key] = str(values[key]) if values[key] is not None else None
     cfg = build_config(load_config_file(config), values)
+    uri = _mlflow_uri(mlflow)
     ranks = distributed.start(cfg.train.device)
     try:
         run_dir = distributed.from_main(Path(cfg.out) if cfg.out else default_run_dir(cfg))  # one clock names it
@@ -267,6 +272,10 @@ def train(
         distributed.stop()
     if ranks is not None and not ranks.is_main:
         return
+    if uri is not None:
+        from .tracking.mlflow_log import log_run
+
+        print(f"MLflow run {log_run(run_dir, uri)} at {uri}", file=sys.stderr)
     print(format_per_class(metrics))
     print(f"\ntest accuracy {metrics['test_accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
           f"test loss {metrics['test_loss']:.4f}  ({metrics['epochs_run']} epochs, {metrics['train_seconds']:.1f}s "
@@ -528,6 +537,20 @@ def export(
           f"within {check['tolerance']:.0e} (max difference {diffs})")
 
 
+def _mlflow_uri(value: str | None) -> str | None:
+    """--mlflow's tracking URI, checked (and mlflow importable) before anything trains."""
+    if value is None:
+        return None
+    from .tracking.mlflow_log import tracking_uri
+
+    uri = tracking_uri(value)
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise UserError("--mlflow needs the mlflow package: pip install mlflow") from None
+    return uri
+
+
 def _opset_range(exporter: str) -> tuple[int, int]:
     """The ONNX opsets the installed torch can export with `exporter` (torchscript stops earlier than dynamo)."""
     from .export.onnx import supported_opsets
@@ -611,6 +634,10 @@ def study(
     budget_per_model: str | None = typer.Option(None, help=_default_help(
         "budget_per_model", "or this budget for each model's run, e.g. 5m", study=True)),
     max_memory: str | None = typer.Option(None, help="peak memory of each run: auto | none | e.g. 3GB [auto]"),
+    tensorboard: bool | None = typer.Option(None, "--tensorboard/--no-tensorboard", help="TensorBoard event files "
+                                            "in every run directory (tensorboard --logdir OUT) [on]"),
+    mlflow: str | None = typer.Option(None, "--mlflow", help="also log to MLflow, one parent run with a child per "
+                                      "run: a tracking URI, or 'local' for sqlite:///mlflow.db here"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     data_dir: Path | None = typer.Option(None, help="where datasets live"),
     image_size: int | None = typer.Option(None, help="folder/CSV images are resized to this once [64]"),
@@ -638,13 +665,15 @@ def study(
         "lr_models": [m.strip() for m in lr_models.split(",")] if lr_models else None,
         "lr_epochs": lr_epochs, "lr_fraction": lr_fraction, "epochs": epochs, "max_minutes": max_minutes,
         "budget": budget, "budget_per_model": budget_per_model, "max_memory": max_memory,
-        "device": device, "data_dir": str(data_dir) if data_dir else None, "image_size": image_size,
+        "tensorboard": tensorboard, "device": device, "data_dir": str(data_dir) if data_dir else None,
+        "image_size": image_size,
         "measure_seconds": measure_seconds, "out": str(out) if out else None,
     }
     file_values = load_study_file(config) if config else default_study_values(data)
     if budget is not None or budget_per_model is not None:  # one budget setting: the command line's wins
         file_values = {k: v for k, v in file_values.items() if k not in ("budget", "budget_per_model")}
     study_cfg = build_study_config(file_values, cli_values)
+    uri = _mlflow_uri(mlflow)
     _check_out_dir(Path(study_cfg.out))
     check_models(study_cfg)
     if report_only:
@@ -662,6 +691,11 @@ def study(
             return
     else:
         comparison = run_study(study_cfg)
+    if uri is not None:
+        from .tracking.mlflow_log import log_study
+
+        parent = log_study(Path(study_cfg.out), uri, study_cfg.to_dict(), comparison)
+        print(f"MLflow parent run {parent} at {uri}", file=sys.stderr)
     print((Path(study_cfg.out) / "comparison.md").read_text())
     print(f"report: {Path(study_cfg.out) / 'report.html'}  ({comparison['study_seconds']:.0f} s)")
 

@@ -252,7 +252,7 @@ def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.d
 # Settings a resumed or reused run may change: where things are, the device, the time budget, how evaluation is
 # batched. Every other setting changes what the run computes.
 MAY_DIFFER = {"out", "data_dir", "split", "train.device", "train.max_minutes", "train.eval_batch_size",
-              "train.compile", "train.budget", "train.max_memory", "train.micro_batch"}
+              "train.compile", "train.budget", "train.max_memory", "train.micro_batch", "train.tensorboard"}
 
 
 def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
@@ -334,6 +334,10 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
                           title=f"{model.meta.name} on {cfg.data}")
     plots.confusion_matrices(metrics["confusion_matrix"], test.classes, plot_dir / "confusion_matrix.png")
     plots.top_mistakes(test.images, test.labels, logits, test.classes, plot_dir / "top_mistakes.png")
+    if cfg.train.tensorboard:
+        from .train.tensorboard_log import log_final
+
+        log_final(run_dir, cfg.to_dict(), metrics)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
 

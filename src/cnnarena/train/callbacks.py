@@ -26,6 +26,8 @@ def standard_callbacks(cfg, run_dir: Path) -> list[Callback]:
 
     writes = is_main()
     callbacks: list[Callback] = [MetricsLog(run_dir), Checkpoint(run_dir)] if writes else []  # Checkpoint: last
+    if writes and cfg.tensorboard:
+        callbacks.append(TensorBoardLog(run_dir))
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(cfg.early_stopping))
     if cfg.reduce_on_plateau:
@@ -168,3 +170,34 @@ class ProgressBar(Callback):
                  f"loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
                  f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}  "
                  f"lr {row['lr']:.2e}  {row['images_per_second']:,.0f} img/s  {row['epoch_seconds']:.1f}s")
+
+
+class TensorBoardLog(Callback):
+    """TensorBoard event files in the run directory (train/tensorboard_log.py says what): one per fit, holding
+    every row of the history so far (after purging the earlier files' epochs), then each new epoch."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.writer = None
+
+    def on_train_begin(self, s: TrainState) -> None:
+        from .tensorboard_log import writer_for
+
+        self.writer = writer_for(self.run_dir, purge_step=1)
+        for row in [*s.phase.earlier, *s.history]:
+            self._write(row)
+
+    def on_epoch_final(self, s: TrainState) -> None:
+        self._write(s.history[-1])
+        self.writer.flush()
+
+    def on_train_end(self, s: TrainState) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def _write(self, row: dict) -> None:
+        from .tensorboard_log import epoch_scalars
+
+        for tag, value in epoch_scalars(row).items():
+            self.writer.add_scalar(tag, value, global_step=int(row["epoch"]))

@@ -46,6 +46,7 @@ class TrainConfig:
     max_memory: str = "auto"  # peak memory of the process: auto (CPU: a share of what is free, at most 4 GB), none, 3GB
     micro_batch: int | None = None  # set by the memory plan: one forward/backward's batch (gradient accumulation)
     eval_batch_size: int = 1024
+    tensorboard: bool = True  # TensorBoard event files in the run directory (train/tensorboard_log.py)
     # the loss' class weights: "none", "auto" (inverse frequency, resolved to a list from the training set before
     # training), a YAML/JSON file of class: weight, or the list itself (one weight per class)
     class_weights: str | list[float] = "none"

@@ -31,7 +31,7 @@ from ..models.artefacts import load_weights, save_model
 from ..models.base import Classifier
 from ..models.pretrained import param_groups, set_trainable
 from . import distributed
-from .callbacks import Callback, MetricsLog, ProgressBar, standard_callbacks
+from .callbacks import Callback, MetricsLog, ProgressBar, TensorBoardLog, standard_callbacks
 from .checkpoint import load_resume_point
 from .features import FeatureLoader
 from .loop import Phase, TrainResult, TrainState, fit
@@ -83,8 +83,9 @@ def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: Bat
     phase1 = _finished_phase1(checkpoints)
     if phase1 is None:
         writes = distributed.is_main()  # under torchrun, rank 0 alone writes the run directory
+        logs = [MetricsLog(run_dir), *([TensorBoardLog(run_dir)] if t.tensorboard else []), ProgressBar()]
         state1 = train_head(model, dataclasses.replace(t, epochs=cfg.freeze_epochs), train_loader, val_loader,
-                            [*([MetricsLog(run_dir), ProgressBar()] if writes else []), *extra], cache=cache)
+                            [*(logs if writes else []), *extra], cache=cache)
         earlier, best1 = state1.history, state1.best_epoch
         # the history travels with the weights: a killed run resumes after phase 1 from these two files
         if writes:

@@ -1,0 +1,1 @@
+"""Experiment trackers beyond the run directory (MLflow)."""

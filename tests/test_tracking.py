@@ -1,0 +1,130 @@
+"""TensorBoard event files and MLflow runs, read back with their own readers, hold what history.csv and
+metrics.json hold; a killed and resumed run shows every epoch once; a study is one MLflow parent run with a child
+per run."""
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from cli_run import run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from cnnarena.train.tensorboard_log import FINAL_METRICS, scalar_tag
+
+KILL_AFTER_EPOCH = textwrap.dedent("""
+    import os, signal, sys
+    from cnnarena.train import checkpoint
+    save, kill_at = checkpoint.save_trainer_state, int(sys.argv[1])
+    def save_then_die(path, state):  # before TensorBoard saw the epoch: the resumed run must write it
+        save(path, state)
+        if state["epoch"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.save_trainer_state = save_then_die
+    from cnnarena.cli import main
+    sys.argv = ["cnnarena", *sys.argv[2:]]
+    main()
+""")
+
+
+def events(run):
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def history(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def mlflow_client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@pytest.mark.slow  # a CLI subprocess killed mid-run
+def test_a_killed_and_resumed_run_logs_every_epoch_once_to_tensorboard_and_mlflow(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    args = ["train", "digits", "--model", "simple-2conv", "--epochs", "3", "--fraction", "0.3", "--out", str(run)]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_EPOCH, "2", *args], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -9
+    assert sorted(e.step for e in events(run).Scalars("loss/train")) == [1]  # epoch 2 died before its events
+
+    monkeypatch.chdir(tmp_path)  # where `--mlflow local` puts its store
+    code, _, err = run_cli([*args, "--mlflow", "local"], monkeypatch, capsys)
+    assert code == 0, err
+    rows, metrics = history(run), json.loads((run / "metrics.json").read_text())
+    acc = events(run)
+    for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_second"):
+        logged = acc.Scalars(scalar_tag(column))
+        assert [e.step for e in logged] == [1, 2, 3], column  # once each: the killed file's epochs were purged
+        assert [e.value for e in logged] == pytest.approx([float(r[column]) for r in rows], rel=1e-6), column
+    for key, tag in FINAL_METRICS.items():
+        assert acc.Scalars(tag)[-1].value == pytest.approx(float(metrics[key]), rel=1e-6), tag
+    assert {"plots/training_curves", "plots/confusion_matrix"} <= set(acc.Tags()["images"])
+    start = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams  # the HParams tab's row of this run
+    assert hparams["model"].string_value == "simple-2conv" and hparams["train.epochs"].number_value == 3
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert f"at {uri}" in err
+    client = mlflow_client(uri)
+    [logged_run] = client.search_runs([client.get_experiment_by_name("cnnarena").experiment_id])
+    run_id = logged_run.info.run_id
+    for column in ("train_loss", "val_accuracy", "lr"):
+        points = sorted(client.get_metric_history(run_id, column), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in points] == [(i + 1, pytest.approx(float(r[column]), rel=1e-9))
+                                                       for i, r in enumerate(rows)], column
+    assert logged_run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert logged_run.data.params["train.epochs"] == "3" and logged_run.data.params["model"] == "simple-2conv"
+    artefacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"metrics.json", "history.csv", "model.safetensors", "plots"} <= artefacts
+    assert "checkpoints" not in artefacts
+
+    code, _, err = run_cli([*args, "--mlflow", "local"], monkeypatch, capsys)  # the finished run, again
+    assert code == 0 and run_id in err
+    assert len(client.search_runs([logged_run.info.experiment_id])) == 1  # logged once
+
+
+def test_no_tensorboard_writes_no_events_and_a_bad_tracking_uri_is_one_line(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "digits", "--model", "simple-2conv", "--epochs", "1", "--fraction", "0.2",
+                            "--no-tensorboard", "--out", str(run)], monkeypatch, capsys)
+    assert code == 0, err
+    assert not list(run.glob("events.out.tfevents.*"))
+    code, _, err = run_cli(["train", "digits", "--mlflow", "mlruns", "--out", str(tmp_path / "other")],
+                           monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: --mlflow 'mlruns' is not a tracking URI")
+    assert not (tmp_path / "other").exists()  # refused before anything trained
+
+
+@pytest.mark.slow  # a small study
+def test_a_study_is_one_mlflow_parent_run_with_a_child_per_run(tmp_path, monkeypatch, capsys):
+    study = tmp_path / "study"
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    argv = ["study", "digits", "--models", "simple-2conv", "--seeds", "2", "--epochs", "1", "--measure-seconds",
+            "0.1", "--mlflow", uri, "--out", str(study)]
+    code, _, err = run_cli(argv, monkeypatch, capsys)
+    assert code == 0, err
+    client = mlflow_client(uri)
+    experiment = client.get_experiment_by_name("cnnarena").experiment_id
+    found = client.search_runs([experiment])
+    [parent] = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    run_dirs = sorted(p.parent for p in study.rglob("metrics.json"))
+    assert len(children) == len(run_dirs) == 2 and len(found) == 3
+    assert sorted(r.data.tags["cnnarena.run_dir"] for r in children) == [str(p.resolve()) for p in run_dirs]
+    comparison = json.loads((study / "comparison.json").read_text())
+    assert parent.data.metrics["accuracy.simple-2conv"] == pytest.approx(comparison["table"][0]["accuracy"])
+    assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    for run_dir in run_dirs:  # and TensorBoard sees every run of the study
+        assert [e.step for e in events(run_dir).Scalars("loss/val")] == [1]
+    code, _, err = run_cli(argv, monkeypatch, capsys)  # a finished study, again: nothing logged twice
+    assert code == 0, err
+    assert len(client.search_runs([experiment])) == 3
