@@ -25,7 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 MAX_SIDE = 4096
 MAX_CLASSES = 100_000
 
-DATA_HELP = "digits, fashion-mnist, cifar10, or a path: class-folder directory, CSV of path,label, cifar-10-batches-py"
+DATA_HELP = ("digits, fashion-mnist, cifar10, hf:NAME[:CONFIG] (a Hugging Face dataset), or a path: class-folder "
+             "directory, CSV of path,label, cifar-10-batches-py, a save_to_disk or Parquet folder")
 
 
 def _print_version(value: bool) -> None:
@@ -238,6 +239,8 @@ def train(
     grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="force channel mode for folders"),
     class_map: Path | None = typer.Option(None, help="YAML/JSON mapping folder names to class names"),
     strict: bool | None = typer.Option(None, "--strict/--lenient", help="unreadable images are an error"),
+    image_column: str | None = typer.Option(None, help="a Hugging Face dataset's image column [its Image feature]"),
+    label_column: str | None = typer.Option(None, help="a Hugging Face dataset's label column [its ClassLabel]"),
     split: Path | None = typer.Option(None, help="reuse this split manifest (split.json of another run)"),
     val_frac: float | None = typer.Option(None, help=_default_help("val_frac", "validation share")),
     test_frac: float | None = typer.Option(None, help=_default_help(
@@ -506,20 +509,43 @@ def explain(
               file=sys.stderr)
 
 
-@app.command(epilog=_example("Example: cnnarena export runs/fast --format onnx --output deploy/fast.onnx"))
+@app.command(epilog=_example("Examples: cnnarena export runs/fast --format onnx --output deploy/fast.onnx",
+                             "  cnnarena export runs/fast --int8  (RUN_DIR/model.int8.onnx; serve --backend onnx-int8)",
+                             "  cnnarena export runs/fast --format torchscript"))
 def export(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (the only format so far)"),
-    output: Path | None = typer.Option(None, "--output", "-o", help="the .onnx file [RUN_DIR/model.onnx]"),
-    exporter: str = typer.Option("torchscript", help="torchscript | dynamo (the latter needs onnxscript)"),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript (torch.jit.load) | pt2 "
+                            "(torch.export's archive, torch.export.load)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="the file [RUN_DIR/model.onnx, model.int8.onnx, "
+                                       "model.pt or model.pt2]"),
+    int8: bool = typer.Option(False, "--int8", help="ONNX Runtime static int8 quantization, calibrated on training "
+                              "images; reports int8 vs float test accuracy and images/s"),
+    max_drop: float = typer.Option(1.0, min=0, help="with --int8: refuse when test accuracy drops by more points"),
+    calibration: int = typer.Option(256, min=1, help="with --int8: training images to calibrate on"),
+    exporter: str = typer.Option("torchscript", help="ONNX exporter: torchscript | dynamo (needs onnxscript)"),
     opset: int = typer.Option(17, help="ONNX opset (dynamo uses at least 18)"),
 ) -> None:
-    """Export the whole model (input [0,1] N×C×H×W) to ONNX plus a model card, checked against PyTorch."""
+    """Export the whole model (input [0,1] N×C×H×W) with a model card, checked against PyTorch: ONNX (float, or int8
+    with --int8), TorchScript or a torch.export archive."""
     from .evaluate.predict import check_run_dir
     from .export.onnx import EXPORTERS, export_onnx
+    from .export.torchscript import FORMATS
 
-    if fmt != "onnx":
-        raise UserError(f"unknown --format {fmt!r}: only onnx is supported")
+    if fmt not in ("onnx", *FORMATS):
+        raise UserError(f"unknown --format {fmt!r}: use onnx, {', '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise UserError(f"--int8 quantizes ONNX models: not with --format {fmt}")
+    if fmt in FORMATS:
+        from .export.torchscript import card_path_of, export_pytorch
+
+        check_run_dir(run_dir)
+        if output is not None:
+            _check_out_file(output, "--output")
+        path, card = export_pytorch(run_dir, output, fmt)
+        diffs = ", ".join(f"{d:.1e} at batch {n}" for n, d in card["check"]["max_abs_diff"].items())
+        print(f"wrote {path} and {card_path_of(path)}\ncheck passed: load with "
+              f"{card['load']}; logits match the run's model (max difference {diffs})")
+        return
     if exporter not in EXPORTERS:
         raise UserError(f"unknown --exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
     check_run_dir(run_dir)  # before importing torch: a mistyped path fails in a blink
@@ -529,12 +555,37 @@ def export(
     if not low <= opset <= high:
         raise UserError(f"--opset {opset} is not supported by the installed torch's {exporter} exporter: "
                         f"use {low} to {high}" + (" (values below 18 mean 18)" if exporter == "dynamo" else ""))
+    if int8:
+        _export_int8(run_dir, output, exporter, opset, max_drop, calibration)
+        return
     result = export_onnx(run_dir, output, exporter=exporter, opset=opset)
     check = result.card["check"]
     diffs = ", ".join(f"{d:.1e} at batch {n}" for n, d in check["max_abs_diff"].items())
     print(f"wrote {result.onnx_path} (opset {result.card['opset']}) and {result.card_path}\n"
           f"check passed: batch axis {check['batch_axis']!r} is dynamic; ONNX Runtime logits match PyTorch "
           f"within {check['tolerance']:.0e} (max difference {diffs})")
+
+
+def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, max_drop: float,
+                 calibration: int) -> None:
+    import tempfile
+
+    from .export.onnx import export_onnx
+    from .export.quantize import quantize_run
+
+    with tempfile.TemporaryDirectory(prefix="cnnarena-export-") as tmp:  # the float model is a step, not a result
+        result = export_onnx(run_dir, Path(tmp) / "model.onnx", exporter=exporter, opset=opset)
+        card = quantize_run(run_dir, result.onnx_path, output or run_dir / "model.int8.onnx", max_drop=max_drop,
+                            calibration=calibration)
+    acc, speed = card["accuracy"], card["images_per_second"]
+    path = output or run_dir / "model.int8.onnx"
+    size = card["file_bytes"]
+    print(f"wrote {path} (int8, {size['int8'] / 1e6:.2f} MB; float {size['float'] / 1e6:.2f} MB)\n"
+          f"test accuracy: int8 {acc['int8']:.4f}, float {acc['float']:.4f} ({acc['drop_points']:+.2f} points "
+          f"lost, at most {acc['max_drop_points']:g}) on {acc['test_images']} images")
+    for b in speed["int8"]:
+        print(f"batch {b:>2}: int8 {speed['int8'][b]:,.0f} images/s, float {speed['float'][b]:,.0f} "
+              f"({card['speedup'][b]:.2f}x)")
 
 
 def _mlflow_uri(value: str | None) -> str | None:
@@ -563,7 +614,8 @@ def serve(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 for every interface)"),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port"),
-    backend: str = typer.Option("onnx", help="onnx (ONNX Runtime) | torch (PyTorch eager)"),
+    backend: str = typer.Option("onnx", help="onnx (ONNX Runtime) | onnx-int8 (the model `export --int8` wrote) | "
+                                "torch (PyTorch eager)"),
     max_batch: int = typer.Option(32, min=1, help="micro-batching: most images per inference"),
     max_wait_ms: float = typer.Option(2.0, min=0, help="micro-batching: longest wait for a batch to fill"),
     max_body_mb: float = typer.Option(10.0, min=0.001, help="largest request body in MiB (413 above)"),

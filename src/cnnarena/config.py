@@ -28,6 +28,8 @@ class RunConfig:
     grayscale: bool | None = None
     class_map: str | None = None
     strict: bool = False
+    image_column: str | None = None  # a Hugging Face dataset's image / label column (found from its features)
+    label_column: str | None = None
     split: str | None = None  # reuse a split manifest so several runs see the same images
     val_frac: float = 0.2
     test_frac: float = 0.2  # ignored when the dataset has an official test split

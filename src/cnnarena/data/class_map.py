@@ -44,4 +44,5 @@ def remap_source(source: Source, mapping: dict[str, str]) -> Source:
         return ImageSet(s.images, lut[s.labels], classes, s.ids)
 
     test = remap(source.test) if source.test is not None else None
-    return Source(source.name, remap(source.pool), test, source.skipped, source.original_sizes)
+    val = remap(source.val) if source.val is not None else None
+    return Source(source.name, remap(source.pool), test, source.skipped, source.original_sizes, source.root, val)

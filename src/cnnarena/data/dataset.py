@@ -59,6 +59,7 @@ class Source:
 
     pool: the samples a split is carved from (for datasets with an official test split, its train part).
     test: the official test split, when the dataset has one; then only validation is carved from pool.
+    val: the official validation split, when the dataset has one beside `test`; then nothing is carved.
     skipped: (path, reason) for files that could not be read (reported, not fatal unless --strict).
     original_sizes: (height, width) of each pool+test image before resizing, for `inspect` statistics.
     root: the folder the ids of a file source are relative to (None for array datasets).
@@ -70,6 +71,11 @@ class Source:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     original_sizes: list[tuple[int, int]] | None = None
     root: Path | None = None  # where the files of a folder/CSV source are (their ids are relative to it)
+    val: ImageSet | None = None  # an official validation split (a Hugging Face dataset's); only beside `test`
+
+    def official(self) -> list[ImageSet]:
+        """The sets a split's ids are drawn from: pool, then the official test and validation splits."""
+        return [s for s in (self.pool, self.test, self.val) if s is not None]
 
     @property
     def classes(self) -> list[str]:

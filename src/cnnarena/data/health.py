@@ -17,9 +17,7 @@ class Health:
 
 
 def check(source: Source) -> Health:
-    counts = source.pool.class_counts()
-    if source.test is not None:
-        counts = [a + b for a, b in zip(counts, source.test.class_counts(), strict=True)]
+    counts = [sum(column) for column in zip(*(s.class_counts() for s in source.official()), strict=True)]
     near_too = source.root is not None and near_search_applies(source.original_sizes)
     groups, exact, near = split_groups(source.pool.images, near=near_too)
     ratio = max(counts) / min(counts) if min(counts) else float("inf")

@@ -19,6 +19,7 @@ from .csv_table import list_csv
 from .dataset import ImageSet, Source
 from .digits import load_digits_source
 from .folder import Listing, list_class_folders
+from .hf import is_hf_spec
 from .idx import load_fashion_mnist
 
 log = logging.getLogger(__name__)
@@ -31,23 +32,28 @@ _CHUNK = 4096  # images per tensor op when converting array datasets, to bound m
 def load_data(cfg: Any) -> Source:
     """The source a run config names (its data, data_dir, image_size, grayscale, class_map, strict), decoded once
     per process: a study's runs, its report and a re-evaluation share the same in-memory source."""
-    return _cached_source(cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict)
+    return _cached_source(cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict,
+                          getattr(cfg, "image_column", None), getattr(cfg, "label_column", None))
 
 
 @lru_cache(maxsize=4)
 def _cached_source(spec: str, data_dir: str | None, image_size: int | None, grayscale: bool | None,
-                   class_map: str | None, strict: bool) -> Source:
+                   class_map: str | None, strict: bool, image_column: str | None = None,
+                   label_column: str | None = None) -> Source:
     return load_source(spec, data_dir=Path(data_dir) if data_dir else None, image_size=image_size,
-                       grayscale=grayscale, class_map=Path(class_map) if class_map else None, strict=strict)
+                       grayscale=grayscale, class_map=Path(class_map) if class_map else None, strict=strict,
+                       image_column=image_column, label_column=label_column)
 
 
 def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | None = None,
                 grayscale: bool | None = None, class_map: Path | None = None, strict: bool = False,
-                cache_dir: Path | None = None, download: bool = True) -> Source:
+                cache_dir: Path | None = None, download: bool = True, image_column: str | None = None,
+                label_column: str | None = None) -> Source:
     """Load a dataset as uint8 tensors of one size.
 
     spec: digits | fashion-mnist | cifar10 | a class-per-subfolder directory | a .csv of path,label
-    | a cifar-10-batches-py directory.
+    | a cifar-10-batches-py directory | a Hugging Face dataset (hf:NAME[:CONFIG], a save_to_disk folder, a folder
+    of Parquet files; image_column/label_column name its columns when they cannot be found from its features).
     image_size: side of the square images; None keeps built-ins native and gives files 64.
     grayscale: True → 1 channel, False → 3, None → 1 only when every image is single-channel.
     class_map: YAML/JSON file renaming or merging classes.
@@ -65,6 +71,14 @@ def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | No
         source = load_fashion_mnist(data_dir, download)
     elif spec == "cifar10":
         source = load_cifar10(data_dir, download)
+    elif is_hf_spec(spec):
+        from .hf import load_hf_source
+
+        source = load_hf_source(spec, image_size=image_size or FILE_IMAGE_SIZE, grayscale=grayscale,
+                                image_column=image_column, label_column=label_column, cache_dir=cache_dir)
+        if mapping:
+            source = remap_source(source, mapping)
+        return source
     elif path.is_dir() and (cifar_dir := find_cifar_dir(path)) is not None:
         source = read_cifar_dir(cifar_dir)
     elif path.is_dir():
@@ -74,7 +88,7 @@ def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | No
                              one_class_hint="the CSV's label column has one value")
     else:
         raise UserError(f"unknown dataset {spec!r}: expected {', '.join(BUILTIN)}, a class-folder directory, "
-                        "a CSV file or a cifar-10-batches-py directory")
+                        "a CSV file, a cifar-10-batches-py directory or a Hugging Face dataset (hf:NAME)")
     if mapping:
         source = remap_source(source, mapping)
     return _adapt(source, image_size, grayscale)
@@ -124,7 +138,8 @@ def _adapt(source: Source, image_size: int | None, grayscale: bool | None) -> So
         return s if images is s.images else ImageSet(images, s.labels, s.classes, s.ids)
 
     test = convert(source.test) if source.test is not None else None
-    return Source(source.name, convert(source.pool), test, source.skipped, source.original_sizes, source.root)
+    val = convert(source.val) if source.val is not None else None
+    return Source(source.name, convert(source.pool), test, source.skipped, source.original_sizes, source.root, val)
 
 
 def _chunked(images: torch.Tensor, fn) -> torch.Tensor:

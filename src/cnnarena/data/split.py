@@ -54,6 +54,8 @@ def make_split(source: Source, *, val_frac: float = 0.2, test_frac: float = 0.2,
     pool = source.pool
     labels = pool.labels.numpy()
     follow = _followers(len(pool), groups or [])
+    if source.test is not None and source.val is not None:  # the dataset's own three splits, as they are
+        return Split(pool, source.val, source.test)
     if source.test is not None:
         train_idx, val_idx = _grouped_cut(labels, np.arange(len(pool)), follow, val_frac, seed)
         return Split(pool.subset(train_idx), pool.subset(val_idx), source.test)
@@ -127,7 +129,7 @@ def load_manifest(path: Path, source: Source) -> Split:
         raise UserError(f"{path} is not a cnnarena split manifest (needs train/val/test id lists)") from None
     if manifest.get("classes") not in (None, source.classes):
         raise UserError(f"split {path} was made for classes {manifest['classes']}, data has {source.classes}")
-    sets = [source.pool] + ([source.test] if source.test is not None else [])
+    sets = source.official()
     where = {sid: (s, i) for s in range(len(sets)) for i, sid in enumerate(sets[s].ids)}
     out = {}
     for part, ids in parts.items():

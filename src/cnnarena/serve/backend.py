@@ -1,4 +1,5 @@
-"""The two ways to run a run's model for serving: ONNX Runtime (default) or PyTorch eager.
+"""The ways to run a run's model for serving: ONNX Runtime (default), its int8 model (`cnnarena export --int8`
+wrote it) or PyTorch eager.
 
 Both take uint8 N×C×H×W batches (as decoded) and return float32 N×K probabilities, so the batcher
 and the HTTP layer never know which one runs.
@@ -20,7 +21,8 @@ from ..errors import UserError
 if TYPE_CHECKING:
     from ..models.base import ModelMeta
 
-BACKENDS = ("onnx", "torch")
+BACKENDS = ("onnx", "onnx-int8", "torch")
+INT8_FILE = "model.int8.onnx"
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +61,23 @@ def load_backend(run_dir: Path, kind: str = "onnx") -> Backend:
 
         card = model_card(model, run_dir) | {"backend": "torch"}
         return Backend("torch", model.meta, card, infer_torch, model=model)
-    return _onnx_backend(run_dir, model)
+    return _onnx_backend(run_dir, model, int8=kind == "onnx-int8")
 
 
-def _onnx_backend(run_dir: Path, model) -> Backend:
+def _onnx_backend(run_dir: Path, model, int8: bool = False) -> Backend:
     import onnxruntime as ort
 
     from ..export.onnx import INPUT_NAME, OUTPUT_NAME, card_path_for, export_onnx
 
     keep: list[Any] = []
-    onnx_path = run_dir / "model.onnx"
+    onnx_path = run_dir / (INT8_FILE if int8 else "model.onnx")
     card_path = card_path_for(onnx_path)
     weights = run_dir / "model.safetensors"
-    if onnx_path.exists() and card_path.exists() and onnx_path.stat().st_mtime >= weights.stat().st_mtime:
+    current = onnx_path.exists() and card_path.exists() and onnx_path.stat().st_mtime >= weights.stat().st_mtime
+    if int8 and not current:  # quantizing needs the run's data and may refuse: a step of its own
+        raise UserError(f"no int8 model of these weights in {run_dir}: run `cnnarena export {run_dir} --int8` "
+                        "first" + (f" ({INT8_FILE} is older than model.safetensors)" if onnx_path.exists() else ""))
+    if current:
         card = json.loads(card_path.read_text())  # a checked export of these very weights
     else:  # export (and check) into a temp dir: the run directory may be read-only or shared
         tmp = tempfile.TemporaryDirectory(prefix="cnnarena-serve-")
@@ -88,4 +94,5 @@ def _onnx_backend(run_dir: Path, model) -> Backend:
         x = batch.astype(np.float32) / np.float32(255.0)  # as the training loader scales
         return _softmax(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
 
-    return Backend("onnx", model.meta, card | {"backend": "onnx"}, infer_onnx, keep, model)
+    name = "onnx-int8" if int8 else "onnx"
+    return Backend(name, model.meta, card | {"backend": name}, infer_onnx, keep, model)

@@ -1,0 +1,221 @@
+"""Hugging Face datasets as a source: `hf:NAME[:CONFIG]` (the hub when online, its local cache otherwise, or
+`hf:PATH` to a local dataset folder), a folder written by `Dataset.save_to_disk`, or a folder of Parquet files.
+
+The image column (a `datasets.Image` feature) and the label column (a `ClassLabel`, else any column of names or
+numbers) are found from the features unless named. The dataset's own splits are kept: train is the pool, test
+the official test split, and validation the official validation split beside test (or the test split when there
+is no test). Images are decoded once, as folder images are (the same decoder, size and channel rules), into
+cnnarena's cache under a key made of each split's fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+from .cache import image_cache_dir
+from .dataset import ImageSet, Source
+from .imageio import decode_opened
+
+log = logging.getLogger(__name__)
+
+PREFIX = "hf:"
+CACHE_VERSION = 1
+VALIDATION_NAMES = ("validation", "valid", "val", "dev")
+
+
+def is_hf_spec(spec: str) -> bool:
+    """hf:..., a save_to_disk folder, or a folder holding Parquet files (and no class folders of images)."""
+    if spec.startswith(PREFIX):
+        return True
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        return False
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        return True
+    return any(path.glob("*.parquet")) or any(path.glob("data/*.parquet"))
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise UserError("Hugging Face datasets need the datasets package: pip install 'cnnarena[hf]' "
+                        "(or pip install datasets)") from None
+    return datasets
+
+
+def open_dataset(spec: str):
+    """The DatasetDict (or Dataset) a spec names."""
+    datasets = _datasets()
+    if spec.startswith(PREFIX):
+        name, _, config = spec[len(PREFIX):].partition(":")
+        if not name:
+            raise UserError("hf: needs a dataset name, e.g. hf:beans or hf:cifar10 or hf:user/name:config")
+        if Path(name).expanduser().is_dir() and not config:
+            return open_dataset(str(Path(name).expanduser()))
+        try:
+            return datasets.load_dataset(name, config or None)
+        except Exception as e:  # offline without a cached copy, a typo, a private dataset: one line
+            raise UserError(f"cannot load Hugging Face dataset {name!r}{f' ({config})' if config else ''}: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (offline, only a "
+                            "dataset in the local cache loads; HF_HUB_OFFLINE=1 skips the network)") from None
+    path = Path(spec).expanduser()
+    try:
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return datasets.load_from_disk(str(path))
+        return datasets.load_dataset(str(path))  # the Parquet builder, splits from the file names
+    except Exception as e:
+        raise UserError(f"cannot read the Hugging Face dataset in {path}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def find_columns(features, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    datasets = _datasets()
+    names = list(features)
+
+    def check(column: str, what: str) -> str:
+        if column not in features:
+            raise UserError(f"no {what} column {column!r}: the dataset has {', '.join(names)}")
+        return column
+
+    if image_column is not None:
+        image = check(image_column, "image")
+    else:
+        found = [n for n, f in features.items() if isinstance(f, datasets.Image)]
+        if not found:
+            raise UserError(f"no image column (a datasets.Image feature) among {', '.join(names)}: "
+                            "name it with --image-column")
+        image = found[0]
+    if label_column is not None:
+        return image, check(label_column, "label")
+    labels = [n for n, f in features.items() if isinstance(f, datasets.ClassLabel)]
+    if not labels:
+        labels = [n for n in ("label", "labels", "class", "category", "target") if n in features]
+    if not labels:
+        raise UserError(f"no label column (a ClassLabel feature, or one named label) among {', '.join(names)}: "
+                        "name it with --label-column")
+    return image, labels[0]
+
+
+def _class_names(splits: dict[str, Any], label: str) -> list[str] | None:
+    """A ClassLabel's names (in its order), or None for plain values."""
+    datasets = _datasets()
+    feature = next(iter(splits.values())).features[label]
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def _cache_key(fingerprint: str, image: str, label: str, size: int, grayscale: bool | None) -> str:
+    payload = {"version": CACHE_VERSION, "fingerprint": fingerprint, "image": image, "label": label, "size": size,
+               "grayscale": grayscale}
+    return "hf-" + hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
+
+
+def _decode_split(ds, image: str, label: str, size: int, grayscale: bool | None, directory: Path, split: str):
+    """(uint8 N×C×S×S, raw labels, ids, skipped, original sizes, single-channel flags), from the cache when
+    this split was decoded before."""
+    key = _cache_key(ds._fingerprint, image, label, size, grayscale)
+    npy, meta_path = directory / f"{key}.npy", directory / f"{key}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        return np.load(npy, mmap_mode="c"), meta
+    except (OSError, ValueError):
+        pass
+    datasets = _datasets()
+    raw = ds.select_columns([image, label]).cast_column(image, datasets.Image(decode=False))
+    images, labels, ids, skipped, sizes, singles = [], [], [], [], [], []
+    for i, row in enumerate(raw):
+        sid = f"{split}/{i}"
+        value = row[image] or {}
+        try:
+            data = value.get("bytes")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(data) if data is not None else value["path"]) as img:
+                    pixels, original, single = decode_opened(img, size, bool(grayscale))
+        except Exception as e:  # an undecodable image is skipped and reported, as a folder's would be
+            skipped.append((sid, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"))
+            continue
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        if pixels.shape[2] == 1 and not grayscale:
+            pixels = np.repeat(pixels, 3, axis=2)
+        images.append(pixels.transpose(2, 0, 1))
+        labels.append(row[label])
+        ids.append(sid)
+        sizes.append(original)
+        singles.append(single)
+    stacked = np.stack(images) if images else np.zeros((0, 1 if grayscale else 3, size, size), np.uint8)
+    meta = {"labels": labels, "ids": ids, "skipped": skipped, "original_sizes": sizes, "single": singles}
+    directory.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    npy_tmp, json_tmp = directory / f".{key}.{tag}.npy", directory / f".{key}.{tag}.json"
+    try:
+        np.save(npy_tmp, stacked)
+        json_tmp.write_text(json.dumps(meta))
+        os.replace(npy_tmp, npy)
+        os.replace(json_tmp, meta_path)  # last: its presence marks a complete entry
+    finally:
+        npy_tmp.unlink(missing_ok=True)
+        json_tmp.unlink(missing_ok=True)
+    return stacked, meta
+
+
+def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_column: str | None = None,
+                   label_column: str | None = None, cache_dir: Path | None = None) -> Source:
+    opened = open_dataset(spec)
+    splits = dict(opened) if hasattr(opened, "keys") else {"train": opened}
+    if not splits:
+        raise UserError(f"{spec} holds no split")
+    train_name = "train" if "train" in splits else next(iter(splits))
+    test_name = "test" if "test" in splits else None
+    val_name = next((n for n in VALIDATION_NAMES if n in splits), None)
+    if test_name is None and val_name is not None:  # train + validation only: validation is what is held out
+        test_name, val_name = val_name, None
+    chosen = {"pool": train_name, "test": test_name, "val": val_name}
+    image, label = find_columns(splits[train_name].features, image_column, label_column)
+    names = _class_names(splits, label)
+    directory = image_cache_dir(cache_dir)
+    decoded = {part: _decode_split(splits[name], image, label, image_size, grayscale, directory, name)
+               for part, name in chosen.items() if name is not None}
+    raw_labels = [v for _, meta in decoded.values() for v in meta["labels"]]
+    if names is not None:
+        to_name = [names[v] if isinstance(v, int) and 0 <= v < len(names) else str(v) for v in raw_labels]
+    else:
+        to_name = [str(v) for v in raw_labels]
+    classes = sorted(set(to_name), key=lambda c: (names.index(c) if names and c in names else len(names or []), c))
+    if len(classes) < 2:
+        raise UserError(f"only one class in {spec}'s column {label!r}: a classifier needs at least two")
+    index = {c: i for i, c in enumerate(classes)}
+    single_everywhere = all(all(meta["single"]) for _, meta in decoded.values())
+    sets, start, skipped, sizes = {}, 0, [], []
+    for part, (pixels, meta) in decoded.items():
+        n = len(meta["ids"])
+        part_labels = torch.tensor([index[c] for c in to_name[start:start + n]], dtype=torch.long)
+        start += n
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
+        if grayscale is None and single_everywhere and tensor.shape[1] == 3:
+            tensor = tensor[:, :1].contiguous()  # every image was single-channel: as folders, one channel
+        sets[part] = ImageSet(tensor, part_labels, classes, meta["ids"])
+        skipped += [tuple(s) for s in meta["skipped"]]
+        sizes += [tuple(s) for s in meta["original_sizes"]]
+    if skipped:
+        log.warning(f"warning: skipped {len(skipped)} undecodable image(s) in {spec} (first: {skipped[0][0]}, "
+                    f"{skipped[0][1]})")
+    log.info(f"{spec}: splits {', '.join(f'{n} -> {p}' for p, n in chosen.items() if n)}; image column {image!r}, "
+             f"label column {label!r}")
+    name = spec[len(PREFIX):] if spec.startswith(PREFIX) else Path(spec).name
+    return Source(name.replace("/", "_").replace(":", "_"), sets["pool"], sets.get("test"), skipped, sizes,
+                  None, sets.get("val"))

@@ -1,0 +1,189 @@
+"""An int8 ONNX model from a run's float export: ONNX Runtime's static quantization, calibrated on the run's own
+training images, kept only when its accuracy on the run's test split stays within `max_drop` points of the float
+model's; its card records both accuracies and the images/s of both at batch 1 and 64.
+
+Operator format (QLinearConv, QGemm, and pooling on quantized tensors), int8 weights per output channel, uint8
+activations with symmetric ranges, MinMax calibration. The QDQ format leaves Q/DQ pairs around every op ONNX Runtime
+does not fuse (max pooling in the custom CNNs) and ran simple-2conv slower than float; asymmetric activation ranges
+cost simple-2conv 4 points on Fashion-MNIST, symmetric ones 0.2; int8 activations ran ~10x slower than uint8
+(benchmarks/results/int8_export.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..files import atomic_write_text
+from .onnx import INPUT_NAME, OUTPUT_NAME, card_path_for
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_IMAGES = 256
+SPEED_BATCHES = (1, 64)
+EVAL_BATCH = 256
+
+
+def run_images(run_dir: Path):
+    """The run's split (train, val, test ImageSets) rebuilt from its config and split.json."""
+    import yaml
+
+    from ..config import build_config
+    from ..data.sources import load_data
+    from ..data.split import load_manifest
+
+    saved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    cfg = build_config(saved, use_recipe=False)
+    return load_manifest(Path(run_dir) / "split.json", load_data(cfg))
+
+
+def calibration_batches(images, count: int, seed: int = 0, batch: int = 32) -> list[np.ndarray]:
+    """`count` training images drawn at random (seeded), as [0,1] float batches, as the model takes them."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
+    chosen = images[pick].numpy()
+    return [chosen[i:i + batch].astype(np.float32) / np.float32(255.0) for i in range(0, len(chosen), batch)]
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def accuracy(session, images, labels) -> float:
+    correct = 0
+    for i in range(0, len(images), EVAL_BATCH):
+        x = images[i:i + EVAL_BATCH].numpy().astype(np.float32) / np.float32(255.0)
+        logits = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        correct += int((logits.argmax(1) == labels[i:i + EVAL_BATCH].numpy()).sum())
+    return correct / max(1, len(images))
+
+
+def images_per_second(session, sample: np.ndarray, batch: int, seconds: float) -> float:
+    """Sustained images/s at `batch`, after a warm-up run, over at least `seconds` (and three runs)."""
+    x = np.ascontiguousarray(np.resize(sample, (batch, *sample.shape[1:])))
+    session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    runs, t0 = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - t0 < seconds:
+        session.run([OUTPUT_NAME], {INPUT_NAME: x})
+        runs += 1
+    return runs * batch / (time.perf_counter() - t0)
+
+
+def compare_speed(sessions: dict[str, Any], sample: np.ndarray, seconds: float, rounds: int = 3) -> dict:
+    """images/s of each session at each SPEED_BATCHES, measured in alternation (rounds × seconds / rounds each) and
+    the best round kept, so a slow moment of the machine does not land on one model alone."""
+    best: dict[str, dict[str, float]] = {name: {} for name in sessions}
+    for _ in range(rounds):
+        for b in SPEED_BATCHES:
+            for name, session in sessions.items():
+                rate = images_per_second(session, sample, b, seconds / rounds)
+                best[name][str(b)] = round(max(best[name].get(str(b), 0.0), rate), 1)
+    return best
+
+
+def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray]) -> str:
+    """Quantize in the operator format, or in QDQ where ONNX Runtime cannot run the former (its QLinearConv
+    refused EfficientNet-Lite0's depthwise convolutions on 4x4 maps); returns the format used."""
+    from onnxruntime.quantization import QuantFormat
+
+    failure = None
+    for fmt in (QuantFormat.QOperator, QuantFormat.QDQ):
+        try:
+            _quantize_as(float_path, out_path, batches, fmt)
+            _session(out_path).run([OUTPUT_NAME], {INPUT_NAME: batches[0]})
+            return "QOperator" if fmt == QuantFormat.QOperator else "QDQ"
+        except Exception as e:  # this format cannot quantize or run the graph: the next one may
+            log.debug(f"int8 as {fmt}: {type(e).__name__}: {e}")
+            failure = e
+    assert failure is not None
+    raise failure
+
+
+def _quantize_as(float_path: Path, out_path: Path, batches: list[np.ndarray], fmt) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(batches)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {INPUT_NAME: x}
+
+    with tempfile.TemporaryDirectory(prefix="cnnarena-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:  # shape inference and graph clean-up: ONNX Runtime's advice before quantizing
+            quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
+        except Exception as e:  # some graphs defeat symbolic shape inference; quantizing the export still works
+            log.debug(f"quant_pre_process failed ({e}); quantizing the export as it is")
+            prepared = float_path
+        quantize_static(str(prepared), str(out_path), Reader(), quant_format=fmt, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, extra_options={"ActivationSymmetric": True})
+
+
+def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: float = 1.0,
+                 calibration: int = CALIBRATION_IMAGES, speed_seconds: float = 1.0) -> dict[str, Any]:
+    """Write output (an int8 ONNX model) and its card, or refuse with a UserError when the test accuracy drops by
+    more than max_drop points; returns the card."""
+    run_dir, output = Path(run_dir), Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise UserError(f"--output must end in .onnx, got {output}")
+    split = run_images(run_dir)
+    batches = calibration_batches(split.train.images, calibration)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".onnx")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        t0 = time.perf_counter()
+        try:
+            fmt = _quantize(float_path, tmp, batches)
+        except Exception as e:  # the quantizer's failures all mean "cannot quantize this graph"
+            raise UserError(f"int8 quantization of {run_dir} failed: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        seconds = time.perf_counter() - t0
+        float_session, int8_session = _session(float_path), _session(tmp)
+        test = split.test
+        acc_float = accuracy(float_session, test.images, test.labels)
+        try:
+            acc_int8 = accuracy(int8_session, test.images, test.labels)
+        except Exception as e:  # ONNX Runtime refused a quantized op at this batch size
+            raise UserError(f"the int8 model of {run_dir} does not run in ONNX Runtime: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0]}") from e
+        drop = 100 * (acc_float - acc_int8)
+        if drop > max_drop:
+            raise UserError(f"the int8 model loses {drop:.2f} points of test accuracy ({acc_float:.4f} float, "
+                            f"{acc_int8:.4f} int8 on {len(test)} images), more than --max-drop {max_drop:g}: "
+                            f"not written")
+        speed = compare_speed({"float": float_session, "int8": int8_session}, batches[0], speed_seconds)
+        float_card = json.loads(card_path_for(float_path).read_text())
+        card = {**float_card, "onnx_file": output.name, "quantization": {
+            "method": "onnxruntime static quantization", "format": fmt, "weights": "int8, per channel",
+            "activations": "uint8, symmetric ranges", "calibration": "MinMax",
+            "calibration_images": sum(len(b) for b in batches), "calibrated_on": "the run's training split",
+            "seconds": round(seconds, 2)},
+            "accuracy": {"float": acc_float, "int8": acc_int8, "drop_points": round(drop, 3),
+                         "max_drop_points": max_drop, "test_images": len(test)},
+            "images_per_second": speed,
+            "speedup": {b: round(speed["int8"][b] / speed["float"][b], 2) for b in speed["int8"]},
+            "file_bytes": {"float": float_path.stat().st_size, "int8": tmp.stat().st_size}}
+        card.pop("check", None)  # the float export's exactness check: an int8 model is judged by its accuracy
+        card.pop("onnx_sha256", None)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    atomic_write_text(card_path_for(output), json.dumps(card, indent=1))
+    return card

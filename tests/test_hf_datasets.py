@@ -1,0 +1,102 @@
+"""Hugging Face datasets as DATA, built here from real digit images (no network): a save_to_disk folder with its
+three splits, a folder of Parquet files, hf:PATH, columns found from the features or named, decoded once."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_run import run_cli
+from cnnarena.data import hf
+from cnnarena.data.sources import load_source
+
+datasets = pytest.importorskip("datasets", reason="the hf extra (pip install 'cnnarena[hf]') is not installed")
+
+NAMES = [f"digit-{d}" for d in range(10)]
+
+
+def digit_images(n, start=0):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pixels = (d.images[start:start + n] * (255 / 16)).astype(np.uint8)
+    return [Image.fromarray(p, "L").resize((16, 16)) for p in pixels], d.target[start:start + n].tolist()
+
+
+def dataset(n, start, image="image", label="label", names=True):
+    images, labels = digit_images(n, start)
+    features = datasets.Features({image: datasets.Image(),
+                                  label: datasets.ClassLabel(names=NAMES) if names else datasets.Value("string"),
+                                  "note": datasets.Value("int64")})
+    values = labels if names else [NAMES[v] for v in labels]
+    return datasets.Dataset.from_dict({image: images, label: values, "note": list(range(n))}, features=features)
+
+
+@pytest.fixture(scope="module")
+def three_splits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf") / "digits-hf"
+    datasets.DatasetDict({"train": dataset(600, 0), "validation": dataset(200, 600),
+                          "test": dataset(300, 800)}).save_to_disk(str(path))
+    return path
+
+
+def test_a_save_to_disk_folder_keeps_its_splits_and_class_names(three_splits, tmp_path):
+    source = load_source(str(three_splits), cache_dir=tmp_path / "cache")
+    assert source.classes == NAMES  # the ClassLabel's names, in its order
+    assert (len(source.pool), len(source.val), len(source.test)) == (600, 200, 300)
+    assert source.pool.channels == 1 and source.pool.size == (64, 64)  # gray images stay one channel, as folders
+    assert source.test.ids[:2] == ["test/0", "test/1"]
+    _, expected = digit_images(300, 800)
+    assert source.test.labels.tolist() == expected
+    # decoded once: a second load reads the cache and decodes nothing
+    original = hf.decode_opened
+    try:
+        hf.decode_opened = lambda *a: (_ for _ in ()).throw(AssertionError("decoded again"))
+        again = load_source(str(three_splits), cache_dir=tmp_path / "cache")
+    finally:
+        hf.decode_opened = original
+    assert again.pool.images.equal(source.pool.images)
+
+
+def test_a_run_on_a_hugging_face_dataset_uses_its_validation_and_test_splits(three_splits, tmp_path, monkeypatch,
+                                                                               capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", f"hf:{three_splits}", "--model", "simple-2conv", "--epochs", "2",
+                              "--image-size", "16", "--out", str(run)], monkeypatch, capsys)
+    assert code == 0, err
+    split = json.loads((run / "split.json").read_text())
+    assert split["sizes"] == {"train": 600, "val": 200, "test": 300}
+    assert split["val"][0] == "validation/0" and split["test"][0] == "test/0"
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] > 0.5
+    code, out, err = run_cli(["evaluate", str(run)], monkeypatch, capsys)  # the run's data loads again
+    assert code == 0, err
+
+
+def test_a_parquet_folder_with_named_columns(tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    dataset(400, 0, image="img", label="kind", names=False).to_parquet(str(folder / "train.parquet"))
+    dataset(150, 400, image="img", label="kind", names=False).to_parquet(str(folder / "test.parquet"))
+    source = load_source(str(folder), label_column="kind", image_size=16, cache_dir=tmp_path / "cache")
+    assert source.classes == sorted(NAMES) and len(source.pool) == 400 and len(source.test) == 150
+    assert source.val is None  # carved from train by the run's split
+    _, labels = digit_images(150, 400)
+    assert [source.classes[i] for i in source.test.labels.tolist()] == [NAMES[v] for v in labels]
+
+
+def test_wrong_columns_and_missing_datasets_are_one_line(three_splits, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    dataset(100, 0, label="kind", names=False).to_parquet(str(folder / "train.parquet"))
+    code, _, err = run_cli(["train", str(folder), "--out", str(tmp_path / "r1")], monkeypatch, capsys)
+    assert code == 2 and "no label column (a ClassLabel feature, or one named label) among image, kind, note" in err
+    code, _, err = run_cli(["train", str(three_splits), "--image-column", "picture", "--out", str(tmp_path / "r2")],
+                           monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "error: no image column 'picture': the dataset has image, label, note")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here anyway: the hub's answer must be one line
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    code, _, err = run_cli(["train", "hf:nobody/no-such-dataset", "--out", str(tmp_path / "r3")], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: cannot load Hugging Face dataset 'nobody/no-such-dataset'")
