@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 from PIL import Image
 
-from cli_run import run_cli
 from cnnarena.data import hf
 from cnnarena.data.sources import load_source
 
@@ -85,6 +85,7 @@ def test_a_parquet_folder_with_named_columns(tmp_path):
     assert [source.classes[i] for i in source.test.labels.tolist()] == [NAMES[v] for v in labels]
 
 
+@pytest.mark.slow  # ~20 s: the hub client's own offline checks
 def test_wrong_columns_and_missing_datasets_are_one_line(three_splits, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "parquet"
     folder.mkdir()

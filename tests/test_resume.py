@@ -12,8 +12,9 @@ import sys
 import textwrap
 
 import pytest
+from cli_run import run_cli
 
-pytestmark = pytest.mark.slow  # every test trains in CLI subprocesses
+pytestmark = pytest.mark.slow  # every test trains in CLI subprocesses (and in-process CLI runs beside them)
 
 KILL_AFTER_STATE = textwrap.dedent("""
     import os, signal, sys
@@ -84,20 +85,19 @@ def test_a_run_killed_in_its_early_stopping_epoch_stays_stopped(tmp_path):
     assert metrics(whole)["best_val_accuracy"] == rows(whole)[best - 1]["val_accuracy"]
 
 
-@pytest.mark.parametrize("finished", [True, False])
-def test_a_run_directory_is_not_reused_with_other_settings(tmp_path, finished):
+def test_a_run_directory_is_not_reused_with_other_settings(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     args = ["digits", "--model", "simple-2conv", "--epochs", "2", "--fraction", "0.2", "--batch-size", "8"]
-    if finished:
-        assert train(args, run).returncode == 0
-    else:
-        assert train(args, run, kill_at=1).returncode == -9
-    other = train([*args, "--lr", "0.01", "--augment", "flip"], run)
-    assert other.returncode == 2 and "Traceback" not in other.stderr
-    assert other.stderr.strip().splitlines()[-1] == (
-        f"error: {run} holds a run with other settings (train.augment {{}} -> {{'flip': True}}; "
-        "train.lr 0.001 -> 0.01): pass another --out, or delete it to start over")
-    # the same settings (a device or time budget may change) reuse or resume it
-    same = train([*args, "--device", "cpu", "--max-minutes", "30"], run)
-    assert same.returncode == 0, same.stderr[-2000:]
-    assert ("resuming" in same.stderr) != finished
+    assert train(args, run, kill_at=1).returncode == -9
+    for finished in (False, True):  # the killed run, then the same run once the first pass finished it
+        code, _, err = run_cli(["train", *args, "--lr", "0.01", "--augment", "flip", "--out", str(run)], monkeypatch,
+                               capsys)
+        assert code == 2 and "Traceback" not in err
+        assert err.strip().splitlines()[-1] == (
+            f"error: {run} holds a run with other settings (train.augment {{}} -> {{'flip': True}}; "
+            "train.lr 0.001 -> 0.01): pass another --out, or delete it to start over")
+        # the same settings (a device or time budget may change) reuse or resume it
+        code, _, err = run_cli(["train", *args, "--device", "cpu", "--max-minutes", "30", "--out", str(run)],
+                               monkeypatch, capsys)
+        assert code == 0, err[-2000:]
+        assert ("resuming" in err) != finished

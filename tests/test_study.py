@@ -4,14 +4,13 @@ opened in real headless Chromium."""
 import collections
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from browser import CHROMIUM, launch
+from cli_run import run_cli
 
 from cnnarena.study.config import build_study_config
 from cnnarena.study.runner import run_study
@@ -128,17 +127,17 @@ def test_tiny_study_writes_every_output(tiny_study):
     assert 0 <= x["disagreements_shown"] <= min(8, x["disagreements"]) and x["test_images"] == 360
 
 
-@pytest.mark.slow  # CLI subprocesses
-def test_rerunning_a_study_skips_finished_runs_and_refuses_other_settings(tiny_study, tmp_path):
+@pytest.mark.slow  # reruns the tiny study
+def test_rerunning_a_study_skips_finished_runs_and_refuses_other_settings(tiny_study, tmp_path, monkeypatch, capsys):
     out, _ = tiny_study
     stamp = (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(TINY_STUDY))
-    command = [sys.executable, "-m", "cnnarena.cli", "study", "--config", str(config), "--out", str(out)]
+    command = ["study", "--config", str(config), "--out", str(out)]
     first = json.loads((out / "comparison.json").read_text())
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "fraction 1 seed 0: done" in result.stderr
+    code, _, err = run_cli(command, monkeypatch, capsys)
+    assert code == 0, err
+    assert "fraction 1 seed 0: done" in err
     assert (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns == stamp
     # the report's time is what the runs took, whichever invocation trained them
     again = json.loads((out / "comparison.json").read_text())
@@ -146,10 +145,10 @@ def test_rerunning_a_study_skips_finished_runs_and_refuses_other_settings(tiny_s
     assert "the runs took" in (out / "report.html").read_text()
     # the same study with more epochs is another experiment: its finished runs are not passed off as it
     config.write_text(yaml.safe_dump({**TINY_STUDY, "epochs": 3}))
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {out / 'runs' / 'simple-2conv'}")
-    assert "holds a run with other settings (train.epochs 2 -> 3)" in result.stderr
+    code, _, err = run_cli(command, monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {out / 'runs' / 'simple-2conv'}")
+    assert "holds a run with other settings (train.epochs 2 -> 3)" in err
     assert (out / "runs" / "simple-2conv" / "f=1-s=0" / "metrics.json").stat().st_mtime_ns == stamp
 
 

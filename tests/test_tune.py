@@ -88,13 +88,13 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
         # a worker SIGKILLed mid-trial: another worker fails the silent trial and retries it in the same run
         # directory, which resumes after the epochs the killed one finished
         slow = tmp_path / "slow.yaml"
-        slow.write_text("lr: 1.0e-3\nbatch_size: 16\nepochs: 25\naugment: none\n")
+        slow.write_text("lr: 1.0e-3\nbatch_size: 16\nepochs: 10\naugment: none\n")
         killed_common = ("--space", str(slow), "--storage", url, "--study-name", "killed", "--out",
                          str(tmp_path / "k"), "--heartbeat", "1", "--pruner", "none")
         victim = tune(tmp_path, "--trials", "1", *killed_common, wait=False, start_new_session=True)
         history = tmp_path / "k" / "trials" / "0000" / "history.jsonl"
         epochs_before = kill_after_epochs(victim, history)
-        assert epochs_before < 25
+        assert epochs_before < 10
         time.sleep(4)  # past the grace period of 3 heartbeats
         survivor = tune(tmp_path, "--trials", "1", *killed_common)
         summary = json.loads((tmp_path / "k" / "tune.json").read_text())
@@ -103,4 +103,4 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
         assert retry["number"] == 1 and retry["run_dir"].endswith("trials/0000")
         assert "resuming" in survivor.stderr and "(retry of 0)" in survivor.stderr
         epochs = [json.loads(x)["epoch"] for x in history.read_text().splitlines()]
-        assert epochs == list(range(1, 26))
+        assert epochs == list(range(1, 11))

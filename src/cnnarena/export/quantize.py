@@ -6,7 +6,7 @@ Operator format (QLinearConv, QGemm, and pooling on quantized tensors), int8 wei
 activations with symmetric ranges, MinMax calibration. The QDQ format leaves Q/DQ pairs around every op ONNX Runtime
 does not fuse (max pooling in the custom CNNs) and ran simple-2conv slower than float; asymmetric activation ranges
 cost simple-2conv 4 points on Fashion-MNIST, symmetric ones 0.2; int8 activations ran ~10x slower than uint8
-(benchmarks/results/int8_export.md).
+(measured on Fashion-MNIST: benchmarks/results/int8_export.json).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -91,25 +92,41 @@ def compare_speed(sessions: dict[str, Any], sample: np.ndarray, seconds: float, 
     return best
 
 
-def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray]) -> str:
-    """Quantize in the operator format, or in QDQ where ONNX Runtime cannot run the former (its QLinearConv
-    refused EfficientNet-Lite0's depthwise convolutions on 4x4 maps); returns the format used."""
+def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray]) -> tuple[str, list[str]]:
+    """Quantize in the operator format, or in QDQ where that fails; a node ONNX Runtime then refuses to run (its
+    QLinearConv refused EfficientNet-Lite0's depthwise convolutions on the smallest maps) stays float, and the
+    model is quantized again. Returns the format and the nodes left in float."""
     from onnxruntime.quantization import QuantFormat
 
-    failure = None
+    failure: Exception | None = None
     for fmt in (QuantFormat.QOperator, QuantFormat.QDQ):
-        try:
-            _quantize_as(float_path, out_path, batches, fmt)
-            _session(out_path).run([OUTPUT_NAME], {INPUT_NAME: batches[0]})
-            return "QOperator" if fmt == QuantFormat.QOperator else "QDQ"
-        except Exception as e:  # this format cannot quantize or run the graph: the next one may
-            log.debug(f"int8 as {fmt}: {type(e).__name__}: {e}")
-            failure = e
+        excluded: list[str] = []
+        for _ in range(MAX_EXCLUDED + 1):
+            try:
+                _quantize_as(float_path, out_path, batches, fmt, excluded)
+                _session(out_path).run([OUTPUT_NAME], {INPUT_NAME: batches[0]})
+                return ("QOperator" if fmt == QuantFormat.QOperator else "QDQ"), excluded
+            except Exception as e:  # this format cannot quantize or run the graph as it is
+                log.debug(f"int8 as {fmt} without {excluded}: {type(e).__name__}: {e}")
+                failure = e
+                refused = _refused_node(str(e))
+                if refused is None or refused in excluded:
+                    break
+                excluded.append(refused)
     assert failure is not None
     raise failure
 
 
-def _quantize_as(float_path: Path, out_path: Path, batches: list[np.ndarray], fmt) -> None:
+MAX_EXCLUDED = 12  # nodes left in float before giving a format up
+
+
+def _refused_node(message: str) -> str | None:
+    """The quantized graph's node ONNX Runtime refused, as the float graph names it."""
+    found = re.search(r"Name:'([^']+)'", message)
+    return re.sub(r"(_quant)?(_token_\d+)?$", "", found.group(1)) if found else None
+
+
+def _quantize_as(float_path: Path, out_path: Path, batches: list[np.ndarray], fmt, excluded: list[str]) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -130,7 +147,8 @@ def _quantize_as(float_path: Path, out_path: Path, batches: list[np.ndarray], fm
             prepared = float_path
         quantize_static(str(prepared), str(out_path), Reader(), quant_format=fmt, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, extra_options={"ActivationSymmetric": True})
+                        calibrate_method=CalibrationMethod.MinMax, extra_options={"ActivationSymmetric": True},
+                        nodes_to_exclude=excluded)
 
 
 def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: float = 1.0,
@@ -149,7 +167,7 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
     try:
         t0 = time.perf_counter()
         try:
-            fmt = _quantize(float_path, tmp, batches)
+            fmt, excluded = _quantize(float_path, tmp, batches)
         except Exception as e:  # the quantizer's failures all mean "cannot quantize this graph"
             raise UserError(f"int8 quantization of {run_dir} failed: {type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
@@ -173,7 +191,7 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
             "method": "onnxruntime static quantization", "format": fmt, "weights": "int8, per channel",
             "activations": "uint8, symmetric ranges", "calibration": "MinMax",
             "calibration_images": sum(len(b) for b in batches), "calibrated_on": "the run's training split",
-            "seconds": round(seconds, 2)},
+            "seconds": round(seconds, 2), "float_nodes": excluded},
             "accuracy": {"float": acc_float, "int8": acc_int8, "drop_points": round(drop, 3),
                          "max_drop_points": max_drop, "test_images": len(test)},
             "images_per_second": speed,

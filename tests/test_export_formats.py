@@ -1,0 +1,84 @@
+"""int8 ONNX (calibrated, judged on the test split, refused past --max-drop, served), TorchScript and torch.export
+archives: each reproduces the run's model."""
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from cli_run import run_cli
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnarena.errors import UserError
+from cnnarena.evaluate.predict import load_run_model
+from cnnarena.export.onnx import export_onnx
+from cnnarena.export.quantize import quantize_run, run_images
+from cnnarena.serve.app import create_app
+
+
+@pytest.fixture
+def run(digits_run, tmp_path):
+    """A copy of the session's digits run: exports write into it."""
+    copy = tmp_path / "run"
+    shutil.copytree(digits_run, copy)
+    return copy
+
+
+def test_int8_export_is_checked_on_the_test_split_and_served(run, monkeypatch, capsys):
+    code, out, err = run_cli(["export", str(run), "--int8"], monkeypatch, capsys)
+    assert code == 0, err
+    card = json.loads((run / "model.int8.card.json").read_text())
+    acc = card["accuracy"]
+    split = run_images(run)
+    session = ort.InferenceSession(str(run / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"images": split.test.images.numpy().astype(np.float32) / 255})[0]
+    assert acc["int8"] == pytest.approx(float((logits.argmax(1) == split.test.labels.numpy()).mean()))
+    assert acc["test_images"] == len(split.test) and acc["drop_points"] <= 1.0
+    assert acc["float"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test_accuracy"], abs=1e-6)
+    assert set(card["images_per_second"]["int8"]) == {"1", "64"} and card["speedup"]["64"] > 0
+    assert card["quantization"]["calibration_images"] == 256 and card["classes"] == [str(i) for i in range(10)]
+    assert f"test accuracy: int8 {acc['int8']:.4f}" in out and "batch 64: int8" in out
+
+    with TestClient(create_app(run, backend="onnx-int8")) as client:  # served as it was checked
+        assert client.get("/v1/health").json()["backend"] == "onnx-int8"
+        img = Image.fromarray(split.test.images[0, 0].numpy(), "L")
+        import io
+
+        data = io.BytesIO()
+        img.save(data, "PNG")
+        body = client.post("/v1/predict", files={"file": ("a.png", data.getvalue(), "image/png")}).json()
+        top = body["results"][0]["predictions"][0]
+        assert top["label"] == str(int(logits[0].argmax()))
+
+
+def test_an_int8_model_that_loses_too_much_is_not_written(run, tmp_path, monkeypatch, capsys):
+    # the digits model loses no accuracy in int8 (it gains 0.3 points): a bound below any possible change refuses it
+    exported = export_onnx(run, tmp_path / "float" / "model.onnx")
+    with pytest.raises(UserError) as refused:
+        quantize_run(run, exported.onnx_path, run / "model.int8.onnx", max_drop=-100, speed_seconds=0.1)
+    assert str(refused.value).startswith("the int8 model loses ")
+    assert str(refused.value).endswith("more than --max-drop -100: not written")
+    assert not (run / "model.int8.onnx").exists() and not (run / "model.int8.card.json").exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".model.int8")]  # no temp file left
+    code, _, err = run_cli(["serve", str(run), "--backend", "onnx-int8", "--port", "0"], monkeypatch, capsys)
+    assert code == 2 and f"no int8 model of these weights in {run}: run `cnnarena export {run} --int8` first" in err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_pytorch_exports_reproduce_the_model(run, fmt, monkeypatch, capsys):
+    code, out, err = run_cli(["export", str(run), "--format", fmt], monkeypatch, capsys)
+    assert code == 0, err
+    path = run / ("model.pt" if fmt == "torchscript" else "model.pt2")
+    card = json.loads((run / f"{path.name}.card.json").read_text())
+    assert card["export_format"] == fmt and card["classes"] == [str(i) for i in range(10)]
+    loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+    model = load_run_model(run).eval()
+    x = torch.rand(5, 1, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    assert not (run / "model.card.json").exists()  # the ONNX card's name stays free
+    code, _, err = run_cli(["export", str(run), "--format", fmt, "--int8"], monkeypatch, capsys)
+    assert code == 2 and f"--int8 quantizes ONNX models: not with --format {fmt}" in err
