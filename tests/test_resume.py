@@ -9,26 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
-from cli_run import run_cli
+from cli_run import KILL_AFTER_STATE, run_cli
 
 pytestmark = pytest.mark.slow  # every test trains in CLI subprocesses (and in-process CLI runs beside them)
-
-KILL_AFTER_STATE = textwrap.dedent("""
-    import os, signal, sys
-    from cnnarena.train import checkpoint
-    save, kill_at = checkpoint.save_trainer_state, int(sys.argv[1])
-    def save_then_die(path, state):
-        save(path, state)
-        if state["epoch"] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    checkpoint.save_trainer_state = save_then_die
-    from cnnarena.cli import main
-    sys.argv = ["cnnarena", *sys.argv[2:]]
-    main()
-""")
 
 # one thread: the same arithmetic in every process, so histories can be compared exactly
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

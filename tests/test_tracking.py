@@ -6,28 +6,13 @@ import csv
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
-from cli_run import run_cli
+from cli_run import KILL_AFTER_STATE, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from cnnarena.train.tensorboard_log import FINAL_METRICS, scalar_tag
-
-KILL_AFTER_EPOCH = textwrap.dedent("""
-    import os, signal, sys
-    from cnnarena.train import checkpoint
-    save, kill_at = checkpoint.save_trainer_state, int(sys.argv[1])
-    def save_then_die(path, state):  # before TensorBoard saw the epoch: the resumed run must write it
-        save(path, state)
-        if state["epoch"] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    checkpoint.save_trainer_state = save_then_die
-    from cnnarena.cli import main
-    sys.argv = ["cnnarena", *sys.argv[2:]]
-    main()
-""")
 
 
 def events(run):
@@ -51,7 +36,7 @@ def mlflow_client(uri):
 def test_a_killed_and_resumed_run_logs_every_epoch_once_to_tensorboard_and_mlflow(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     args = ["train", "digits", "--model", "simple-2conv", "--epochs", "3", "--fraction", "0.3", "--out", str(run)]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_EPOCH, "2", *args], capture_output=True, text=True,
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_STATE, "2", *args], capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -9
     assert sorted(e.step for e in events(run).Scalars("loss/train")) == [1]  # epoch 2 died before its events
