@@ -3,6 +3,7 @@ three splits, a folder of Parquet files, hf:PATH, columns found from the feature
 
 import json
 
+import datasets
 import numpy as np
 import pytest
 from cli_run import run_cli
@@ -10,8 +11,6 @@ from PIL import Image
 
 from cnnarena.data import hf
 from cnnarena.data.sources import load_source
-
-datasets = pytest.importorskip("datasets", reason="the hf extra (pip install 'cnnarena[hf]') is not installed")
 
 NAMES = [f"digit-{d}" for d in range(10)]
 
@@ -41,7 +40,7 @@ def three_splits(tmp_path_factory):
     return path
 
 
-def test_a_save_to_disk_folder_keeps_its_splits_and_class_names(three_splits, tmp_path):
+def test_a_save_to_disk_folder_keeps_its_splits_and_class_names(three_splits, tmp_path, monkeypatch):
     source = load_source(str(three_splits), cache_dir=tmp_path / "cache")
     assert source.classes == NAMES  # the ClassLabel's names, in its order
     assert (len(source.pool), len(source.val), len(source.test)) == (600, 200, 300)
@@ -50,12 +49,8 @@ def test_a_save_to_disk_folder_keeps_its_splits_and_class_names(three_splits, tm
     _, expected = digit_images(300, 800)
     assert source.test.labels.tolist() == expected
     # decoded once: a second load reads the cache and decodes nothing
-    original = hf.decode_opened
-    try:
-        hf.decode_opened = lambda *a: (_ for _ in ()).throw(AssertionError("decoded again"))
-        again = load_source(str(three_splits), cache_dir=tmp_path / "cache")
-    finally:
-        hf.decode_opened = original
+    monkeypatch.setattr(hf, "decode_opened", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    again = load_source(str(three_splits), cache_dir=tmp_path / "cache")
     assert again.pool.images.equal(source.pool.images)
 
 

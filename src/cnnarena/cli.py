@@ -571,14 +571,13 @@ def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, 
     import tempfile
 
     from .export.onnx import export_onnx
-    from .export.quantize import quantize_run
+    from .export.quantize import INT8_FILE, quantize_run
 
+    path = output or run_dir / INT8_FILE
     with tempfile.TemporaryDirectory(prefix="cnnarena-export-") as tmp:  # the float model is a step, not a result
         result = export_onnx(run_dir, Path(tmp) / "model.onnx", exporter=exporter, opset=opset)
-        card = quantize_run(run_dir, result.onnx_path, output or run_dir / "model.int8.onnx", max_drop=max_drop,
-                            calibration=calibration)
+        card = quantize_run(run_dir, result.onnx_path, path, max_drop=max_drop, calibration=calibration)
     acc, speed = card["accuracy"], card["images_per_second"]
-    path = output or run_dir / "model.int8.onnx"
     size = card["file_bytes"]
     print(f"wrote {path} (int8, {size['int8'] / 1e6:.2f} MB; float {size['float'] / 1e6:.2f} MB)\n"
           f"test accuracy: int8 {acc['int8']:.4f}, float {acc['float']:.4f} ({acc['drop_points']:+.2f} points "

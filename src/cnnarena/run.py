@@ -40,6 +40,7 @@ from .models.registry import create_model
 from .report import plots
 from .train.callbacks import Callback, standard_callbacks
 from .train.checkpoint import load_resume_point
+from .train.config import flatten_settings
 from .train.loop import TrainResult, fit, resolve_device, seed_everything
 from .writer_lock import sole_writer
 
@@ -266,7 +267,7 @@ def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
     except yaml.YAMLError as e:
         raise UserError(f"corrupt {run_dir / 'config.yaml'}: {str(e).splitlines()[0]}") from None
     now = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same YAML round trip as the saved file
-    flat_saved, flat_now = _flatten(saved or {}), _flatten(now)
+    flat_saved, flat_now = flatten_settings(saved or {}), flatten_settings(now)
     # keys only one side has come from another cnnarena version: not a difference in what was asked for
     changed = [f"{key} {flat_saved[key]!r} -> {flat_now[key]!r}"
                for key in sorted((set(flat_saved) & set(flat_now)) - MAY_DIFFER)
@@ -275,16 +276,6 @@ def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise UserError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:3])}{more}): "
                         "pass another --out, or delete it to start over")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and key == "train":  # augment stays one value: it lists only what is on
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, result: TrainResult, run_dir: Path, *,

@@ -98,9 +98,7 @@ def load_or_decode(root: Path, ids: list[str], labels: list[str], *, image_size:
         _compact(raw_path, npy_tmp, keep, channels)
         meta = {"ids": [ids[i] for i in keep], "labels": [labels[i] for i in keep], "skipped": skipped,
                 "original_sizes": [results[i][:2] for i in keep]}
-        json_tmp.write_text(json.dumps(meta))
-        os.replace(npy_tmp, directory / f"{key}.npy")
-        os.replace(json_tmp, directory / f"{key}.json")  # last: its presence marks a complete entry
+        commit_entry(directory, key, npy_tmp, json_tmp, meta)
     finally:
         for path in (raw_path, npy_tmp, json_tmp):
             path.unlink(missing_ok=True)
@@ -123,7 +121,16 @@ def _compact(raw_path: Path, out_path: Path, keep: list[int], channels: int) -> 
     out.flush()
 
 
-def _read(directory: Path, key: str) -> Decoded | None:
+def commit_entry(directory: Path, key: str, npy_tmp: Path, json_tmp: Path, meta: dict) -> None:
+    """Put a decoded set written to npy_tmp into the cache under key, with its metadata (written to json_tmp first):
+    the JSON is renamed last, so its presence marks a complete entry."""
+    json_tmp.write_text(json.dumps(meta))
+    os.replace(npy_tmp, directory / f"{key}.npy")
+    os.replace(json_tmp, directory / f"{key}.json")
+
+
+def read_entry(directory: Path, key: str) -> tuple[np.ndarray, dict] | None:
+    """A complete cache entry (images memory-mapped copy-on-write, metadata), or None when absent or damaged."""
     try:
         meta = json.loads((directory / f"{key}.json").read_text())
         images = np.load(directory / f"{key}.npy", mmap_mode="c")  # copy-on-write: torch wants writable
@@ -131,6 +138,14 @@ def _read(directory: Path, key: str) -> Decoded | None:
         return None  # absent or damaged: decode again
     if images.ndim != 4 or images.shape[0] != len(meta["ids"]):
         return None
+    return images, meta
+
+
+def _read(directory: Path, key: str) -> Decoded | None:
+    entry = read_entry(directory, key)
+    if entry is None:
+        return None
+    images, meta = entry
     return Decoded(images, meta["ids"], meta["labels"], [tuple(s) for s in meta["skipped"]],
                    [tuple(s) for s in meta["original_sizes"]])
 

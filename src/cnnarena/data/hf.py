@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from .cache import image_cache_dir
+from .cache import commit_entry, image_cache_dir, read_entry
 from .dataset import ImageSet, Source
 from .imageio import decode_opened
 
@@ -127,12 +127,9 @@ def _decode_split(ds, image: str, label: str, size: int, grayscale: bool | None,
     """(uint8 N×C×S×S, raw labels, ids, skipped, original sizes, single-channel flags), from the cache when
     this split was decoded before."""
     key = _cache_key(ds._fingerprint, image, label, size, grayscale)
-    npy, meta_path = directory / f"{key}.npy", directory / f"{key}.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-        return np.load(npy, mmap_mode="c"), meta
-    except (OSError, ValueError):
-        pass
+    cached = read_entry(directory, key)
+    if cached is not None:
+        return cached
     datasets = _datasets()
     raw = ds.select_columns([image, label]).cast_column(image, datasets.Image(decode=False))
     images, labels, ids, skipped, sizes, singles = [], [], [], [], [], []
@@ -164,9 +161,7 @@ def _decode_split(ds, image: str, label: str, size: int, grayscale: bool | None,
     npy_tmp, json_tmp = directory / f".{key}.{tag}.npy", directory / f".{key}.{tag}.json"
     try:
         np.save(npy_tmp, stacked)
-        json_tmp.write_text(json.dumps(meta))
-        os.replace(npy_tmp, npy)
-        os.replace(json_tmp, meta_path)  # last: its presence marks a complete entry
+        commit_entry(directory, key, npy_tmp, json_tmp, meta)
     finally:
         npy_tmp.unlink(missing_ok=True)
         json_tmp.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ def load_data(cfg: Any) -> Source:
     """The source a run config names (its data, data_dir, image_size, grayscale, class_map, strict), decoded once
     per process: a study's runs, its report and a re-evaluation share the same in-memory source."""
     return _cached_source(cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict,
-                          getattr(cfg, "image_column", None), getattr(cfg, "label_column", None))
+                          cfg.image_column, cfg.label_column)
 
 
 @lru_cache(maxsize=4)

@@ -28,6 +28,7 @@ from .onnx import INPUT_NAME, OUTPUT_NAME, card_path_for
 
 log = logging.getLogger(__name__)
 
+INT8_FILE = "model.int8.onnx"  # in the run directory: what `serve --backend onnx-int8` serves
 CALIBRATION_IMAGES = 256
 SPEED_BATCHES = (1, 64)
 EVAL_BATCH = 256

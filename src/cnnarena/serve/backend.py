@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from ..models.base import ModelMeta
 
 BACKENDS = ("onnx", "onnx-int8", "torch")
-INT8_FILE = "model.int8.onnx"
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,7 @@ def _onnx_backend(run_dir: Path, model, int8: bool = False) -> Backend:
     import onnxruntime as ort
 
     from ..export.onnx import INPUT_NAME, OUTPUT_NAME, card_path_for, export_onnx
+    from ..export.quantize import INT8_FILE
 
     keep: list[Any] = []
     onnx_path = run_dir / (INT8_FILE if int8 else "model.onnx")

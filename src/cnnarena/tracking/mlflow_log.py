@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import UserError
 from ..files import atomic_write_text
+from ..train.config import flatten_settings
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,7 @@ def _remember(directory: Path, uri: str, run_id: str, done: bool) -> None:
 
 
 def _flat_params(config: dict[str, Any]) -> dict[str, str]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return {k: str(v)[:MAX_PARAM_CHARS] for k, v in flat.items()}
+    return {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten_settings(config).items()}
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, float]:

@@ -41,13 +41,9 @@ def writer_for(run_dir: Path, **kwargs):
 
 def hparams_of(config: dict[str, Any]) -> dict[str, bool | int | float | str]:
     """A run config as TensorBoard hyper-parameters: flat keys (train.lr), scalars, None and lists as text."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == "train" and isinstance(value, dict):
-            flat.update({f"train.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in flat.items()}
+    from .config import flatten_settings
+
+    return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in flatten_settings(config).items()}
 
 
 def log_final(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
