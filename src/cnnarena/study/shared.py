@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 
 
+def _job_of(trial) -> int | None:
+    """The job index a trial holds; a waiting trial has it only as the enqueued fixed parameter."""
+    return trial.params.get("job", trial.system_attrs.get("fixed_params", {}).get("job"))
+
+
 def _queue(optuna_study, stage: str, jobs: list[Job]) -> None:
     """Enqueue the stage's jobs that no trial holds yet (another worker may have enqueued them)."""
-    held = {(t.params.get("job"), t.user_attrs.get("stage")) for t in optuna_study.get_trials(deepcopy=False)}
+    held = {(_job_of(t), t.user_attrs.get("stage")) for t in optuna_study.get_trials(deepcopy=False)}
     for i, job in enumerate(jobs):
         if (i, stage) not in held:
             optuna_study.enqueue_trial({"job": i}, user_attrs={"stage": stage, "key": job.key})
@@ -40,6 +45,34 @@ def _done(optuna_study, stage: str, jobs: list[Job]) -> bool:
     complete = {t.params.get("job") for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("stage") == stage}
     return all(i in complete for i in range(len(jobs)))
+
+
+def _holder(trials, number: int, index: int, stage: str):
+    """The trial that has job `index` of the stage instead of trial `number`: one that finished it, or an earlier one
+    training it. Two workers that start the same job at once each see the other running; only the later one gives
+    way, so the job is never given up by both."""
+    from optuna.trial import TrialState
+
+    for t in trials:
+        if t.number == number or _job_of(t) != index or t.user_attrs.get("stage") != stage:
+            continue
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < number):
+            return t
+    return None
+
+
+def _requeue_orphans(optuna_study, stage: str, jobs: list[Job]) -> None:
+    """Enqueue again the jobs that no trial finished, trains or waits for: every trial of it gave way, or was pruned
+    by a worker that found its run locked. A duplicate (another worker's retry or requeue) gives way in `_holder`."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+    trials = [t for t in optuna_study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == stage]
+    for i, job in enumerate(jobs):
+        mine = [t for t in trials if _job_of(t) == i]
+        if not any(t.state in live for t in mine):
+            log.info(f"[worker] {job.key}: no trial holds it; enqueued again")
+            optuna_study.enqueue_trial({"job": i}, user_attrs={"stage": stage, "key": job.key})
 
 
 def _work(optuna_study, stage: str, jobs: list[Job]) -> int:
@@ -56,10 +89,9 @@ def _work(optuna_study, stage: str, jobs: list[Job]) -> int:
         if frozen.user_attrs.get("stage") != stage:  # asked with nothing waiting: not a job of ours
             raise optuna.TrialPruned("no job waiting")
         job = jobs[index]
-        others = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
-                  if t.number != trial.number and t.params.get("job") == index and t.user_attrs.get("stage") == stage]
-        if others:  # two workers enqueued the stage at once: the job has a trial already
-            raise optuna.TrialPruned(f"{job.key}: trial {others[0].number} has it")
+        holder = _holder(trial.study.get_trials(deepcopy=False), trial.number, index, stage)
+        if holder is not None:  # two workers enqueued the stage at once: the job has a trial already
+            raise optuna.TrialPruned(f"{job.key}: trial {holder.number} has it")
         retried = _retry_callback().retried_trial_number(frozen)
         log.info(f"[worker] {job.key}" + (f" (retry of trial {retried})" if retried is not None else ""))
         try:
@@ -84,6 +116,7 @@ def _wait(optuna_study, stage: str, jobs: list[Job]) -> None:
 
     while not _done(optuna_study, stage, jobs):
         optuna.storages.fail_stale_trials(optuna_study)  # a dead worker's trial: failed, its retry waiting
+        _requeue_orphans(optuna_study, stage, jobs)
         _work(optuna_study, stage, jobs)
         failed_for_good = [i for i in range(len(jobs))
                            if sum(t.params.get("job") == i and t.user_attrs.get("stage") == stage
