@@ -82,3 +82,38 @@ def test_pytorch_exports_reproduce_the_model(run, fmt, monkeypatch, capsys):
     assert not (run / "model.card.json").exists()  # the ONNX card's name stays free
     code, _, err = run_cli(["export", str(run), "--format", fmt, "--int8"], monkeypatch, capsys)
     assert code == 2 and f"--int8 quantizes ONNX models: not with --format {fmt}" in err
+
+
+def test_a_relu_after_a_max_pool_moves_before_it_and_the_graph_computes_the_same(tmp_path):
+    import onnx
+
+    from cnnarena.export.quantize import relu_before_max_pool
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).eval()
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (torch.rand(1, 1, 16, 16),), str(path), dynamo=False, input_names=["x"])
+    model = onnx.load(str(path))
+    assert relu_before_max_pool(model) == 1  # the second pair is in that order already
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool"]
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).normal(size=(1, 1, 16, 16)).astype(np.float32)
+    before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(before, after)
+
+
+def test_same_padding_is_a_constant_in_the_export():
+    from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
+
+    from cnnarena.export.static_padding import with_static_padding
+
+    net = torch.nn.Sequential(Conv2dSame(3, 4, 5, stride=2), torch.nn.ReLU(), Conv2dSame(4, 4, 3, stride=2)).eval()
+    x = torch.rand(2, 3, 13, 13)
+    fixed = with_static_padding(net, x)
+    assert all(type(m) is Conv2dSame for m in net if isinstance(m, torch.nn.Conv2d))  # the caller's model as it was
+    assert all(type(m) is Conv2dSameExport and m.pad is not None for m in fixed if isinstance(m, torch.nn.Conv2d))
+    with torch.inference_mode():
+        torch.testing.assert_close(fixed(x), net(x), rtol=0, atol=0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    assert with_static_padding(plain, x) is plain

@@ -132,8 +132,11 @@ def _probe_opset(opset: int) -> str:
 def _export_graph(model: Classifier, path: Path, exporter: str, opset: int) -> None:
     import torch
 
+    from .static_padding import with_static_padding
+
     meta = model.meta
     example = torch.rand(2, meta.in_chans, *meta.data_size)  # batch 2: a batch of 1 may be specialised
+    model = with_static_padding(model, example)
     with warnings.catch_warnings():
         # Expected noise: the TorchScript exporter's deprecation notice, and the tracer's note that the
         # adapter's resize test on H×W becomes a constant (H×W are fixed by design; only N varies).
