@@ -5,7 +5,8 @@ trained on Fashion-MNIST, through `cnnarena export RUN --int8` itself (its card 
   python -m benchmarks.int8_export --runs DIR ...  # or quantize finished runs
 
 Each run trains with the CLI (simple-2conv 3 epochs, fast 3 epochs, Lite0 for a 3-minute budget at the 48 px
-cnnarena picks for 28 px images); the export measures both models in alternation, three rounds, best round kept.
+cnnarena picks for 28 px images); the export measures both models in alternation, three rounds of 8 s in all, best
+round kept.
 Goal (issue 21): int8 at least 1.5x the float images/s with at most 0.5 points lost, for the custom CNNs.
 Results: benchmarks/results/int8_export.json.
 """
@@ -27,6 +28,7 @@ RECIPES = {
     "fast": ["--epochs", "3"],
     "efficientnet_lite0": ["--budget", "3m"],
 }
+TIMING_SECONDS = 8  # per comparison of two models, longer than the CLI's default: batch-1 rates are noisy
 
 
 def cli(*args: str) -> None:
@@ -51,7 +53,8 @@ def main() -> None:
         for run in runs:
             out = Path(tmp) / f"{run.name}.int8.onnx"
             done = subprocess.run([sys.executable, "-m", "cnnarena.cli", "export", str(run), "--int8", "--max-drop",
-                                   "100", "--output", str(out)], capture_output=True, text=True)  # figures, whatever
+                                   "100", "--timing", str(TIMING_SECONDS), "--output", str(out)],
+                                  capture_output=True, text=True)  # figures, whatever
             print(done.stdout + done.stderr)
             if done.returncode != 0:  # recorded, not hidden: the quantizer cannot handle every graph
                 rows.append({"model": run.name, "error": done.stderr.strip().splitlines()[-1]})
@@ -59,6 +62,8 @@ def main() -> None:
             card = json.loads(out.with_name(out.stem + ".card.json").read_text())
             acc, speed = card["accuracy"], card["images_per_second"]
             rows.append({"model": card["model"], "format": card["quantization"]["format"],
+                         "float_stem": card["quantization"]["stem"]["float"],
+                         "stem_candidates": card["quantization"]["stem"]["measured"],
                          "test_images": acc["test_images"],
                          "accuracy_float": acc["float"], "accuracy_int8": acc["int8"],
                          "points_lost": acc["drop_points"], "images_per_second": speed, "speedup": card["speedup"],

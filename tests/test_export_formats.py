@@ -40,6 +40,10 @@ def test_int8_export_is_checked_on_the_test_split_and_served(run, monkeypatch, c
     assert acc["float"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test_accuracy"], abs=1e-6)
     assert set(card["images_per_second"]["int8"]) == {"1", "64"} and card["speedup"]["64"] > 0
     assert card["quantization"]["calibration_images"] == 256 and card["classes"] == [str(i) for i in range(10)]
+    stem = card["quantization"]["stem"]  # the digits CNN reads 1 channel: both stems were quantized and timed
+    assert set(stem["measured"]) == {"int8 stem", "float stem"} and set(stem["measured"]["float stem"]) == {"1", "64"}
+    if stem["float"]:
+        assert set(stem["nodes"]) <= set(card["quantization"]["float_nodes"])
     assert f"test accuracy: int8 {acc['int8']:.4f}" in out and "batch 64: int8" in out
 
     with TestClient(create_app(run, backend="onnx-int8")) as client:  # served as it was checked
@@ -87,7 +91,7 @@ def test_pytorch_exports_reproduce_the_model(run, fmt, monkeypatch, capsys):
 def test_a_relu_after_a_max_pool_moves_before_it_and_the_graph_computes_the_same(tmp_path):
     import onnx
 
-    from cnnarena.export.quantize import relu_before_max_pool
+    from cnnarena.export.int8_rewrites import relu_before_max_pool
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
                               torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).eval()
@@ -101,6 +105,34 @@ def test_a_relu_after_a_max_pool_moves_before_it_and_the_graph_computes_the_same
     before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(before, after)
+
+
+def test_flattening_channels_last_computes_the_same_and_the_stem_is_found(tmp_path):
+    import onnx
+
+    from cnnarena.export.int8_rewrites import flatten_channels_last, float_stem, relu_before_max_pool
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.MaxPool2d(2), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 5)).eval()
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (torch.rand(1, 1, 16, 16),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    model = onnx.load(str(path))
+    stem = float_stem(model)
+    assert [n.op_type for n in model.graph.node if n.name in stem] == ["Conv", "MaxPool", "Relu"]
+    assert relu_before_max_pool(model, keep=frozenset(stem)) == 0  # the stem's pair keeps its order
+    assert flatten_channels_last(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert ops[ops.index("Flatten") - 1] == "Transpose"
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).normal(size=(3, 1, 16, 16)).astype(np.float32)
+    before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    wide = torch.nn.Sequential(torch.nn.Conv2d(16, 4, 3)).eval()
+    torch.onnx.export(wide, (torch.rand(1, 16, 8, 8),), str(path), dynamo=False)
+    assert float_stem(onnx.load(str(path))) == []  # 16 channels: not an image's
 
 
 def test_same_padding_is_a_constant_in_the_export():

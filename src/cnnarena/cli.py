@@ -522,6 +522,8 @@ def export(
                               "images; reports int8 vs float test accuracy and images/s"),
     max_drop: float = typer.Option(1.0, min=0, help="with --int8: refuse when test accuracy drops by more points"),
     calibration: int = typer.Option(256, min=1, help="with --int8: training images to calibrate on"),
+    timing: float = typer.Option(2.0, min=0.1, help="with --int8: seconds of timing per comparison of two models "
+                                 "(longer is steadier)"),
     exporter: str = typer.Option("torchscript", help="ONNX exporter: torchscript | dynamo (needs onnxscript)"),
     opset: int = typer.Option(17, help="ONNX opset (dynamo uses at least 18)"),
 ) -> None:
@@ -556,7 +558,7 @@ def export(
         raise UserError(f"--opset {opset} is not supported by the installed torch's {exporter} exporter: "
                         f"use {low} to {high}" + (" (values below 18 mean 18)" if exporter == "dynamo" else ""))
     if int8:
-        _export_int8(run_dir, output, exporter, opset, max_drop, calibration)
+        _export_int8(run_dir, output, exporter, opset, max_drop, calibration, timing)
         return
     result = export_onnx(run_dir, output, exporter=exporter, opset=opset)
     check = result.card["check"]
@@ -567,7 +569,7 @@ def export(
 
 
 def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, max_drop: float,
-                 calibration: int) -> None:
+                 calibration: int, timing: float) -> None:
     import tempfile
 
     from .export.onnx import export_onnx
@@ -576,7 +578,8 @@ def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, 
     path = output or run_dir / INT8_FILE
     with tempfile.TemporaryDirectory(prefix="cnnarena-export-") as tmp:  # the float model is a step, not a result
         result = export_onnx(run_dir, Path(tmp) / "model.onnx", exporter=exporter, opset=opset)
-        card = quantize_run(run_dir, result.onnx_path, path, max_drop=max_drop, calibration=calibration)
+        card = quantize_run(run_dir, result.onnx_path, path, max_drop=max_drop, calibration=calibration,
+                            speed_seconds=timing)
     acc, speed = card["accuracy"], card["images_per_second"]
     size = card["file_bytes"]
     print(f"wrote {path} (int8, {size['int8'] / 1e6:.2f} MB; float {size['float'] / 1e6:.2f} MB)\n"

@@ -3,13 +3,12 @@ training images, kept only when its accuracy on the run's test split stays withi
 model's; its card records both accuracies and the images/s of both at batch 1 and 64.
 
 Operator format (QLinearConv, QGemm, and pooling on quantized tensors), int8 weights per output channel, uint8
-activations, MinMax calibration. Before quantizing, a ReLU that follows a max pooling is moved before it (the same
-function): ONNX Runtime's quantizer removes a ReLU by narrowing the range of the op before it, which is right after
-a convolution and wrong after a pooling, whose range is its input's (simple-2conv lost 6 points on Fashion-MNIST
-that way, 0.1 once moved). With every ReLU behind a convolution, the whole graph runs in uint8; symmetric
-activation ranges would keep each ReLU in float between a dequantize and a quantize. The QDQ format leaves Q/DQ
-pairs around every op ONNX Runtime does not fuse and ran simple-2conv slower than float; int8 activations ran ~10x
-slower than uint8 (benchmarks/results/int8_export.json).
+activations, MinMax calibration, after the rewrites of int8_rewrites (same function, faster or more accurate
+int8). Where the first convolution reads the image's few channels, the graph is quantized twice, with that stem in
+int8 and in float, and the faster at batch 1 and 64 is kept. With every ReLU behind a convolution, the whole graph
+runs in uint8; symmetric activation ranges would keep each ReLU in float between a dequantize and a quantize. The
+QDQ format leaves Q/DQ pairs around every op ONNX Runtime does not fuse and ran simple-2conv slower than float;
+int8 activations ran ~10x slower than uint8 (benchmarks/results/int8_export.json).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import atomic_write_text
+from .int8_rewrites import flatten_channels_last, float_stem, relu_before_max_pool
 from .onnx import INPUT_NAME, OUTPUT_NAME, card_path_for
 
 log = logging.getLogger(__name__)
@@ -96,14 +96,16 @@ def compare_speed(sessions: dict[str, Any], sample: np.ndarray, seconds: float, 
     return best
 
 
-def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray]) -> tuple[str, list[str]]:
-    """Quantize in the operator format, or in QDQ where that fails; a node ONNX Runtime then refuses to run stays
-    float, and the model is quantized again. Returns the format and the nodes left in float."""
+def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray],
+              keep_float: list[str]) -> tuple[str, list[str]]:
+    """Quantize in the operator format, or in QDQ where that fails, leaving the nodes named in keep_float in float;
+    a node ONNX Runtime then refuses to run stays float too, and the model is quantized again. Returns the format
+    and the nodes left in float."""
     from onnxruntime.quantization import QuantFormat
 
     failure: Exception | None = None
     for fmt in (QuantFormat.QOperator, QuantFormat.QDQ):
-        excluded: list[str] = []
+        excluded: list[str] = list(keep_float)
         for _ in range(MAX_EXCLUDED + 1):
             try:
                 _quantize_as(float_path, out_path, batches, fmt, excluded)
@@ -123,38 +125,39 @@ def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray]) -> tu
 MAX_EXCLUDED = 12  # nodes left in float before giving a format up
 
 
+def _quantize_fastest(float_path: Path, out_path: Path, batches: list[np.ndarray],
+                      speed_seconds: float) -> tuple[str, list[str], dict[str, Any]]:
+    """Quantize the whole graph and, where the first convolution reads the image's few channels, the graph with
+    that stem left in float (int8_rewrites.float_stem); keep the faster at batch 1 and 64 together (geometric mean
+    of images/s, the two measured in alternation). Returns the format, the float nodes and what was measured."""
+    import onnx
+
+    stem = float_stem(onnx.load(str(float_path)))
+    if not stem:
+        return (*_quantize(float_path, out_path, batches, []), {"float": False, "measured": None})
+    with tempfile.TemporaryDirectory(prefix="cnnarena-int8-") as tmp:
+        whole, kept = Path(tmp) / "whole.onnx", Path(tmp) / "float-stem.onnx"
+        fmt, excluded = _quantize(float_path, whole, batches, [])
+        try:
+            kept_fmt, kept_excluded = _quantize(float_path, kept, batches, stem)
+        except Exception as e:  # the whole graph quantized: the stem variant is only a faster candidate
+            log.debug(f"int8 with a float stem {stem} failed: {type(e).__name__}: {e}")
+            os.replace(whole, out_path)
+            return fmt, excluded, {"float": False, "measured": None}
+        measured = compare_speed({"int8 stem": _session(whole), "float stem": _session(kept)}, batches[0],
+                                 speed_seconds)
+        score = {name: float(np.prod(list(rates.values()))) for name, rates in measured.items()}
+        float_stem_wins = score["float stem"] > score["int8 stem"]
+        os.replace(kept if float_stem_wins else whole, out_path)
+    if float_stem_wins:
+        fmt, excluded = kept_fmt, kept_excluded
+    return fmt, excluded, {"float": float_stem_wins, "nodes": stem, "measured": measured}
+
+
 def _refused_node(message: str) -> str | None:
     """The quantized graph's node ONNX Runtime refused, as the float graph names it."""
     found = re.search(r"Name:'([^']+)'", message)
     return re.sub(r"(_quant)?(_token_\d+)?$", "", found.group(1)) if found else None
-
-
-def relu_before_max_pool(model) -> int:
-    """Rewrite MaxPool -> Relu pairs (the pooling's only consumer is the ReLU) as Relu -> MaxPool, in place; the
-    number of pairs moved. relu(maxpool(x)) == maxpool(relu(x)): both are monotone and act per element or per
-    window. The moved tensor's stale shape is dropped from value_info (shape inference runs again)."""
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    moved: set[str] = set()
-    for i, pool in enumerate(graph.node):
-        if pool.op_type != "MaxPool" or len(pool.output) != 1 or pool.output[0] in outputs:
-            continue
-        users = [k for k, node in enumerate(graph.node) if pool.output[0] in node.input]
-        if len(users) != 1 or graph.node[users[0]].op_type != "Relu":
-            continue
-        relu = graph.node[users[0]]
-        x, mid, y = pool.input[0], pool.output[0], relu.output[0]
-        relu.input[0], relu.output[0], pool.input[0], pool.output[0] = x, mid, mid, y
-        first, second = type(pool)(), type(pool)()
-        first.CopyFrom(relu)
-        second.CopyFrom(pool)
-        graph.node[i].CopyFrom(first)  # the ReLU takes the pooling's place, so the graph stays in order
-        graph.node[users[0]].CopyFrom(second)
-        moved.add(mid)
-    kept = [v for v in graph.value_info if v.name not in moved]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
-    return len(moved)
 
 
 class _QuietShapeWarnings(logging.Filter):
@@ -182,7 +185,8 @@ def _quantize_as(float_path: Path, out_path: Path, batches: list[np.ndarray], fm
     with tempfile.TemporaryDirectory(prefix="cnnarena-int8-") as tmp:
         rewritten, prepared = Path(tmp) / "rewritten.onnx", Path(tmp) / "prepared.onnx"
         graph = onnx.load(str(float_path))
-        relu_before_max_pool(graph)
+        flatten_channels_last(graph)
+        relu_before_max_pool(graph, keep=frozenset(excluded))  # a pair left in float keeps its order
         onnx.save(graph, str(rewritten))
         try:  # shape inference and graph clean-up: ONNX Runtime's advice before quantizing
             quant_pre_process(str(rewritten), str(prepared), skip_symbolic_shape=False)
@@ -200,7 +204,7 @@ def _quantize_as(float_path: Path, out_path: Path, batches: list[np.ndarray], fm
 
 
 def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: float = 1.0,
-                 calibration: int = CALIBRATION_IMAGES, speed_seconds: float = 1.0) -> dict[str, Any]:
+                 calibration: int = CALIBRATION_IMAGES, speed_seconds: float = 2.0) -> dict[str, Any]:
     """Write output (an int8 ONNX model) and its card, or refuse with a UserError when the test accuracy drops by
     more than max_drop points; returns the card."""
     run_dir, output = Path(run_dir), Path(output)
@@ -215,7 +219,7 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
     try:
         t0 = time.perf_counter()
         try:
-            fmt, excluded = _quantize(float_path, tmp, batches)
+            fmt, excluded, stem = _quantize_fastest(float_path, tmp, batches, speed_seconds)
         except Exception as e:  # the quantizer's failures all mean "cannot quantize this graph"
             raise UserError(f"int8 quantization of {run_dir} failed: {type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
@@ -239,7 +243,7 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
             "method": "onnxruntime static quantization", "format": fmt, "weights": "int8, per channel",
             "activations": "uint8", "calibration": "MinMax",
             "calibration_images": sum(len(b) for b in batches), "calibrated_on": "the run's training split",
-            "seconds": round(seconds, 2), "float_nodes": excluded},
+            "seconds": round(seconds, 2), "float_nodes": excluded, "stem": stem},
             "accuracy": {"float": acc_float, "int8": acc_int8, "drop_points": round(drop, 3),
                          "max_drop_points": max_drop, "test_images": len(test)},
             "images_per_second": speed,
