@@ -28,7 +28,7 @@ def run(digits_run, tmp_path):
 
 
 def test_int8_export_is_checked_on_the_test_split_and_served(run, monkeypatch, capsys):
-    code, out, err = run_cli(["export", str(run), "--int8"], monkeypatch, capsys)
+    code, out, err = run_cli(["export", str(run), "--int8", "--timing", "0.5"], monkeypatch, capsys)
     assert code == 0, err
     card = json.loads((run / "model.int8.card.json").read_text())
     acc = card["accuracy"]
