@@ -5,8 +5,8 @@ trained on Fashion-MNIST, through `cnnarena export RUN --int8` itself (its card 
   python -m benchmarks.int8_export --runs DIR ...  # or quantize finished runs
 
 Each run trains with the CLI (simple-2conv 3 epochs, fast 3 epochs, Lite0 for a 3-minute budget at the 48 px
-cnnarena picks for 28 px images); the export measures both models in alternation, three rounds of 8 s in all, best
-round kept.
+cnnarena picks for 28 px images); the export times each model for 8 s at each batch size, in alternation, three
+rounds, best round kept.
 Goal (issue 21): int8 at least 1.5x the float images/s with at most 0.5 points lost, for the custom CNNs.
 Results: benchmarks/results/int8_export.json.
 """
@@ -28,7 +28,7 @@ RECIPES = {
     "fast": ["--epochs", "3"],
     "efficientnet_lite0": ["--budget", "3m"],
 }
-TIMING_SECONDS = 8  # per comparison of two models, longer than the CLI's default: batch-1 rates are noisy
+TIMING_SECONDS = 8  # per model and batch size, longer than the CLI's default: batch-1 rates are noisy
 
 
 def cli(*args: str) -> None:

@@ -2,7 +2,9 @@
 archives: each reproduces the run's model."""
 
 import json
+import os
 import shutil
+import tempfile
 
 import numpy as np
 import onnxruntime as ort
@@ -28,7 +30,10 @@ def run(digits_run, tmp_path):
 
 
 def test_int8_export_is_checked_on_the_test_split_and_served(run, monkeypatch, capsys):
-    code, out, err = run_cli(["export", str(run), "--int8", "--timing", "0.5"], monkeypatch, capsys)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # Linux's tmpfs: temp files on another disk than the run
+    with tempfile.TemporaryDirectory(dir=shm) as scratch, monkeypatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", scratch)
+        code, out, err = run_cli(["export", str(run), "--int8", "--timing", "0.5"], monkeypatch, capsys)
     assert code == 0, err
     card = json.loads((run / "model.int8.card.json").read_text())
     acc = card["accuracy"]
@@ -130,6 +135,21 @@ def test_flattening_channels_last_computes_the_same_and_the_stem_is_found(tmp_pa
     before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    # a Gemm that reads its weights untransposed (transB=0), built by hand: torch's Linear always exports transB=1
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = np.random.default_rng(1).normal(size=(3 * 2 * 2, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("Gemm", ["flat", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], [numpy_helper.from_array(b, "b")])
+    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(plain)
+    assert flatten_channels_last(rewritten) == 1
+    x = np.random.default_rng(2).normal(size=(4, 3, 2, 2)).astype(np.float32)
+    np.testing.assert_allclose(ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})[0],
+                               ort.InferenceSession(plain.SerializeToString()).run(None, {"x": x})[0], rtol=1e-5)
     wide = torch.nn.Sequential(torch.nn.Conv2d(16, 4, 3)).eval()
     torch.onnx.export(wide, (torch.rand(1, 16, 8, 8),), str(path), dynamo=False)
     assert float_stem(onnx.load(str(path))) == []  # 16 channels: not an image's

@@ -522,7 +522,7 @@ def export(
                               "images; reports int8 vs float test accuracy and images/s"),
     max_drop: float = typer.Option(1.0, min=0, help="with --int8: refuse when test accuracy drops by more points"),
     calibration: int = typer.Option(256, min=1, help="with --int8: training images to calibrate on"),
-    timing: float = typer.Option(2.0, min=0.1, help="with --int8: seconds of timing per comparison of two models "
+    timing: float = typer.Option(2.0, min=0.1, help="with --int8: seconds each model is timed at each batch size "
                                  "(longer is steadier)"),
     exporter: str = typer.Option("torchscript", help="ONNX exporter: torchscript | dynamo (needs onnxscript)"),
     opset: int = typer.Option(17, help="ONNX opset (dynamo uses at least 18)"),
@@ -585,6 +585,9 @@ def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, 
     print(f"wrote {path} (int8, {size['int8'] / 1e6:.2f} MB; float {size['float'] / 1e6:.2f} MB)\n"
           f"test accuracy: int8 {acc['int8']:.4f}, float {acc['float']:.4f} ({acc['drop_points']:+.2f} points "
           f"lost, at most {acc['max_drop_points']:g}) on {acc['test_images']} images")
+    stem = card["quantization"]["stem"]
+    if stem["measured"]:
+        print(f"first convolution: kept in {'float' if stem['float'] else 'int8'}, the faster of the two")
     for b in speed["int8"]:
         print(f"batch {b:>2}: int8 {speed['int8'][b]:,.0f} images/s, float {speed['float'][b]:,.0f} "
               f"({card['speedup'][b]:.2f}x)")

@@ -57,6 +57,7 @@ def flatten_channels_last(model) -> int:
               for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
     graph = model.graph
     weights = {w.name: w for w in graph.initializer}
+    outputs = {o.name for o in graph.output}
     done = 0
     for i in reversed(range(len(graph.node))):  # backwards: inserting a node leaves the ones before in place
         flat = graph.node[i]
@@ -65,8 +66,10 @@ def flatten_channels_last(model) -> int:
         if shape is None or len(shape) != 4 or axis != 1 or 0 in shape[1:] or shape[2] * shape[3] == 1:
             continue
         users = _users(graph, flat.output[0])
-        gemm = graph.node[users[0]] if len(users) == 1 else None
+        gemm = graph.node[users[0]] if len(users) == 1 and flat.output[0] not in outputs else None
         if gemm is None or gemm.op_type != "Gemm" or gemm.input[0] != flat.output[0] or gemm.input[1] not in weights:
+            continue
+        if len(_users(graph, gemm.input[1])) != 1:  # a weight another node reads too keeps its order
             continue
         if next((a.i for a in gemm.attribute if a.name == "transA"), 0):
             continue
@@ -77,27 +80,30 @@ def flatten_channels_last(model) -> int:
         rows = rows.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(rows.shape[0], -1)
         weights[gemm.input[1]].CopyFrom(numpy_helper.from_array(
             np.ascontiguousarray(rows if trans_b else rows.T), gemm.input[1]))
-        x, nhwc = flat.input[0], f"{flat.input[0]}_channels_last"
+        x, nhwc = flat.input[0], f"{flat.output[0]}_channels_last"  # named after the Flatten's own output: unique
         flat.input[0] = nhwc
-        graph.node.insert(i, helper.make_node("Transpose", [x], [nhwc], perm=[0, 2, 3, 1],
-                                              name=f"{flat.name}_channels_last"))
+        graph.node.insert(i, helper.make_node("Transpose", [x], [nhwc], perm=[0, 2, 3, 1], name=nhwc))
         done += 1
     return done
 
 
 def float_stem(model) -> list[str]:
     """The names of the first convolution, when it reads at most STEM_MAX_CHANNELS channels, and of the chain of
-    ReLU/Clip/MaxPool nodes that follows it (each the only consumer of the one before); [] when there is none."""
+    ReLU/Clip/MaxPool nodes that follows it (each the only consumer of the one before); [] when there is none, or
+    when a node has no name (the quantizer excludes nodes by name)."""
     graph = model.graph
     weights = {w.name: w for w in graph.initializer}
     conv = next((n for n in graph.node if n.op_type == "Conv"), None)
-    if conv is None or conv.input[1] not in weights or weights[conv.input[1]].dims[1] > STEM_MAX_CHANNELS:
+    if conv is None or conv.input[1] not in weights:
+        return []
+    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    if weights[conv.input[1]].dims[1] * group > STEM_MAX_CHANNELS:
         return []
     stem, last = [conv.name], conv
     while True:
         users = _users(graph, last.output[0])
         if len(users) != 1 or graph.node[users[0]].op_type not in _STEM_FOLLOWERS:
-            return stem
+            return stem if all(stem) else []
         last = graph.node[users[0]]
         stem.append(last.name)
 

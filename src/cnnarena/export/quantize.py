@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -134,7 +135,7 @@ def _quantize_fastest(float_path: Path, out_path: Path, batches: list[np.ndarray
 
     stem = float_stem(onnx.load(str(float_path)))
     if not stem:
-        return (*_quantize(float_path, out_path, batches, []), {"float": False, "measured": None})
+        return (*_quantize(float_path, out_path, batches, []), {"float": False, "nodes": [], "measured": None})
     with tempfile.TemporaryDirectory(prefix="cnnarena-int8-") as tmp:
         whole, kept = Path(tmp) / "whole.onnx", Path(tmp) / "float-stem.onnx"
         fmt, excluded = _quantize(float_path, whole, batches, [])
@@ -142,13 +143,13 @@ def _quantize_fastest(float_path: Path, out_path: Path, batches: list[np.ndarray
             kept_fmt, kept_excluded = _quantize(float_path, kept, batches, stem)
         except Exception as e:  # the whole graph quantized: the stem variant is only a faster candidate
             log.debug(f"int8 with a float stem {stem} failed: {type(e).__name__}: {e}")
-            os.replace(whole, out_path)
-            return fmt, excluded, {"float": False, "measured": None}
+            shutil.copyfile(whole, out_path)
+            return fmt, excluded, {"float": False, "nodes": stem, "measured": None}
         measured = compare_speed({"int8 stem": _session(whole), "float stem": _session(kept)}, batches[0],
                                  speed_seconds)
         score = {name: float(np.prod(list(rates.values()))) for name, rates in measured.items()}
         float_stem_wins = score["float stem"] > score["int8 stem"]
-        os.replace(kept if float_stem_wins else whole, out_path)
+        shutil.copyfile(kept if float_stem_wins else whole, out_path)  # the temp dir may be on another disk
     if float_stem_wins:
         fmt, excluded = kept_fmt, kept_excluded
     return fmt, excluded, {"float": float_stem_wins, "nodes": stem, "measured": measured}
