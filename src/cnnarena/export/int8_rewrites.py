@@ -48,8 +48,8 @@ def relu_before_max_pool(model, keep: frozenset[str] = frozenset()) -> int:
 
 def flatten_channels_last(model) -> int:
     """Rewrite Flatten(x) -> Gemm, x of shape N×C×H×W with H·W > 1, as Flatten(Transpose(x, N×H×W×C)) -> Gemm
-    with the Gemm's weight columns permuted from (c, h, w) to (h, w, c) order, in place; the number rewritten. Needs
-    the shapes of shape inference."""
+    with the Gemm's weight columns permuted from (c, h, w) to (h, w, c) order, in place; the number rewritten. x's
+    shape comes from ONNX shape inference: a Flatten whose C, H or W it cannot tell stays."""
     from onnx import helper, numpy_helper, shape_inference
 
     inferred = shape_inference.infer_shapes(model)
@@ -62,7 +62,7 @@ def flatten_channels_last(model) -> int:
     for i in reversed(range(len(graph.node))):  # backwards: inserting a node leaves the ones before in place
         flat = graph.node[i]
         shape = shapes.get(flat.input[0]) if flat.op_type == "Flatten" else None
-        axis = next((a.i for a in flat.attribute if a.name == "axis"), 1)
+        axis = _attr(flat, "axis", 1)
         if shape is None or len(shape) != 4 or axis != 1 or 0 in shape[1:] or shape[2] * shape[3] == 1:
             continue
         users = _users(graph, flat.output[0])
@@ -71,9 +71,9 @@ def flatten_channels_last(model) -> int:
             continue
         if len(_users(graph, gemm.input[1])) != 1:  # a weight another node reads too keeps its order
             continue
-        if next((a.i for a in gemm.attribute if a.name == "transA"), 0):
+        if _attr(gemm, "transA", 0):
             continue
-        trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
+        trans_b = _attr(gemm, "transB", 0)
         _, c, h, w = shape
         b = numpy_helper.to_array(weights[gemm.input[1]])
         rows = b if trans_b else b.T  # one row of c·h·w weights per output
@@ -96,7 +96,7 @@ def float_stem(model) -> list[str]:
     conv = next((n for n in graph.node if n.op_type == "Conv"), None)
     if conv is None or conv.input[1] not in weights:
         return []
-    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    group = _attr(conv, "group", 1)
     if weights[conv.input[1]].dims[1] * group > STEM_MAX_CHANNELS:
         return []
     stem, last = [conv.name], conv
@@ -106,6 +106,10 @@ def float_stem(model) -> list[str]:
             return stem if all(stem) else []
         last = graph.node[users[0]]
         stem.append(last.name)
+
+
+def _attr(node, name: str, default: int) -> int:
+    return next((a.i for a in node.attribute if a.name == name), default)
 
 
 def _users(graph, tensor: str) -> list[int]:
