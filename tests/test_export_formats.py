@@ -18,7 +18,9 @@ from cnnarena.errors import UserError
 from cnnarena.evaluate.predict import load_run_model
 from cnnarena.export.onnx import export_onnx
 from cnnarena.export.quantize import quantize_run, run_images
+from cnnarena.export.speed import threads_for_batch
 from cnnarena.serve.app import create_app
+from cnnarena.serve.backend import load_backend
 
 
 @pytest.fixture
@@ -50,6 +52,17 @@ def test_int8_export_is_checked_on_the_test_split_and_served(run, monkeypatch, c
     if stem["float"]:
         assert set(stem["nodes"]) <= set(card["quantization"]["float_nodes"])
     assert f"test accuracy: int8 {acc['int8']:.4f}" in out and "batch 64: int8" in out
+    threads, by_threads = card["intra_op_threads"], card["images_per_second_by_threads"]
+    for model in ("float", "int8"):  # the card's rate at each batch size is the faster thread setting's
+        for b in ("1", "64"):
+            assert set(by_threads[model][b]) == {"0", "1"} and threads[model][b] in (0, 1)
+            assert card["images_per_second"][model][b] == max(by_threads[model][b].values())
+            assert card["images_per_second"][model][b] == by_threads[model][b][str(threads[model][b])]
+    assert card["speedup_default_threads"]["1"] == pytest.approx(
+        by_threads["int8"]["1"]["0"] / by_threads["float"]["1"]["0"], abs=0.01)
+    served = load_backend(run, "onnx-int8").sessions  # serve runs each batch with the thread count measured for it
+    for batch, measured in (("1", 1), ("64", 64)):
+        assert served.for_batch(measured).get_session_options().intra_op_num_threads == threads["int8"][batch]
 
     with TestClient(create_app(run, backend="onnx-int8")) as client:  # served as it was checked
         assert client.get("/v1/health").json()["backend"] == "onnx-int8"
@@ -169,3 +182,9 @@ def test_same_padding_is_a_constant_in_the_export():
         torch.testing.assert_close(fixed(x), net(x), rtol=0, atol=0)
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
     assert with_static_padding(plain, x) is plain
+
+
+def test_a_batch_takes_the_thread_count_measured_at_the_nearest_batch_size():
+    measured = {"1": 1, "64": 0}  # one thread at batch 1, ONNX Runtime's default at 64
+    assert [threads_for_batch(n, measured) for n in (1, 2, 8, 9, 32, 64, 512)] == [1, 1, 1, 0, 0, 0, 0]
+    assert threads_for_batch(3, {"1": 1}) == 1

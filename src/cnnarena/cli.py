@@ -523,7 +523,7 @@ def export(
     max_drop: float = typer.Option(1.0, min=0, help="with --int8: refuse when test accuracy drops by more points"),
     calibration: int = typer.Option(256, min=1, help="with --int8: training images to calibrate on"),
     timing: float = typer.Option(2.0, min=0.1, help="with --int8: seconds each model is timed at each batch size "
-                                 "(longer is steadier)"),
+                                 "and thread count (longer is steadier)"),
     exporter: str = typer.Option("torchscript", help="ONNX exporter: torchscript | dynamo (needs onnxscript)"),
     opset: int = typer.Option(17, help="ONNX opset (dynamo uses at least 18)"),
 ) -> None:
@@ -588,9 +588,15 @@ def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, 
     stem = card["quantization"]["stem"]
     if stem["measured"]:
         print(f"first convolution: kept in {'float' if stem['float'] else 'int8'}, the faster of the two")
+    threads = card["intra_op_threads"]
     for b in speed["int8"]:
-        print(f"batch {b:>2}: int8 {speed['int8'][b]:,.0f} images/s, float {speed['float'][b]:,.0f} "
-              f"({card['speedup'][b]:.2f}x)")
+        print(f"batch {b:>2}: int8 {speed['int8'][b]:,.0f} images/s ({_threads(threads['int8'][b])}), float "
+              f"{speed['float'][b]:,.0f} ({_threads(threads['float'][b])}): {card['speedup'][b]:.2f}x "
+              f"({card['speedup_default_threads'][b]:.2f}x both on ONNX Runtime's default threads)")
+
+
+def _threads(count: int) -> str:
+    return "default threads" if count == 0 else f"{count} thread" + ("s" if count > 1 else "")
 
 
 def _mlflow_uri(value: str | None) -> str | None:

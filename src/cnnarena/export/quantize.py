@@ -1,6 +1,7 @@
 """An int8 ONNX model from a run's float export: ONNX Runtime's static quantization, calibrated on the run's own
 training images, kept only when its accuracy on the run's test split stays within `max_drop` points of the float
-model's; its card records both accuracies and the images/s of both at batch 1 and 64.
+model's; its card records both accuracies and the images/s of both at batch 1 and 64, each model with the
+intra-op thread count it runs fastest with at that batch size (speed.py; `serve` runs it so).
 
 Operator format (QLinearConv, QGemm, and pooling on quantized tensors), int8 weights per output channel, uint8
 activations, MinMax calibration, after the rewrites of int8_rewrites (same function, faster or more accurate
@@ -29,12 +30,12 @@ from ..errors import UserError
 from ..files import atomic_write_text
 from .int8_rewrites import flatten_channels_last, float_stem, relu_before_max_pool
 from .onnx import INPUT_NAME, OUTPUT_NAME, card_path_for
+from .speed import DEFAULT_THREADS, compare_speed, session
 
 log = logging.getLogger(__name__)
 
 INT8_FILE = "model.int8.onnx"  # in the run directory: what `serve --backend onnx-int8` serves
 CALIBRATION_IMAGES = 256
-SPEED_BATCHES = (1, 64)
 EVAL_BATCH = 256
 
 
@@ -59,12 +60,6 @@ def calibration_batches(images, count: int, seed: int = 0, batch: int = 32) -> l
     return [chosen[i:i + batch].astype(np.float32) / np.float32(255.0) for i in range(0, len(chosen), batch)]
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def accuracy(session, images, labels) -> float:
     correct = 0
     for i in range(0, len(images), EVAL_BATCH):
@@ -72,29 +67,6 @@ def accuracy(session, images, labels) -> float:
         logits = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         correct += int((logits.argmax(1) == labels[i:i + EVAL_BATCH].numpy()).sum())
     return correct / max(1, len(images))
-
-
-def images_per_second(session, sample: np.ndarray, batch: int, seconds: float) -> float:
-    """Sustained images/s at `batch`, after a warm-up run, over at least `seconds` (and three runs)."""
-    x = np.ascontiguousarray(np.resize(sample, (batch, *sample.shape[1:])))
-    session.run([OUTPUT_NAME], {INPUT_NAME: x})
-    runs, t0 = 0, time.perf_counter()
-    while runs < 3 or time.perf_counter() - t0 < seconds:
-        session.run([OUTPUT_NAME], {INPUT_NAME: x})
-        runs += 1
-    return runs * batch / (time.perf_counter() - t0)
-
-
-def compare_speed(sessions: dict[str, Any], sample: np.ndarray, seconds: float, rounds: int = 3) -> dict:
-    """images/s of each session at each SPEED_BATCHES, measured in alternation (rounds × seconds / rounds each) and
-    the best round kept, so a slow moment of the machine does not land on one model alone."""
-    best: dict[str, dict[str, float]] = {name: {} for name in sessions}
-    for _ in range(rounds):
-        for b in SPEED_BATCHES:
-            for name, session in sessions.items():
-                rate = images_per_second(session, sample, b, seconds / rounds)
-                best[name][str(b)] = round(max(best[name].get(str(b), 0.0), rate), 1)
-    return best
 
 
 def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray],
@@ -110,7 +82,7 @@ def _quantize(float_path: Path, out_path: Path, batches: list[np.ndarray],
         for _ in range(MAX_EXCLUDED + 1):
             try:
                 _quantize_as(float_path, out_path, batches, fmt, excluded)
-                _session(out_path).run([OUTPUT_NAME], {INPUT_NAME: batches[0]})
+                session(out_path).run([OUTPUT_NAME], {INPUT_NAME: batches[0]})
                 return ("QOperator" if fmt == QuantFormat.QOperator else "QDQ"), excluded
             except Exception as e:  # this format cannot quantize or run the graph as it is
                 log.debug(f"int8 as {fmt} without {excluded}: {type(e).__name__}: {e}")
@@ -145,14 +117,14 @@ def _quantize_fastest(float_path: Path, out_path: Path, batches: list[np.ndarray
             log.debug(f"int8 with a float stem {stem} failed: {type(e).__name__}: {e}")
             shutil.copyfile(whole, out_path)
             return fmt, excluded, {"float": False, "nodes": stem, "measured": None}
-        measured = compare_speed({"int8 stem": _session(whole), "float stem": _session(kept)}, batches[0],
-                                 speed_seconds)
-        score = {name: float(np.prod(list(rates.values()))) for name, rates in measured.items()}
+        measured = compare_speed({"int8 stem": whole, "float stem": kept}, batches[0], speed_seconds)
+        score = {name: float(np.prod(list(rates.values()))) for name, rates in measured["images_per_second"].items()}
         float_stem_wins = score["float stem"] > score["int8 stem"]
         shutil.copyfile(kept if float_stem_wins else whole, out_path)  # the temp dir may be on another disk
     if float_stem_wins:
         fmt, excluded = kept_fmt, kept_excluded
-    return fmt, excluded, {"float": float_stem_wins, "nodes": stem, "measured": measured}
+    return fmt, excluded, {"float": float_stem_wins, "nodes": stem, "measured": measured["images_per_second"],
+                           "intra_op_threads": measured["intra_op_threads"]}
 
 
 def _refused_node(message: str) -> str | None:
@@ -225,7 +197,7 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
             raise UserError(f"int8 quantization of {run_dir} failed: {type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
         seconds = time.perf_counter() - t0
-        float_session, int8_session = _session(float_path), _session(tmp)
+        float_session, int8_session = session(float_path), session(tmp)
         test = split.test
         acc_float = accuracy(float_session, test.images, test.labels)
         try:
@@ -238,7 +210,9 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
             raise UserError(f"the int8 model loses {drop:.2f} points of test accuracy ({acc_float:.4f} float, "
                             f"{acc_int8:.4f} int8 on {len(test)} images), more than --max-drop {max_drop:g}: "
                             f"not written")
-        speed = compare_speed({"float": float_session, "int8": int8_session}, batches[0], speed_seconds)
+        speed = compare_speed({"float": float_path, "int8": tmp}, batches[0], speed_seconds)
+        rates, by_threads = speed["images_per_second"], speed["by_threads"]
+        default = str(DEFAULT_THREADS)
         float_card = json.loads(card_path_for(float_path).read_text())
         card = {**float_card, "onnx_file": output.name, "quantization": {
             "method": "onnxruntime static quantization", "format": fmt, "weights": "int8, per channel",
@@ -247,8 +221,11 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
             "seconds": round(seconds, 2), "float_nodes": excluded, "stem": stem},
             "accuracy": {"float": acc_float, "int8": acc_int8, "drop_points": round(drop, 3),
                          "max_drop_points": max_drop, "test_images": len(test)},
-            "images_per_second": speed,
-            "speedup": {b: round(speed["int8"][b] / speed["float"][b], 2) for b in speed["int8"]},
+            "images_per_second": rates, "intra_op_threads": speed["intra_op_threads"],
+            "images_per_second_by_threads": by_threads,
+            "speedup": {b: round(rates["int8"][b] / rates["float"][b], 2) for b in rates["int8"]},
+            "speedup_default_threads": {b: round(by_threads["int8"][b][default] / by_threads["float"][b][default], 2)
+                                        for b in by_threads["int8"]},
             "file_bytes": {"float": float_path.stat().st_size, "int8": tmp.stat().st_size}}
         card.pop("check", None)  # the float export's exactness check: an int8 model is judged by its accuracy
         card.pop("onnx_sha256", None)

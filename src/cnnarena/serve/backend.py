@@ -34,6 +34,7 @@ class Backend:
     infer: Any  # Callable[[np.ndarray], np.ndarray]
     keep: list[Any] = field(default_factory=list)  # objects that must outlive the backend (temp dirs)
     model: Any = None  # the run's PyTorch model (what /v1/explain computes heat maps with)
+    sessions: Any = None  # ONNX backends: the SessionsByBatch that runs each batch
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -64,10 +65,9 @@ def load_backend(run_dir: Path, kind: str = "onnx") -> Backend:
 
 
 def _onnx_backend(run_dir: Path, model, int8: bool = False) -> Backend:
-    import onnxruntime as ort
-
     from ..export.onnx import INPUT_NAME, OUTPUT_NAME, card_path_for, export_onnx
     from ..export.quantize import INT8_FILE
+    from ..export.speed import SessionsByBatch
 
     keep: list[Any] = []
     onnx_path = run_dir / (INT8_FILE if int8 else "model.onnx")
@@ -85,14 +85,14 @@ def _onnx_backend(run_dir: Path, model, int8: bool = False) -> Backend:
         log.info(f"exporting {run_dir} to ONNX for serving (run `cnnarena export` once to skip this)")
         result = export_onnx(run_dir, Path(tmp.name) / "model.onnx", model=model)
         onnx_path, card = result.onnx_path, result.card
-    options = ort.SessionOptions()
-    # No busy-waiting between runs: the event loop and the decoders need the same few cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    # The thread count the export measured fastest at each batch size (the int8 card has it), else ONNX Runtime's
+    # default. No busy-waiting between runs: the event loop and the decoders need the same few cores.
+    threads_by_batch = card.get("intra_op_threads", {}).get("int8" if int8 else "float", {})
+    sessions = SessionsByBatch(onnx_path, threads_by_batch, spinning=False)
 
     def infer_onnx(batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32) / np.float32(255.0)  # as the training loader scales
-        return _softmax(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+        return _softmax(sessions.for_batch(len(x)).run([OUTPUT_NAME], {INPUT_NAME: x})[0])
 
     name = "onnx-int8" if int8 else "onnx"
-    return Backend(name, model.meta, card | {"backend": name}, infer_onnx, keep, model)
+    return Backend(name, model.meta, card | {"backend": name}, infer_onnx, keep, model, sessions)
