@@ -5,8 +5,9 @@ trained on Fashion-MNIST, through `cnnarena export RUN --int8` itself (its card 
   python -m benchmarks.int8_export --runs DIR ...  # or quantize finished runs
 
 Each run trains with the CLI (simple-2conv 3 epochs, fast 3 epochs, Lite0 for a 3-minute budget at the 48 px
-cnnarena picks for 28 px images); the export times each model for 8 s at each batch size, in alternation, three
-rounds, best round kept.
+cnnarena picks for 28 px images); the export times each model for 8 s at each batch size and thread setting (ONNX
+Runtime's default and one thread), in alternation, three rounds, best round kept; `speedup` compares each model at
+its faster setting, `speedup_default_threads` both at the default.
 Goal (issue 21): int8 at least 1.5x the float images/s with at most 0.5 points lost, for the custom CNNs.
 Results: benchmarks/results/int8_export.json.
 """
@@ -66,7 +67,10 @@ def main() -> None:
                          "stem_candidates": card["quantization"]["stem"]["measured"],
                          "test_images": acc["test_images"],
                          "accuracy_float": acc["float"], "accuracy_int8": acc["int8"],
-                         "points_lost": acc["drop_points"], "images_per_second": speed, "speedup": card["speedup"],
+                         "points_lost": acc["drop_points"], "images_per_second": speed,
+                         "intra_op_threads": card["intra_op_threads"],
+                         "images_per_second_by_threads": card["images_per_second_by_threads"],
+                         "speedup": card["speedup"], "speedup_default_threads": card["speedup_default_threads"],
                          "file_mb": {k: round(v / 1e6, 3) for k, v in card["file_bytes"].items()},
                          "meets_goal": acc["drop_points"] <= 0.5 and min(card["speedup"].values()) >= 1.5})
     write_result({"what": "cnnarena export RUN --int8 on Fashion-MNIST runs", "recipes": RECIPES, "rows": rows},
