@@ -29,7 +29,7 @@ RECIPES = {
     "fast": ["--epochs", "3"],
     "efficientnet_lite0": ["--budget", "3m"],
 }
-TIMING_SECONDS = 8  # per model and batch size, longer than the CLI's default: batch-1 rates are noisy
+TIMING_SECONDS = 8  # per model, batch size and thread setting, longer than the CLI's default: batch-1 rates are noisy
 
 
 def cli(*args: str) -> None:

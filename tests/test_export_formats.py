@@ -63,6 +63,12 @@ def test_int8_export_is_checked_on_the_test_split_and_served(run, monkeypatch, c
     served = load_backend(run, "onnx-int8").sessions  # serve runs each batch with the thread count measured for it
     for batch, measured in (("1", 1), ("64", 64)):
         assert served.for_batch(measured).get_session_options().intra_op_num_threads == threads["int8"][batch]
+    card_path = run / "model.int8.card.json"  # whatever this machine measured: a card that names both settings
+    named = {"float": {"1": 0, "64": 0}, "int8": {"1": 1, "64": 0}}
+    card_path.write_text(json.dumps(card | {"intra_op_threads": named}))
+    served = load_backend(run, "onnx-int8").sessions
+    assert [served.for_batch(n).get_session_options().intra_op_num_threads for n in (1, 8, 9, 64)] == [1, 1, 0, 0]
+    assert set(load_backend(run, "onnx").sessions.sessions) == {0}  # float: ONNX Runtime's default threads
 
     with TestClient(create_app(run, backend="onnx-int8")) as client:  # served as it was checked
         assert client.get("/v1/health").json()["backend"] == "onnx-int8"

@@ -107,7 +107,8 @@ def _quantize_fastest(float_path: Path, out_path: Path, batches: list[np.ndarray
 
     stem = float_stem(onnx.load(str(float_path)))
     if not stem:
-        return (*_quantize(float_path, out_path, batches, []), {"float": False, "nodes": [], "measured": None})
+        return (*_quantize(float_path, out_path, batches, []),
+                {"float": False, "nodes": [], "measured": None, "intra_op_threads": None})
     with tempfile.TemporaryDirectory(prefix="cnnarena-int8-") as tmp:
         whole, kept = Path(tmp) / "whole.onnx", Path(tmp) / "float-stem.onnx"
         fmt, excluded = _quantize(float_path, whole, batches, [])
@@ -116,7 +117,7 @@ def _quantize_fastest(float_path: Path, out_path: Path, batches: list[np.ndarray
         except Exception as e:  # the whole graph quantized: the stem variant is only a faster candidate
             log.debug(f"int8 with a float stem {stem} failed: {type(e).__name__}: {e}")
             shutil.copyfile(whole, out_path)
-            return fmt, excluded, {"float": False, "nodes": stem, "measured": None}
+            return fmt, excluded, {"float": False, "nodes": stem, "measured": None, "intra_op_threads": None}
         measured = compare_speed({"int8 stem": whole, "float stem": kept}, batches[0], speed_seconds)
         score = {name: float(np.prod(list(rates.values()))) for name, rates in measured["images_per_second"].items()}
         float_stem_wins = score["float stem"] > score["int8 stem"]

@@ -3,7 +3,10 @@
 ONNX Runtime's default gives a session one thread per physical core. Small int8 graphs at batch 1 run faster on one
 thread: each operator is a few microseconds of work, and handing half of it to a second thread costs more than it
 saves. So each model is timed with the default and with one thread, at each batch size, and the card records the
-faster setting (`intra_op_threads`); `serve` applies it per batch (threads_for_batch).
+faster setting (`intra_op_threads`); `serve` applies it per batch (threads_for_batch). The timing runs with ONNX
+Runtime's default of idle threads spinning; serve turns spinning off, which favours one thread further (a sleeping
+second thread is slower to wake), so the choice holds there and serve's default-thread batches run a little slower
+than the card says.
 """
 
 from __future__ import annotations

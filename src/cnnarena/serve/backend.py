@@ -85,9 +85,9 @@ def _onnx_backend(run_dir: Path, model, int8: bool = False) -> Backend:
         log.info(f"exporting {run_dir} to ONNX for serving (run `cnnarena export` once to skip this)")
         result = export_onnx(run_dir, Path(tmp.name) / "model.onnx", model=model)
         onnx_path, card = result.onnx_path, result.card
-    # The thread count the export measured fastest at each batch size (the int8 card has it), else ONNX Runtime's
-    # default. No busy-waiting between runs: the event loop and the decoders need the same few cores.
-    threads_by_batch = card.get("intra_op_threads", {}).get("int8" if int8 else "float", {})
+    # The thread count `export --int8` measured fastest for this model at each batch size (only an int8 card has
+    # it), else ONNX Runtime's default. No busy-waiting between runs: the event loop and the decoders need the cores.
+    threads_by_batch = card.get("intra_op_threads", {}).get("int8", {}) if "quantization" in card else {}
     sessions = SessionsByBatch(onnx_path, threads_by_batch, spinning=False)
 
     def infer_onnx(batch: np.ndarray) -> np.ndarray:
