@@ -159,13 +159,19 @@ def test_flattening_channels_last_computes_the_same_and_the_stem_is_found(tmp_pa
 
     b = np.random.default_rng(1).normal(size=(3 * 2 * 2, 5)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("Gemm", ["flat", "b"], ["y"])], "g",
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["flat"]),
+         helper.make_node("Gemm", ["flat", "b"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 2, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], [numpy_helper.from_array(b, "b")])
     plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(plain)
     assert flatten_channels_last(rewritten) == 1
+    pixels = onnx.ModelProto()  # dense layers straight on the image: no convolution's layout to meet, left alone
+    pixels.CopyFrom(plain)
+    pixels.graph.node.remove(pixels.graph.node[0])
+    pixels.graph.node[0].input[0] = "x"
+    assert flatten_channels_last(pixels) == 0
     x = np.random.default_rng(2).normal(size=(4, 3, 2, 2)).astype(np.float32)
     np.testing.assert_allclose(ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})[0],
                                ort.InferenceSession(plain.SerializeToString()).run(None, {"x": x})[0], rtol=1e-5)
@@ -194,3 +200,52 @@ def test_a_batch_takes_the_thread_count_measured_at_the_nearest_batch_size():
     measured = {"1": 1, "64": 0}  # one thread at batch 1, ONNX Runtime's default at 64
     assert [threads_for_batch(n, measured) for n in (1, 2, 8, 9, 32, 64, 512)] == [1, 1, 1, 0, 0, 0, 0]
     assert threads_for_batch(3, {"1": 1}) == 1
+
+
+def test_the_classifier_writes_float_logits_within_half_an_output_step_of_the_dequantized_ones(tmp_path):
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from cnnarena.export.int8_rewrites import float_logits
+    from cnnarena.export.quantize import _quantize_as
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net.eval(), (torch.rand(1, 1, 8, 8),), str(path), dynamo=False, input_names=["images"],
+                      output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    rng = np.random.default_rng(0)
+    batches = [rng.random((16, 1, 8, 8), dtype=np.float32) for _ in range(4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(batches)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {"images": x}
+
+    plain = tmp_path / "plain.int8.onnx"  # ONNX Runtime's quantizer alone: the last QGemm rounds, a DQ expands
+    quantize_static(str(path), str(plain), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    before = onnx.load(str(plain))
+    after = onnx.ModelProto()
+    after.CopyFrom(before)
+    assert before.graph.node[-1].op_type == "DequantizeLinear" and float_logits(after) == 1
+    assert after.graph.node[-1].op_type == "QGemm" and len(after.graph.node[-1].input) == 7
+    assert len(after.graph.node) == len(before.graph.node) - 1
+    assert {"logits_scale", "logits_zero_point"}.isdisjoint(w.name for w in after.graph.initializer)
+    found = {w.name: onnx.numpy_helper.to_array(w) for w in before.graph.initializer}
+    step, zero = float(found["logits_scale"]), int(found["logits_zero_point"])
+    x = rng.random((64, 1, 8, 8), dtype=np.float32)
+    rounded = ort.InferenceSession(str(plain)).run(["logits"], {"images": x})[0]
+    exact = ort.InferenceSession(after.SerializeToString()).run(["logits"], {"images": x})[0]
+    low, high = -zero * step, (255 - zero) * step  # the 256 levels' ends: beyond the calibrated range uint8 clips
+    inside = (rounded > low + step / 2) & (rounded < high - step / 2)
+    assert exact.dtype == np.float32 and np.abs(exact - rounded)[inside].max() <= step / 2 + 1e-5
+    clipped_high, clipped_low = ~inside & (rounded > 0), ~inside & (rounded < 0)
+    assert (exact[clipped_high] >= high - step / 2).all() and (exact[clipped_low] <= low + step / 2).all()
+    assert np.abs(exact - rounded).max() > 0  # the float logits are not on the 256-level grid
+    rewritten = tmp_path / "rewritten.int8.onnx"  # and cnnarena's quantization applies it
+    _quantize_as(path, rewritten, batches, QuantFormat.QOperator, [])
+    assert [n.op_type for n in onnx.load(str(rewritten)).graph.node][-1] == "QGemm"

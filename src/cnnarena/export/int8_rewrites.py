@@ -1,5 +1,6 @@
-"""Rewrites of a float ONNX graph before ONNX Runtime quantizes it: each computes the same function, and each lets
-the quantized graph run faster or more accurately in ONNX Runtime's CPU kernels.
+"""Rewrites of a float ONNX graph before ONNX Runtime quantizes it, and of the quantized graph after: each computes
+the same function (or the same one more precisely), and each lets the quantized graph run faster or more accurately
+in ONNX Runtime's CPU kernels.
 
 - `relu_before_max_pool`: the quantizer removes a ReLU by narrowing the range of the op before it, which is right
   after a convolution and wrong after a max pooling (whose range is its input's).
@@ -9,6 +10,8 @@ the quantized graph run faster or more accurately in ONNX Runtime's CPU kernels.
 - `float_stem`: the first convolution when it reads the image's few channels, with the activation and pooling after
   it. ONNX Runtime's int8 convolution runs image by image, and with a kernel of 9 to 27 values per output it is
   several times slower than the float one; left in float, the quantizer starts after it.
+- `float_logits` (after quantizing): the classifier's QGemm writes its float result itself instead of rounding it to
+  256 levels for a DequantizeLinear to expand: one op fewer, and logits at the accumulator's precision.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ def relu_before_max_pool(model, keep: frozenset[str] = frozenset()) -> int:
 def flatten_channels_last(model) -> int:
     """Rewrite Flatten(x) -> Gemm, x of shape N×C×H×W with H·W > 1, as Flatten(Transpose(x, N×H×W×C)) -> Gemm
     with the Gemm's weight columns permuted from (c, h, w) to (h, w, c) order, in place; the number rewritten. x's
-    shape comes from ONNX shape inference: a Flatten whose C, H or W it cannot tell stays."""
+    shape comes from ONNX shape inference: a Flatten whose C, H or W it cannot tell stays, as does one of the
+    graph's input."""
     from onnx import helper, numpy_helper, shape_inference
 
     inferred = shape_inference.infer_shapes(model)
@@ -58,10 +62,12 @@ def flatten_channels_last(model) -> int:
     graph = model.graph
     weights = {w.name: w for w in graph.initializer}
     outputs = {o.name for o in graph.output}
+    produced = {name for node in graph.node for name in node.output}
     done = 0
     for i in reversed(range(len(graph.node))):  # backwards: inserting a node leaves the ones before in place
         flat = graph.node[i]
-        shape = shapes.get(flat.input[0]) if flat.op_type == "Flatten" else None
+        # a Flatten of the graph's input (dense layers on pixels) follows no channels-last convolution
+        shape = shapes.get(flat.input[0]) if flat.op_type == "Flatten" and flat.input[0] in produced else None
         axis = _attr(flat, "axis", 1)
         if shape is None or len(shape) != 4 or axis != 1 or 0 in shape[1:] or shape[2] * shape[3] == 1:
             continue
@@ -106,6 +112,34 @@ def float_stem(model) -> list[str]:
             return stem if all(stem) else []
         last = graph.node[users[0]]
         stem.append(last.name)
+
+
+def float_logits(model) -> int:
+    """Each QGemm -> DequantizeLinear pair that ends at a graph output, the DequantizeLinear reading the QGemm's own
+    output scale and zero point, becomes one QGemm without those two inputs (com.microsoft QGemm then outputs float:
+    the same value before rounding), in place; the number of pairs fused. The scales and zero points left unused
+    are removed."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    fused, dropped = 0, set()
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] in outputs]:
+        producers = [n for n in graph.node if dq.input[0] in n.output]
+        if len(producers) != 1 or len(_users(graph, dq.input[0])) != 1 or dq.input[0] in outputs:
+            continue
+        gemm = producers[0]
+        if gemm.op_type != "QGemm" or gemm.domain != "com.microsoft" or list(gemm.input[7:9]) != list(dq.input[1:3]):
+            continue
+        dropped.update(dq.input[1:3])
+        del gemm.input[7:]
+        gemm.output[0] = dq.output[0]
+        graph.node.remove(dq)
+        _drop_shapes(graph, {dq.input[0]})
+        fused += 1
+    unused = dropped - {name for node in graph.node for name in node.input} - outputs
+    kept = [w for w in graph.initializer if w.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return fused
 
 
 def _attr(node, name: str, default: int) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import atomic_write_text
-from .int8_rewrites import flatten_channels_last, float_stem, relu_before_max_pool
+from .int8_rewrites import flatten_channels_last, float_logits, float_stem, relu_before_max_pool
 from .onnx import INPUT_NAME, OUTPUT_NAME, card_path_for
 from .speed import DEFAULT_THREADS, compare_speed, session
 
@@ -175,6 +175,9 @@ def _quantize_as(float_path: Path, out_path: Path, batches: list[np.ndarray], fm
                             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
         finally:
             logging.getLogger().removeFilter(quiet)
+    quantized = onnx.load(str(out_path))
+    if float_logits(quantized):
+        onnx.save(quantized, str(out_path))
 
 
 def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: float = 1.0,
