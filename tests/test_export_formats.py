@@ -237,14 +237,16 @@ def test_the_classifier_writes_float_logits_within_half_an_output_step_of_the_de
     assert {"logits_scale", "logits_zero_point"}.isdisjoint(w.name for w in after.graph.initializer)
     found = {w.name: onnx.numpy_helper.to_array(w) for w in before.graph.initializer}
     step, zero = float(found["logits_scale"]), int(found["logits_zero_point"])
-    x = rng.random((64, 1, 8, 8), dtype=np.float32)
-    rounded = ort.InferenceSession(str(plain)).run(["logits"], {"images": x})[0]
+    x = rng.random((64, 1, 8, 8), dtype=np.float32) * np.array([1, 3], np.float32).repeat(32)[:, None, None, None]
+    rounded = ort.InferenceSession(str(plain)).run(["logits"], {"images": x})[0]  # half the images brighter than any
+    # calibration image: some of their logits fall beyond the calibrated range, where uint8 clips
     exact = ort.InferenceSession(after.SerializeToString()).run(["logits"], {"images": x})[0]
     low, high = -zero * step, (255 - zero) * step  # the 256 levels' ends: beyond the calibrated range uint8 clips
     inside = (rounded > low + step / 2) & (rounded < high - step / 2)
     assert exact.dtype == np.float32 and np.abs(exact - rounded)[inside].max() <= step / 2 + 1e-5
     clipped_high, clipped_low = ~inside & (rounded > 0), ~inside & (rounded < 0)
     assert (exact[clipped_high] >= high - step / 2).all() and (exact[clipped_low] <= low + step / 2).all()
+    assert (exact > high + step).any() or (exact < low - step).any()  # the float logits are not clipped
     assert np.abs(exact - rounded).max() > 0  # the float logits are not on the 256-level grid
     rewritten = tmp_path / "rewritten.int8.onnx"  # and cnnarena's quantization applies it
     _quantize_as(path, rewritten, batches, QuantFormat.QOperator, [])

@@ -129,13 +129,14 @@ def float_logits(model) -> int:
         gemm = producers[0]
         if gemm.op_type != "QGemm" or gemm.domain != "com.microsoft" or list(gemm.input[7:9]) != list(dq.input[1:3]):
             continue
+        rounded = dq.input[0]
         dropped.update(dq.input[1:3])
         del gemm.input[7:]
         gemm.output[0] = dq.output[0]
         graph.node.remove(dq)
-        _drop_shapes(graph, {dq.input[0]})
+        _drop_shapes(graph, {rounded})
         fused += 1
-    unused = dropped - {name for node in graph.node for name in node.input} - outputs
+    unused = dropped - {name for node in graph.node for name in node.input} - outputs - {i.name for i in graph.input}
     kept = [w for w in graph.initializer if w.name not in unused]
     del graph.initializer[:]
     graph.initializer.extend(kept)
