@@ -113,3 +113,38 @@ def test_a_study_is_one_mlflow_parent_run_with_a_child_per_run(tmp_path, monkeyp
     code, _, err = run_cli(argv, monkeypatch, capsys)  # a finished study, again: nothing logged twice
     assert code == 0, err
     assert len(client.search_runs([experiment])) == 3
+
+
+@pytest.mark.slow  # three and then four one-epoch trials
+def test_a_tune_search_is_one_mlflow_parent_run_with_a_child_per_finished_trial(tmp_path, monkeypatch, capsys):
+    from cnnarena.tracking.mlflow_log import without_password
+
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {low: 1.0e-3, high: 3.0e-2, log: true}\nbatch_size: 64\nepochs: 1\naugment: none\n")
+    out, uri = tmp_path / "tune", f"sqlite:///{tmp_path / 'store.db'}"
+    argv = ["tune", "digits", "--model", "simple-2conv", "--space", str(space), "--mlflow", uri, "--out", str(out)]
+    code, _, err = run_cli([*argv, "--trials", "3"], monkeypatch, capsys)
+    assert code == 0, err
+    client = mlflow_client(uri)
+    experiment = client.get_experiment_by_name("cnnarena").experiment_id
+
+    def parent_and_children():
+        found = client.search_runs([experiment])
+        [parent] = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+        return parent, [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+    parent, children = parent_and_children()
+    summary = json.loads((out / "tune.json").read_text())
+    trial_dirs = sorted(p.parent for p in (out / "trials").rglob("metrics.json"))
+    assert len(children) == len(trial_dirs) == 3
+    assert sorted(r.data.tags["cnnarena.run_dir"] for r in children) == [str(p.resolve()) for p in trial_dirs]
+    assert parent.data.metrics["best_value"] == pytest.approx(summary["best_value"])
+    assert parent.data.metrics["best_test_accuracy"] == pytest.approx(summary["best_test_accuracy"])
+    assert parent.data.params["model"] == "simple-2conv" and parent.data.params["trials"] == "3"
+    assert {"tune.json", "tune_report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    code, _, err = run_cli([*argv, "--trials", "4"], monkeypatch, capsys)  # one more trial: one more child
+    assert code == 0, err
+    again, children = parent_and_children()
+    assert again.info.run_id == parent.info.run_id and len(children) == 4
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "trials.complete")] == [3, 4]
+    assert without_password("postgresql://user:secret@db/optuna") == "postgresql://user:***@db/optuna"

@@ -175,3 +175,43 @@ def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], compariso
     client.set_terminated(parent)
     _remember(study_dir, uri, parent, done=True)
     return parent
+
+
+def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[str, Any]) -> str:
+    """An Optuna search as a parent MLflow run (its settings, the best trial's figures and the trial counts, tune.json
+    and the report as artefacts) with every finished trial's run as a child (pruned trials wrote no metrics.json and
+    are left out); returns the parent's id. Called again after more trials, it adds their runs and logs the parent's
+    figures again, one step per finished trial."""
+    from mlflow.entities import Metric, Param
+
+    tune_dir = Path(tune_dir)
+    client = _client(uri)
+    new, parent = _start(client, tune_dir, uri, f"tune {summary['study']}",
+                         {"cnnarena.tune_dir": str(tune_dir.resolve()), "cnnarena.study": str(summary["study"])})
+    for run_dir in study_run_dirs(tune_dir / "trials"):
+        log_run(run_dir, uri, parent_id=parent)
+    now, step = int(time.time() * 1000), int(summary["trials"].get("complete", 0))
+    figures = {"best_value": summary.get("best_value"), "best_test_accuracy": summary.get("best_test_accuracy"),
+               "best_trial": summary.get("best_trial"),
+               **{f"trials.{state}": count for state, count in summary["trials"].items()}}
+    params = [Param(k, v) for k, v in _flat_params(settings).items()] if new else []  # MLflow's params are immutable
+    _log_batches(client, parent, [Metric(k, v, now, step) for k, v in _numbers(figures).items()], params)
+    client.set_tag(parent, "cnnarena.best_params", json.dumps(summary.get("best_params", {}))[:MAX_PARAM_CHARS])
+    for name in ("tune.json", "tune_report.html"):
+        if (tune_dir / name).exists():
+            client.log_artifact(parent, str(tune_dir / name))
+    client.set_terminated(parent)
+    _remember(tune_dir, uri, parent, done=True)
+    return parent
+
+
+def without_password(url: str | None) -> str | None:
+    """A database URL fit for a log: the password masked (an Optuna storage may carry one)."""
+    if not url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: keep only what is before any credentials
+        return url.split("@")[-1]
