@@ -71,7 +71,10 @@ def busy_cpu():
 def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(busy_cpu, monkeypatch, caplog):
     monkeypatch.setattr(threads, "_CHOOSERS", {})  # no decision carried over from another test
     monkeypatch.setattr(threads, "WINDOW_SECONDS", 0.5)
-    monkeypatch.setattr(threads, "FIRST_RECHECK", 1.0)  # several probes in one epoch: judged by their majority
+    # several probes in one epoch, judged by their majority; a probe every second, as the epoch lasts a few (on a fast
+    # day of this machine, doubling the interval left room for only two)
+    monkeypatch.setattr(threads, "FIRST_RECHECK", 1.0)
+    monkeypatch.setattr(threads, "LAST_RECHECK", 1.0)
     decisions = []
     record = ThreadChooser.record
 
@@ -84,7 +87,7 @@ def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(b
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        n, classes = 6400, [str(i) for i in range(10)]
+        n, classes = 12800, [str(i) for i in range(10)]
         data = ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (n,)),
                         classes, [str(i) for i in range(n)])
         cfg = build_config(None, {"model": "simple-2conv", "batch_size": 16, "epochs": 1, "device": "cpu"}).train

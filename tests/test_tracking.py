@@ -122,7 +122,8 @@ def test_a_tune_search_is_one_mlflow_parent_run_with_a_child_per_finished_trial(
     space = tmp_path / "space.yaml"
     space.write_text("lr: {low: 1.0e-3, high: 3.0e-2, log: true}\nbatch_size: 64\nepochs: 1\naugment: none\n")
     out, uri = tmp_path / "tune", f"sqlite:///{tmp_path / 'store.db'}"
-    argv = ["tune", "digits", "--model", "simple-2conv", "--space", str(space), "--mlflow", uri, "--out", str(out)]
+    argv = ["tune", "digits", "--model", "simple-2conv", "--space", str(space), "--pruner", "none", "--mlflow", uri,
+            "--out", str(out)]
     code, _, err = run_cli([*argv, "--trials", "3"], monkeypatch, capsys)
     assert code == 0, err
     client = mlflow_client(uri)
@@ -140,11 +141,21 @@ def test_a_tune_search_is_one_mlflow_parent_run_with_a_child_per_finished_trial(
     assert sorted(r.data.tags["cnnarena.run_dir"] for r in children) == [str(p.resolve()) for p in trial_dirs]
     assert parent.data.metrics["best_value"] == pytest.approx(summary["best_value"])
     assert parent.data.metrics["best_test_accuracy"] == pytest.approx(summary["best_test_accuracy"])
-    assert parent.data.params["model"] == "simple-2conv" and parent.data.params["trials"] == "3"
+    assert parent.data.params["model"] == "simple-2conv" and parent.data.params["pruner"] == "none"
     assert {"tune.json", "tune_report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     code, _, err = run_cli([*argv, "--trials", "4"], monkeypatch, capsys)  # one more trial: one more child
     assert code == 0, err
     again, children = parent_and_children()
     assert again.info.run_id == parent.info.run_id and len(children) == 4
     assert [m.step for m in client.get_metric_history(parent.info.run_id, "trials.complete")] == [3, 4]
+    code, _, err = run_cli([*argv, "--trials", "4"], monkeypatch, capsys)  # nothing new: nothing logged
+    assert code == 0, err
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "trials.finished")] == [3, 4]
+    assert len(client.search_runs([experiment])) == 5
+    client.delete_run(parent.info.run_id)  # a user deleted the search's run: the next call logs a new parent
+    code, _, err = run_cli([*argv, "--trials", "4"], monkeypatch, capsys)
+    assert code == 0, err
+    renewed, children = parent_and_children()
+    assert renewed.info.run_id != parent.info.run_id and len(children) == 4  # the trials' runs re-attached to it
     assert without_password("postgresql://user:secret@db/optuna") == "postgresql://user:***@db/optuna"
+    assert "secret" not in without_password("postgresql+psycopg2://user@db/optuna?password=secret&sslmode=require")

@@ -791,7 +791,7 @@ def tune(
                                     "of them (its worker died) is retried by another worker"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | mps"),
     mlflow: str | None = typer.Option(None, "--mlflow", help="also log to MLflow, one parent run with a child per "
-                                      "finished trial: a tracking URI, or 'local' for sqlite:///mlflow.db here"),
+                                      "completed trial: a tracking URI, or 'local' for sqlite:///mlflow.db here"),
     out: Path = typer.Option(Path("tune"), "--out", "-o", help="trial run directories, tune.json and "
                              "tune_report.html"),
 ) -> None:
@@ -807,16 +807,17 @@ def tune(
     summary = run_tune(TuneConfig(data=data, model=model, trials=trials, out=out, storage=storage,
                                   study_name=study_name, space=space, pruner=pruner, seed=seed, heartbeat=heartbeat,
                                   common={"device": device} if device else None))
-    if uri is not None:
-        from .tracking.mlflow_log import log_tune, without_password
-
-        settings = {"data": data, "model": model, "trials": trials, "space": str(space) if space else "default",
-                    "storage": without_password(storage) or "sqlite (OUT/optuna.db)", "pruner": pruner, "seed": seed}
-        parent = log_tune(out, uri, settings, summary)
-        print(f"MLflow parent run {parent} at {uri}", file=sys.stderr)
     print(f"best trial {summary['best_trial']}: validation accuracy {summary['best_value']:.4f}, test accuracy "
           f"{summary['best_test_accuracy']:.4f}; {', '.join(f'{k}={v}' for k, v in summary['best_params'].items())}"
           f"\nrun directory: {summary['best_run_dir']}\nreport: {summary['report']}")
+    if uri is not None:  # after the summary: a tracking server that fails now loses none of it
+        from .tracking.mlflow_log import log_tune, without_password
+
+        # the trial target is left out: a later batch raises it, and MLflow's parameters cannot change
+        settings = {"data": data, "model": model, "space": str(space) if space else "default",
+                    "storage": without_password(storage) or "sqlite (OUT/optuna.db)", "pruner": pruner, "seed": seed}
+        parent = log_tune(out, uri, settings, summary)
+        print(f"MLflow parent run {parent} at {uri}", file=sys.stderr)
 
 
 @app.command("lr-find", epilog=_example("Example: cnnarena lr-find fashion-mnist --model simple-2conv "

@@ -40,3 +40,20 @@ def sole_writer(directory: Path, what: str = "run") -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextmanager
+def taking_turns(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive flock on lock_file, waiting for it: for steps that every worker of a shared directory runs
+    and that must not interleave (each worker logging the shared tune directory to MLflow)."""
+    if fcntl is None:
+        yield
+        return
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -87,11 +87,16 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
             and math.isfinite(float(v))}
 
 
-def _start(client, directory: Path, uri: str, name: str, tags: dict[str, str]) -> tuple[str | None, str]:
-    """(None, id) when directory was logged to uri already; else a fresh MLflow run's (id, id)."""
-    known = _marker(directory).get(uri)
-    if known and known.get("done"):
+def _start(client, directory: Path, uri: str, name: str, tags: dict[str, str],
+           key: str | None = None) -> tuple[str | None, str]:
+    """(None, id) when directory was logged to uri already (under `key`, the URI by default) and that MLflow run
+    still exists; else a fresh MLflow run's (id, id)."""
+    key = key or uri
+    known = _marker(directory).get(key)
+    if known and known.get("done") and _active(client, known["run_id"]):
         return None, known["run_id"]
+    if known and known.get("done"):  # deleted in MLflow since (or the store was replaced): logged anew
+        known = None
     if known:  # half-logged by a process that died: start it over
         try:
             client.delete_run(known["run_id"])
@@ -99,8 +104,15 @@ def _start(client, directory: Path, uri: str, name: str, tags: dict[str, str]) -
             log.debug(f"could not delete half-logged MLflow run {known['run_id']}: {e}")
     run = client.create_run(_experiment_id(client, EXPERIMENT), run_name=name, tags=tags)
     run_id = run.info.run_id
-    _remember(directory, uri, run_id, done=False)
+    _remember(directory, key, run_id, done=False)
     return run_id, run_id
+
+
+def _active(client, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except Exception:  # no such run in this store
+        return False
 
 
 def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
@@ -116,6 +128,8 @@ def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
         tags["mlflow.parentRunId"] = parent_id
     new, run_id = _start(client, run_dir, uri, run_dir.name, tags)
     if new is None:
+        if parent_id:  # logged under a parent that was since replaced (a half-logged study or search): re-attached
+            client.set_tag(run_id, "mlflow.parentRunId", parent_id)
         return run_id
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
@@ -179,39 +193,57 @@ def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], compariso
 
 def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[str, Any]) -> str:
     """An Optuna search as a parent MLflow run (its settings, the best trial's figures and the trial counts, tune.json
-    and the report as artefacts) with every finished trial's run as a child (pruned trials wrote no metrics.json and
-    are left out); returns the parent's id. Called again after more trials, it adds their runs and logs the parent's
-    figures again, one step per finished trial."""
+    and the report as artefacts) with every completed trial's run as a child (pruned trials wrote no metrics.json and
+    are left out); returns the parent's id. One parent per tune directory and search: workers sharing the directory
+    take turns and add to the same parent; called again after more trials finished, it adds their runs and logs the
+    parent's figures again (step: trials finished); with no new trial it changes nothing."""
     from mlflow.entities import Metric, Param
 
+    from ..writer_lock import taking_turns
+
     tune_dir = Path(tune_dir)
-    client = _client(uri)
-    new, parent = _start(client, tune_dir, uri, f"tune {summary['study']}",
-                         {"cnnarena.tune_dir": str(tune_dir.resolve()), "cnnarena.study": str(summary["study"])})
-    for run_dir in study_run_dirs(tune_dir / "trials"):
-        log_run(run_dir, uri, parent_id=parent)
-    now, step = int(time.time() * 1000), int(summary["trials"].get("complete", 0))
-    figures = {"best_value": summary.get("best_value"), "best_test_accuracy": summary.get("best_test_accuracy"),
-               "best_trial": summary.get("best_trial"),
-               **{f"trials.{state}": count for state, count in summary["trials"].items()}}
-    params = [Param(k, v) for k, v in _flat_params(settings).items()] if new else []  # MLflow's params are immutable
-    _log_batches(client, parent, [Metric(k, v, now, step) for k, v in _numbers(figures).items()], params)
-    client.set_tag(parent, "cnnarena.best_params", json.dumps(summary.get("best_params", {}))[:MAX_PARAM_CHARS])
-    for name in ("tune.json", "tune_report.html"):
-        if (tune_dir / name).exists():
-            client.log_artifact(parent, str(tune_dir / name))
-    client.set_terminated(parent)
-    _remember(tune_dir, uri, parent, done=True)
+    with taking_turns(tune_dir / ".mlflow.lock"):
+        client = _client(uri)
+        study = str(summary["study"])
+        new, parent = _start(client, tune_dir, uri, f"tune {study}",
+                             {"cnnarena.tune_dir": str(tune_dir.resolve()), "cnnarena.study": study},
+                             key=f"{uri} {study}")
+        for run_dir in study_run_dirs(tune_dir / "trials"):
+            log_run(run_dir, uri, parent_id=parent)
+        counts = summary["trials"]
+        step = int(counts.get("complete", 0)) + int(counts.get("pruned", 0))
+        logged = [m.step for m in client.get_metric_history(parent, "trials.finished")]
+        if step in logged:
+            return parent
+        figures = {"best_value": summary.get("best_value"), "best_test_accuracy": summary.get("best_test_accuracy"),
+                   "best_trial": summary.get("best_trial"), "trials.finished": step,
+                   **{f"trials.{state}": count for state, count in counts.items()}}
+        params = [Param(k, v) for k, v in _flat_params(settings).items()] if new else []  # MLflow's are immutable
+        now = int(time.time() * 1000)
+        _log_batches(client, parent, [Metric(k, v, now, step) for k, v in _numbers(figures).items()], params)
+        client.set_tag(parent, "cnnarena.best_params", json.dumps(summary.get("best_params", {}))[:MAX_PARAM_CHARS])
+        for name in ("tune.json", "tune_report.html"):
+            if (tune_dir / name).exists():
+                client.log_artifact(parent, str(tune_dir / name))
+        client.set_terminated(parent)
+        _remember(tune_dir, f"{uri} {study}", parent, done=True)
     return parent
 
 
+SECRET_QUERY_KEYS = ("pass", "pwd", "secret", "token", "key")
+
+
 def without_password(url: str | None) -> str | None:
-    """A database URL fit for a log: the password masked (an Optuna storage may carry one)."""
+    """A database URL fit for a log: the password masked, in the user part or the query (an Optuna storage may carry
+    one in either)."""
     if not url:
         return url
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: keep only what is before any credentials
-        return url.split("@")[-1]
+        parsed = make_url(url)
+        query = {k: ("masked" if any(word in k.lower() for word in SECRET_QUERY_KEYS) else v)
+                 for k, v in parsed.query.items()}
+        return parsed.set(query=query).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: only the host and path, after any credentials and query
+        return url.split("@")[-1].split("?")[0]
