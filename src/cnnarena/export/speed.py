@@ -82,11 +82,8 @@ class SessionsByBatch:
     empty: ONNX Runtime's default); for_batch(n) is the session for a batch of n."""
 
     def __init__(self, path: Path, threads_by_batch: dict[str, int], spinning: bool = True) -> None:
-        self.threads_by_batch = {str(b): int(t) for b, t in threads_by_batch.items()}
-        counts = set(self.threads_by_batch.values()) or {DEFAULT_THREADS}
-        self.sessions = {t: session(path, t, spinning=spinning) for t in sorted(counts)}
+        self.threads_by_batch = {str(b): int(t) for b, t in threads_by_batch.items()} or {"1": DEFAULT_THREADS}
+        self.sessions = {t: session(path, t, spinning=spinning) for t in sorted(set(self.threads_by_batch.values()))}
 
     def for_batch(self, batch: int):
-        if not self.threads_by_batch:
-            return self.sessions[DEFAULT_THREADS]
         return self.sessions[threads_for_batch(batch, self.threads_by_batch)]

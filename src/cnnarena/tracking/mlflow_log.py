@@ -205,9 +205,9 @@ def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[s
     with taking_turns(tune_dir / ".mlflow.lock"):
         client = _client(uri)
         study = str(summary["study"])
+        key = f"{uri} {study}"  # a directory reused for another search gets a parent of its own
         new, parent = _start(client, tune_dir, uri, f"tune {study}",
-                             {"cnnarena.tune_dir": str(tune_dir.resolve()), "cnnarena.study": study},
-                             key=f"{uri} {study}")
+                             {"cnnarena.tune_dir": str(tune_dir.resolve()), "cnnarena.study": study}, key=key)
         for run_dir in study_run_dirs(tune_dir / "trials"):
             log_run(run_dir, uri, parent_id=parent)
         counts = summary["trials"]
@@ -226,7 +226,7 @@ def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[s
             if (tune_dir / name).exists():
                 client.log_artifact(parent, str(tune_dir / name))
         client.set_terminated(parent)
-        _remember(tune_dir, f"{uri} {study}", parent, done=True)
+        _remember(tune_dir, key, parent, done=True)
     return parent
 
 
