@@ -95,10 +95,13 @@ def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(b
         with runtime.using(tune_threads=True), caplog.at_level(logging.INFO, logger="cnnarena"):  # as the CLI
             fit(model, BatchLoader(data, 16, shuffle=True, channels_last=True),
                 BatchLoader(data, 1024, channels_last=True), cfg)
-        # one probe is two half-second windows, and a scheduler can be unlucky in one of them (seen once in CI):
-        # most probes must choose one thread
-        ones = sum(best == 1 for best, _ in decisions)
-        assert len(decisions) >= 3 and ones > len(decisions) / 2, decisions
+        # one probe is two half-second windows, and whether two threads stall depends on how the scheduler places
+        # them beside the busy loops in that second: CI saw two threads as fast as one in 3 of 6 probes. So: the
+        # busy CPU makes some probe choose one thread, and every probe keeps the count it measured faster
+        assert len(decisions) >= 3, decisions
+        assert any(best == 1 for best, _ in decisions), decisions
+        for best, rates in decisions:
+            assert best == (1 if rates[1] > MARGIN * rates[2] else 2), (best, rates)
         assert any("training on 1 of 2 threads (2: " in r.getMessage() for r in caplog.records)  # said once
         assert torch.get_num_threads() == 2  # fit leaves the process as it found it
     finally:
