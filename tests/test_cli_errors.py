@@ -140,8 +140,11 @@ def test_real_processes_serve_export_and_usage(digits_run, tmp_path):
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     cmd = [*CLI, "train", "digits", "--model", "fast", "--epochs", "500", "--fraction", "0.2",
            "--out", str(tmp_path / "run")]
+    # Ctrl-C at a terminal reaches a process that handles SIGINT; a job a script started in the background
+    # inherits SIGINT ignored (then Python raises no KeyboardInterrupt), so the child starts with the default
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         for line in proc.stderr:  # one line per epoch when stderr is not a terminal
