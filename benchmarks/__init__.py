@@ -19,15 +19,34 @@ def opt_in() -> None:
                       console=True)
 
 
+def machine() -> str:
+    """The CPU's model name, the vector extensions int8 and float kernels pick between, and the core count: the
+    figures of one session's machine are not another's (these VMs change CPU between sessions)."""
+    import os
+    import platform
+    from pathlib import Path
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{name}, {os.cpu_count()} cores" + (f" ({' '.join(isa)})" if isa else "")
+
+
 def write_result(result: dict, out) -> None:
     """A benchmark's figures, with the machine and the date, to its JSON file under benchmarks/results (and shown)."""
     import json
-    import os
-    import platform
     import time
     from pathlib import Path
 
-    result = {**result, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    result = {**result, "machine": machine(),
               "date": time.strftime("%Y-%m-%d")}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")

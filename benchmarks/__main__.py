@@ -25,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import machine as describe_machine
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "latest.json"
 PARTS = ("train", "inference", "accuracy")
@@ -70,16 +72,8 @@ def log(message: str) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = "/".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, load average {load}"
+    return f"{describe_machine()}, {platform.system()} {platform.machine()}, load average {load}"
 
 
 def plural(n: int, word: str) -> str:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,8 +84,7 @@ def main() -> None:
         warm, _ = timed_doctor(folder, Path(tmp) / "cache", Path(tmp) / "doc")
     dup = report["duplicates"]
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs", "images": n,
+        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "images": n,
         "cold_seconds": round(cold, 1), "warm_seconds": round(warm, 1),
         "cold_seconds_per_1000": round(1000 * cold / n, 1), "warm_seconds_per_1000": round(1000 * warm / n, 1),
         "exact_pairs": dup["exact_within_class"] + dup["exact_across_classes"],

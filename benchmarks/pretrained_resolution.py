@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {"fashion-mnist": ["--fraction", "0.1", "--val-frac", "0.05"], "digits": []}
@@ -51,7 +52,7 @@ def main() -> None:
             for size in (int(s) for s in args.sizes.split(",")):
                 rows.append(run(data, size, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+    result = {"machine": machine(),
               "date": time.strftime("%Y-%m-%d"), "rows": rows}
     path = ROOT / "benchmarks" / "results" / "pretrained_resolution.json"
     path.write_text(json.dumps(result, indent=1))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,7 @@ def main() -> None:
         rows = [study(folder, Path(tmp) / "defaults"), study(folder, Path(tmp) / "budget3m", "--budget", "3m")]
         for r in rows:
             print(json.dumps(r, indent=1), flush=True)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    result = {"machine": machine(),
               "date": time.strftime("%Y-%m-%d"), "targets": "defaults <= 300 s and <= 4 GB; --budget 3m <= 180 s "
               "plus evaluation", "rows": rows}
     path = ROOT / "benchmarks" / "results" / "small_folder_study.json"
