@@ -20,7 +20,7 @@ def opt_in() -> None:
 
 
 def machine() -> str:
-    """The CPU's model name, the vector extensions int8 and float kernels pick between, and the core count: the
+    """The CPU's model name, the vector extensions int8 and float kernels pick between, and the logical CPUs: the
     figures of one session's machine are not another's (these VMs change CPU between sessions)."""
     import os
     import platform
@@ -37,7 +37,7 @@ def machine() -> str:
     except OSError:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{name}, {os.cpu_count()} cores" + (f" ({' '.join(isa)})" if isa else "")
+    return f"{name}, {os.cpu_count()} logical CPUs" + (f" ({' '.join(isa)})" if isa else "")
 
 
 def write_result(result: dict, out) -> None:
