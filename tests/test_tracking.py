@@ -6,13 +6,14 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from cli_run import KILL_AFTER_STATE, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from cnnarena.train.tensorboard_log import FINAL_METRICS, scalar_tag
+from cnnarena.train.tensorboard_log import FINAL_METRICS, scalar_tag, wait_to_sort_last, writer_for
 
 
 def events(run):
@@ -75,6 +76,32 @@ def test_a_killed_and_resumed_run_logs_every_epoch_once_to_tensorboard_and_mlflo
     code, _, err = run_cli([*args, "--mlflow", "local"], monkeypatch, capsys)  # the finished run, again
     assert code == 0 and run_id in err
     assert len(client.search_runs([logged_run.info.experiment_id])) == 1  # logged once
+
+
+def test_a_new_event_file_is_read_after_one_a_killed_process_wrote_in_the_same_second(tmp_path):
+    # A killed process's file, stamped a second ahead of ours and with a pid that sorts after any real one: read
+    # after ours, its purge at step 1 would erase our epochs (the CI failure of a quick resume).
+    killed = writer_for(tmp_path, purge_step=1)
+    killed.add_scalar("loss/train", 9.0, global_step=1)
+    killed.close()
+    [path] = tmp_path.glob("events.out.tfevents.*")
+    path.rename(tmp_path / f"events.out.tfevents.{int(time.time()) + 1:010d}.host.99999999.0")
+
+    resumed = writer_for(tmp_path, purge_step=1)
+    for step in (1, 2, 3):
+        resumed.add_scalar("loss/train", float(step), global_step=step)
+    resumed.close()
+    assert [(e.step, e.value) for e in events(tmp_path).Scalars("loss/train")] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+
+
+def test_only_a_file_from_this_second_or_the_next_is_waited_for(tmp_path):
+    slept = []
+    assert wait_to_sort_last(tmp_path, clock=lambda: 1000.5, sleep=slept.append) == 0  # no event file yet
+    (tmp_path / "events.out.tfevents.0000001000.host.12.0").touch()
+    assert wait_to_sort_last(tmp_path, clock=lambda: 1000.5, sleep=slept.append) == pytest.approx(0.5)
+    assert wait_to_sort_last(tmp_path, clock=lambda: 1001.0, sleep=slept.append) == 0  # a later second sorts last
+    assert wait_to_sort_last(tmp_path, clock=lambda: 990.0, sleep=slept.append) == 0  # clock set back: not waited
+    assert slept == [pytest.approx(0.5)]
 
 
 def test_no_tensorboard_writes_no_events_and_a_bad_tracking_uri_is_one_line(tmp_path, monkeypatch, capsys):
