@@ -13,6 +13,7 @@ from cli_run import KILL_AFTER_STATE, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from cnnarena.train.callbacks import Callback
 from cnnarena.train.tensorboard_log import FINAL_METRICS, scalar_tag, wait_to_sort_last, writer_for
 
 
@@ -37,12 +38,19 @@ def mlflow_client(uri):
 def test_a_killed_and_resumed_run_logs_every_epoch_once_to_tensorboard_and_mlflow(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     args = ["train", "digits", "--model", "simple-2conv", "--epochs", "3", "--fraction", "0.3", "--out", str(run)]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_STATE, "2", *args], capture_output=True, text=True,
-                            timeout=300)
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_STATE, "2", *args, "--mlflow", "local"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)  # where `local` puts the store
     assert killed.returncode == -9
     assert sorted(e.step for e in events(run).Scalars("loss/train")) == [1]  # epoch 2 died before its events
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    # what the live thread logged before the kill: epoch 1 or nothing, as the race went; the resumed run must
+    # carry on in that MLflow run either way
+    before = client.search_runs([client.get_experiment_by_name("cnnarena").experiment_id]) if (
+        client.get_experiment_by_name("cnnarena")) else []
+    assert len(before) <= 1 and all(r.info.status == "RUNNING" for r in before)
 
-    monkeypatch.chdir(tmp_path)  # where `--mlflow local` puts its store
+    monkeypatch.chdir(tmp_path)
     code, _, err = run_cli([*args, "--mlflow", "local"], monkeypatch, capsys)
     assert code == 0, err
     rows, metrics = history(run), json.loads((run / "metrics.json").read_text())
@@ -58,11 +66,10 @@ def test_a_killed_and_resumed_run_logs_every_epoch_once_to_tensorboard_and_mlflo
     hparams = start.session_start_info.hparams  # the HParams tab's row of this run
     assert hparams["model"].string_value == "simple-2conv" and hparams["train.epochs"].number_value == 3
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert f"at {uri}" in err
-    client = mlflow_client(uri)
     [logged_run] = client.search_runs([client.get_experiment_by_name("cnnarena").experiment_id])
     run_id = logged_run.info.run_id
+    assert logged_run.info.status == "FINISHED" and all(r.info.run_id == run_id for r in before)
     for column in ("train_loss", "val_accuracy", "lr"):
         points = sorted(client.get_metric_history(run_id, column), key=lambda m: m.step)
         assert [(m.step, m.value) for m in points] == [(i + 1, pytest.approx(float(r[column]), rel=1e-9))
@@ -104,6 +111,89 @@ def test_only_a_file_from_this_second_or_the_next_is_waited_for(tmp_path):
     assert slept == [pytest.approx(0.5)]
 
 
+class SeesMlflowDuringTraining(Callback):
+    """After LiveRun: at each epoch's end, waits (a while) for MLflow to hold that epoch, while the run still trains."""
+
+    def __init__(self, client, run_dir):
+        self.client, self.run_dir, self.seen = client, run_dir, []
+
+    def on_epoch_final(self, s):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            marker = self.run_dir / "mlflow.json"
+            if marker.exists():
+                [known] = json.loads(marker.read_text()).values()
+                steps = [m.step for m in self.client.get_metric_history(known["run_id"], "val_accuracy")]
+                if s.epoch in steps:
+                    self.seen.append((steps, self.client.get_run(known["run_id"]).info.status))
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"epoch {s.epoch} never reached MLflow")
+
+
+def test_each_epoch_reaches_mlflow_while_the_run_trains_and_the_run_is_completed_at_the_end(tmp_path):
+    from cnnarena.config import build_config
+    from cnnarena.run import train_run
+    from cnnarena.tracking.mlflow_live import LiveRun
+    from cnnarena.tracking.mlflow_log import log_run
+
+    run = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    cfg = build_config({}, {"data": "digits", "model": "simple-2conv", "epochs": 3, "fraction": 0.3,
+                            "tensorboard": False, "out": str(run)})
+    live, sees = LiveRun(run, uri), SeesMlflowDuringTraining(client, run)
+    train_run(cfg, run, callbacks=[live, sees])
+    live.close()
+    assert sees.seen == [([1], "RUNNING"), ([1, 2], "RUNNING"), ([1, 2, 3], "RUNNING")]
+    run_id = log_run(run, uri)
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED" and finished.data.params["train.epochs"] == "3"
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2, 3]  # not logged again
+    assert finished.data.metrics["test_accuracy"] == json.loads((run / "metrics.json").read_text())["test_accuracy"]
+
+
+def test_an_unfinished_mlflow_run_carries_on_only_where_what_it_logged_is_the_history(tmp_path):
+    from cnnarena.tracking.mlflow_log import open_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: m\ndata: d\ntrain:\n  epochs: 3\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    first = {"epoch": 1, "phase": "", "train_loss": 1.0}
+    experiment = client.create_experiment("cnnarena")
+    orphan = client.create_run(experiment, tags={"cnnarena.run_dir": str(run.resolve())}).info.run_id  # killed
+    started, finished = open_run(client, run, uri, [first])  # before it remembered its run
+    assert not finished and client.get_run(orphan).info.lifecycle_stage == "deleted"
+    carried, _ = open_run(client, run, uri, [first, {"epoch": 2, "train_loss": 0.5}])  # resumed after epoch 2
+    assert carried == started
+    assert [(m.step, m.value) for m in client.get_metric_history(started, "train_loss")] == [(1, 1.0), (2, 0.5)]
+
+    # the process died after logging epoch 2 and before saving it: the resumed run trains epoch 2 again
+    redone, _ = open_run(client, run, uri, [first, {"epoch": 2, "train_loss": 0.7}])
+    assert redone != started and client.get_run(started).info.lifecycle_stage == "deleted"
+    assert [(m.step, m.value) for m in client.get_metric_history(redone, "train_loss")] == [(1, 1.0), (2, 0.7)]
+    assert client.get_run(redone).data.params["train.epochs"] == "3"
+
+
+def test_a_tracking_store_that_fails_during_training_costs_a_warning_not_the_run(tmp_path, caplog):
+    from cnnarena.config import build_config
+    from cnnarena.run import train_run
+    from cnnarena.tracking.mlflow_live import LiveRun
+
+    run = tmp_path / "run"
+    (tmp_path / "file").write_text("")
+    live = LiveRun(run, f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}")  # under a file: no store can be made
+    cfg = build_config({}, {"data": "digits", "model": "simple-2conv", "epochs": 2, "fraction": 0.2,
+                            "tensorboard": False, "out": str(run)})
+    metrics = train_run(cfg, run, callbacks=[live])
+    live.close()
+    assert metrics["epochs_run"] == 2 and live.failed
+    [warning] = [r.getMessage() for r in caplog.records if "MLflow at" in r.getMessage()]
+    assert "logging live stops" in warning
+
+
 def test_no_tensorboard_writes_no_events_and_a_bad_tracking_uri_is_one_line(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(["train", "digits", "--model", "simple-2conv", "--epochs", "1", "--fraction", "0.2",
@@ -114,13 +204,20 @@ def test_no_tensorboard_writes_no_events_and_a_bad_tracking_uri_is_one_line(tmp_
                            monkeypatch, capsys)
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: --mlflow 'mlruns' is not a tracking URI")
     assert not (tmp_path / "other").exists()  # refused before anything trained
+    (tmp_path / "file").write_text("")
+    unusable = f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}"  # under a file: no store can be made there
+    code, _, err = run_cli(["train", "digits", "--mlflow", unusable, "--out", str(tmp_path / "other")],
+                           monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(
+        f"error: --mlflow: the tracking store at {unusable} cannot be used")
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.slow  # a small study
 def test_a_study_is_one_mlflow_parent_run_with_a_child_per_run(tmp_path, monkeypatch, capsys):
     study = tmp_path / "study"
     uri = f"sqlite:///{tmp_path / 'store.db'}"
-    argv = ["study", "digits", "--models", "simple-2conv", "--seeds", "2", "--epochs", "1", "--measure-seconds",
+    argv = ["study", "digits", "--models", "simple-2conv", "--seeds", "2", "--epochs", "2", "--measure-seconds",
             "0.1", "--mlflow", uri, "--out", str(study)]
     code, _, err = run_cli(argv, monkeypatch, capsys)
     assert code == 0, err
@@ -135,8 +232,11 @@ def test_a_study_is_one_mlflow_parent_run_with_a_child_per_run(tmp_path, monkeyp
     comparison = json.loads((study / "comparison.json").read_text())
     assert parent.data.metrics["accuracy.simple-2conv"] == pytest.approx(comparison["table"][0]["accuracy"])
     assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    for child in children:  # each epoch logged as it ended, not all at the end
+        points = client.get_metric_history(child.info.run_id, "val_loss")
+        assert [m.step for m in points] == [1, 2] and points[0].timestamp < points[1].timestamp
     for run_dir in run_dirs:  # and TensorBoard sees every run of the study
-        assert [e.step for e in events(run_dir).Scalars("loss/val")] == [1]
+        assert [e.step for e in events(run_dir).Scalars("loss/val")] == [1, 2]
     code, _, err = run_cli(argv, monkeypatch, capsys)  # a finished study, again: nothing logged twice
     assert code == 0, err
     assert len(client.search_runs([experiment])) == 3

@@ -30,8 +30,8 @@ def tune(tmp_path: Path, *args: str, wait: bool = True, **kw):
 
 @pytest.mark.slow  # 8 short trainings
 def test_a_search_with_sqlite_writes_normal_runs_a_report_and_resumes(tmp_path):
-    out = tmp_path / "t"
-    done = tune(tmp_path, "--trials", "8", "--out", str(out))
+    out, uri = tmp_path / "t", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = tune(tmp_path, "--trials", "8", "--out", str(out), "--mlflow", uri)
     summary = json.loads((out / "tune.json").read_text())
     assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 8 and summary["trials"]["pruned"] >= 1
     best = Path(summary["best_run_dir"])
@@ -44,13 +44,27 @@ def test_a_search_with_sqlite_writes_normal_runs_a_report_and_resumes(tmp_path):
         assert len(history) == row["epochs_reported"] <= row["params"]["epochs"]
         assert not (Path(row["run_dir"]) / "metrics.json").exists()
     assert any(r["epochs_reported"] < r["params"]["epochs"] for r in pruned)  # pruning saved epochs
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("cnnarena").experiment_id
+    children = {r.data.tags["cnnarena.run_dir"]: r for r in client.search_runs([experiment])
+                if "mlflow.parentRunId" in r.data.tags}
+    assert len(children) == 8  # every trial, pruned ones too
+    for row in summary["rows"]:
+        child = children[str(Path(row["run_dir"]).resolve())]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, row["epochs_reported"] + 1))
+        assert (child.info.status, child.data.tags.get("cnnarena.state")) == (
+            ("KILLED", "pruned") if row["state"] == "pruned" else ("FINISHED", None))
     evaluate = subprocess.run([sys.executable, "-m", "cnnarena", "evaluate", str(best)], capture_output=True,
                               text=True, timeout=120)
     assert evaluate.returncode == 0, evaluate.stderr  # the best trial is a normal run
     html = (out / "tune_report.html").read_text()
     assert 'id="history-chart"' in html and 'id="importance"' in html and html.count("<tr>") == 9
-    again = tune(tmp_path, "--trials", "8", "--out", str(out))  # enough trials already: nothing more trains
+    again = tune(tmp_path, "--trials", "8", "--out", str(out), "--mlflow", uri)  # enough trials: none trains
     assert "trial" not in again.stderr.replace("best trial", "")
+    assert len(client.search_runs([experiment])) == 9  # and nothing is logged twice
 
 
 def test_a_bad_space_or_storage_is_one_line(tmp_path):

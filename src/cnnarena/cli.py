@@ -270,7 +270,14 @@ def train(
     try:
         run_dir = distributed.from_main(Path(cfg.out) if cfg.out else default_run_dir(cfg))  # one clock names it
         _check_out_dir(run_dir)
-        metrics = train_run(cfg, run_dir)
+        live = []
+        if uri is not None:
+            from .tracking.mlflow_live import LiveRun
+
+            live = [LiveRun(run_dir, uri)]
+        metrics = train_run(cfg, run_dir, callbacks=live)
+        for logger in live:
+            logger.close()  # what it queued is in MLflow before log_run completes the run
     finally:
         distributed.stop()
     if ranks is not None and not ranks.is_main:
@@ -600,16 +607,17 @@ def _threads(count: int) -> str:
 
 
 def _mlflow_uri(value: str | None) -> str | None:
-    """--mlflow's tracking URI, checked (and mlflow importable) before anything trains."""
+    """--mlflow's tracking URI, checked (mlflow importable, the store reachable and set up) before anything trains."""
     if value is None:
         return None
-    from .tracking.mlflow_log import tracking_uri
+    from .tracking.mlflow_log import open_store, tracking_uri
 
     uri = tracking_uri(value)
     try:
         import mlflow  # noqa: F401
     except ImportError:
         raise UserError("--mlflow needs the mlflow package: pip install mlflow") from None
+    open_store(uri)
     return uri
 
 
@@ -753,7 +761,16 @@ def study(
             print(f"every run of {study_cfg.out} is done; another worker wrote the report", file=sys.stderr)
             return
     else:
-        comparison = run_study(study_cfg)
+        live = None
+        if uri is not None and not report_only:  # each run logs under the study's parent as it trains
+            from .tracking.mlflow_live import LiveRun
+            from .tracking.mlflow_log import start_study
+
+            parent = start_study(Path(study_cfg.out), uri)
+
+            def live(run_dir: Path) -> list:
+                return [LiveRun(run_dir, uri, parent)]
+        comparison = run_study(study_cfg, live)
     if uri is not None:
         from .tracking.mlflow_log import log_study
 
@@ -791,7 +808,8 @@ def tune(
                                     "of them (its worker died) is retried by another worker"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | mps"),
     mlflow: str | None = typer.Option(None, "--mlflow", help="also log to MLflow, one parent run with a child per "
-                                      "completed trial: a tracking URI, or 'local' for sqlite:///mlflow.db here"),
+                                      "trial (pruned ones end as KILLED): a tracking URI, or 'local' for "
+                                      "sqlite:///mlflow.db here"),
     out: Path = typer.Option(Path("tune"), "--out", "-o", help="trial run directories, tune.json and "
                              "tune_report.html"),
 ) -> None:
@@ -804,9 +822,19 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # cnnarena says what each trial does
     uri = _mlflow_uri(mlflow)
     _check_out_dir(out)
-    summary = run_tune(TuneConfig(data=data, model=model, trials=trials, out=out, storage=storage,
-                                  study_name=study_name, space=space, pruner=pruner, seed=seed, heartbeat=heartbeat,
-                                  common={"device": device} if device else None))
+    tc = TuneConfig(data=data, model=model, trials=trials, out=out, storage=storage, study_name=study_name,
+                    space=space, pruner=pruner, seed=seed, heartbeat=heartbeat,
+                    common={"device": device} if device else None)
+    live = None
+    if uri is not None:  # each trial logs under the search's parent as it trains
+        from .tracking.mlflow_live import LiveRun
+        from .tracking.mlflow_log import start_tune
+
+        parent = start_tune(out, uri, tc.name())
+
+        def live(run_dir: Path) -> list:
+            return [LiveRun(run_dir, uri, parent)]
+    summary = run_tune(tc, live)
     print(f"best trial {summary['best_trial']}: validation accuracy {summary['best_value']:.4f}, test accuracy "
           f"{summary['best_test_accuracy']:.4f}; {', '.join(f'{k}={v}' for k, v in summary['best_params'].items())}"
           f"\nrun directory: {summary['best_run_dir']}\nreport: {summary['report']}")

@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
 from ..report.study_report import write_report
 from ..run import new_split, tell, train_run
+from ..train.callbacks import Callback
 from ..train.loop import resolve_device
 from ..writer_lock import sole_writer
 from . import anytime
@@ -48,10 +50,22 @@ log = logging.getLogger(__name__)
 _say = log.info
 
 
-def run_study(study: StudyConfig) -> dict[str, Any]:
-    """Every run of the study, then the comparison and the report; one process writes a study directory at a time."""
+CallbacksFor = Callable[[Path], Sequence[Callback]]  # a run directory -> more callbacks for its training
+
+
+def run_study(study: StudyConfig, callbacks_for: CallbacksFor | None = None) -> dict[str, Any]:
+    """Every run of the study, then the comparison and the report; one process writes a study directory at a time.
+    callbacks_for: more training callbacks for each run that trains (a tracker logging it live)."""
     with sole_writer(Path(study.out), "study"):
-        return _run_study(study)
+        return _run_study(study, callbacks_for)
+
+
+def _train(job: Job, callbacks_for: CallbacksFor | None) -> dict[str, Any]:
+    extra = list(callbacks_for(job.run_dir)) if callbacks_for else []
+    metrics = train_run(job.cfg, job.run_dir, callbacks=extra)
+    for callback in extra:
+        callback.close()
+    return metrics
 
 
 def prepare_study(study: StudyConfig) -> tuple[str, Any, Path]:
@@ -118,13 +132,13 @@ def missing_runs(study: StudyConfig) -> list[str]:
     return [str(d) for d in dirs if not (d / "metrics.json").exists()]
 
 
-def _run_study(study: StudyConfig) -> dict[str, Any]:
+def _run_study(study: StudyConfig, callbacks_for: CallbacksFor | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(study.out)
     data, source, split_path = prepare_study(study)
     _say(f"study of {len(study.models)} models on {data} -> {out}")
 
-    lr_results = _lr_comparison(study, lr_jobs(study, data, split_path))
+    lr_results = _lr_comparison(study, lr_jobs(study, data, split_path), callbacks_for)
     chosen_lr = {m: r["best_lr"] for m, r in lr_results.items()}
 
     runs: dict[str, dict[float, list[dict[str, Any]]]] = {}
@@ -135,7 +149,7 @@ def _run_study(study: StudyConfig) -> dict[str, Any]:
     for job in final_jobs(study, data, split_path, chosen_lr):
         state = "done" if (job.run_dir / "metrics.json").exists() else "training"
         _say(f"[{job.model}] fraction {job.fraction:g} seed {job.seed}: {state}")
-        metrics = train_run(job.cfg, job.run_dir)
+        metrics = _train(job, callbacks_for)
         metrics["run_dir"] = str(job.run_dir)
         # what the run trained with, as it saved it: the batch size fitted to the data (a reused run's
         # cfg still holds the batch size asked for)
@@ -160,14 +174,14 @@ def best_lr(curves: dict[float, list[dict[str, Any]]]) -> float:
     return max(curves, key=lambda lr: (curves[lr][-1]["val_accuracy"], -curves[lr][-1]["val_loss"]))
 
 
-def _lr_comparison(study: StudyConfig, jobs: list[Job]) -> dict[str, Any]:
+def _lr_comparison(study: StudyConfig, jobs: list[Job], callbacks_for: CallbacksFor | None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     curves: dict[str, dict[float, list]] = {}
     spent: dict[str, float] = {}
     for job in jobs:
         lr = job.cfg.train.lr
         _say(f"[{job.model}] learning-rate comparison: lr {lr:g}")
-        spent[job.model] = spent.get(job.model, 0.0) + train_run(job.cfg, job.run_dir).get("wall_seconds", 0)
+        spent[job.model] = spent.get(job.model, 0.0) + _train(job, callbacks_for).get("wall_seconds", 0)
         history = [json.loads(line) for line in (job.run_dir / "history.jsonl").read_text().splitlines()]
         curves.setdefault(job.model, {})[lr] = history
     for model, by_lr in curves.items():

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,8 +160,9 @@ def _pruner(name: str):
     return optuna.pruners.NopPruner()
 
 
-def run_tune(tc: TuneConfig) -> dict[str, Any]:
-    """Run trials until the study holds tc.trials finished (complete or pruned) ones; write the summary."""
+def run_tune(tc: TuneConfig, callbacks_for: Callable[[Path], Sequence[Callback]] | None = None) -> dict[str, Any]:
+    """Run trials until the study holds tc.trials finished (complete or pruned) ones; write the summary.
+    callbacks_for: more training callbacks for each trial's run (a tracker logging it live)."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -186,7 +188,15 @@ def run_tune(tc: TuneConfig) -> dict[str, Any]:
         cfg = build_config(None, {**(tc.common or {}), "data": tc.data, "model": tc.model, **values})
         log.info(f"trial {trial.number}{f' (retry of {retried})' if retried is not None else ''}: "
                  + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()))
-        metrics = train_run(cfg, run_dir, callbacks=[ReportToOptuna(trial)])
+        extra = list(callbacks_for(run_dir)) if callbacks_for else []
+        try:
+            metrics = train_run(cfg, run_dir, callbacks=[ReportToOptuna(trial), *extra])
+        except optuna.TrialPruned:
+            for callback in extra:
+                callback.close()
+            raise
+        for callback in extra:
+            callback.close()
         trial.set_user_attr("test_accuracy", metrics["test_accuracy"])
         return float(metrics["best_val_accuracy"])
 

@@ -1,10 +1,12 @@
-"""A finished run, or a whole study, logged to MLflow from what cnnarena wrote: the config as parameters, every row
-of history.jsonl as step-wise metrics (the same names and values), metrics.json's numbers as final metrics, and
-the run directory as artefacts. A study is one parent run with a child per run.
+"""Runs, studies and searches logged to MLflow from what cnnarena wrote: the config as parameters, every row of
+history.jsonl as step-wise metrics (the same names and values, step = epoch), metrics.json's numbers as final
+metrics, and the run directory as artefacts. A study is one parent run with a child per run.
 
-Logged once a run has finished, from its files, so a resumed or re-run training never logs an epoch twice: each
-run directory remembers its MLflow run (mlflow.json, per tracking URI), and logging it again does nothing. A run
-that was being logged when the process died is deleted from MLflow and logged again.
+A training logs each epoch as it ends (mlflow_live.LiveRun); the finished run is then completed from its files (the
+epochs not logged yet, the final metrics, the artefacts). Each run directory remembers its MLflow run (mlflow.json,
+per tracking URI), so every epoch is logged once: a resumed run carries on in the MLflow run it started, unless
+that run logged an epoch the resumed training redid (the process died between logging it and saving it), which is
+then deleted and logged anew; a finished run logged again changes nothing.
 """
 
 from __future__ import annotations
@@ -44,12 +46,23 @@ def tracking_uri(value: str) -> str:
     return value
 
 
-def _client(uri: str):
+def tracking_client(uri: str):
     logging.getLogger("alembic").setLevel(logging.WARNING)  # table creation in a new SQLite store: not news
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def open_store(uri: str) -> None:
+    """Reach the store and create cnnarena's experiment in it (a new SQLite store creates its tables then, which a
+    process killed halfway would leave broken: so before training, not on the logging thread); a UserError when the
+    store cannot be used."""
+    try:
+        _experiment_id(tracking_client(uri), EXPERIMENT)
+    except Exception as e:  # unreachable, refused, not a store
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"--mlflow: the tracking store at {uri} cannot be used: {type(e).__name__}: {first}") from e
 
 
 def _experiment_id(client, name: str) -> str:
@@ -88,15 +101,18 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 
 
 def _start(client, directory: Path, uri: str, name: str, tags: dict[str, str],
-           key: str | None = None) -> tuple[str | None, str]:
+           key: str | None = None, carry_on: bool = False) -> tuple[str | None, str]:
     """(None, id) when directory was logged to uri already (under `key`, the URI by default) and that MLflow run
-    still exists; else a fresh MLflow run's (id, id)."""
+    still exists; else (id, id) of the unfinished run, with carry_on (a parent opened before its children
+    trained), or of a fresh MLflow run."""
     key = key or uri
     known = _marker(directory).get(key)
     if known and known.get("done") and _active(client, known["run_id"]):
         return None, known["run_id"]
     if known and known.get("done"):  # deleted in MLflow since (or the store was replaced): logged anew
         known = None
+    if known and carry_on and _active(client, known["run_id"]):
+        return known["run_id"], known["run_id"]
     if known:  # half-logged by a process that died: start it over
         try:
             client.delete_run(known["run_id"])
@@ -115,30 +131,91 @@ def _active(client, run_id: str) -> bool:
         return False
 
 
-def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
-    """Log a finished run directory to MLflow (once per URI); returns its MLflow run id."""
-    from mlflow.entities import Metric, Param
-
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    client = _client(uri)
-    tags = {"cnnarena.run_dir": str(run_dir.resolve()), "cnnarena.model": str(metrics.get("model")),
-            "cnnarena.data": str(metrics.get("data"))}
+def run_tags(run_dir: Path, config: dict[str, Any], parent_id: str | None) -> dict[str, str]:
+    tags = {"cnnarena.run_dir": str(Path(run_dir).resolve()), "cnnarena.model": str(config.get("model")),
+            "cnnarena.data": str(config.get("data"))}
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
-    new, run_id = _start(client, run_dir, uri, run_dir.name, tags)
-    if new is None:
-        if parent_id:  # logged under a parent that was since replaced (a half-logged study or search): re-attached
-            client.set_tag(run_id, "mlflow.parentRunId", parent_id)
-        return run_id
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    return tags
+
+
+def epoch_points(rows: list[dict[str, Any]], final: dict[str, Any] | None = None) -> dict[tuple[str, int], float]:
+    """(metric, step) -> value: each history row's numbers at its epoch, and the final metrics at the last epoch."""
+    points = {(key, int(row["epoch"])): value for row in rows
+              for key, value in _numbers({k: v for k, v in row.items() if k != "epoch"}).items()}
+    if final is not None:
+        points.update({(key, len(rows)): value for key, value in _numbers(final).items()})
+    return points
+
+
+def log_points(client, run_id: str, points: dict[tuple[str, int], float]) -> None:
+    from mlflow.entities import Metric
+
     now = int(time.time() * 1000)
-    series = [Metric(key, value, now, int(row["epoch"])) for row in rows
-              for key, value in _numbers({k: v for k, v in row.items() if k != "epoch"}).items()]
-    final = [Metric(key, value, now, len(rows)) for key, value in _numbers(metrics).items()]
-    params = [Param(k, v) for k, v in _flat_params(config).items()]
-    _log_batches(client, run_id, series + final, params)
+    _log_batches(client, run_id, [Metric(key, value, now, step) for (key, step), value in points.items()], [])
+
+
+def open_run(client, run_dir: Path, uri: str, rows: list[dict[str, Any]], parent_id: str | None = None,
+             final: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """(id, finished) of run_dir's MLflow run at uri, its points brought up to `rows` (and `final`): the finished run
+    as it is; the unfinished one when every point it logged is among them (the missing ones are logged now); else
+    a new run, parameters from config.yaml, with all of them (an unfinished run it replaces is deleted)."""
+    run_dir = Path(run_dir)
+    expected = epoch_points(rows, final)
+    known = _marker(run_dir).get(uri)
+    if known and _active(client, known["run_id"]):
+        run_id = known["run_id"]
+        if parent_id and client.get_run(run_id).data.tags.get("mlflow.parentRunId") != parent_id:
+            client.set_tag(run_id, "mlflow.parentRunId", parent_id)  # its parent was replaced since
+        if known.get("done"):
+            return run_id, True
+        logged = {(m.key, m.step): m.value for key in {k for k, _ in expected}
+                  for m in client.get_metric_history(run_id, key)}
+        if all(expected.get(point) == value for point, value in logged.items()):
+            log_points(client, run_id, {p: v for p, v in expected.items() if p not in logged})
+            return run_id, False
+        log.info(f"MLflow run {run_id} logged an epoch this run trained again: logged anew")
+    experiment = _experiment_id(client, EXPERIMENT)
+    for stale in ({known["run_id"]} if known else set()) | _unfinished_runs_of(client, experiment, run_dir):
+        try:
+            client.delete_run(stale)
+        except Exception as e:  # gone already, or the store refuses: a new run is logged either way
+            log.debug(f"could not delete MLflow run {stale}: {e}")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    run_id = client.create_run(experiment, run_name=run_dir.name,
+                               tags=run_tags(run_dir, config, parent_id)).info.run_id
+    _remember(run_dir, uri, run_id, done=False)
+    from mlflow.entities import Param
+
+    _log_batches(client, run_id, [], [Param(k, v) for k, v in _flat_params(config).items()])
+    log_points(client, run_id, expected)
+    return run_id, False
+
+
+def _unfinished_runs_of(client, experiment: str, run_dir: Path) -> set[str]:
+    """Runs of run_dir still running in MLflow: one a killed process created but had not yet remembered."""
+    path = str(Path(run_dir).resolve())
+    if "'" in path:  # MLflow's filter strings cannot quote it
+        return set()
+    found = client.search_runs([experiment], filter_string=f"tags.`cnnarena.run_dir` = '{path}' and "
+                               "attributes.status = 'RUNNING'")
+    return {r.info.run_id for r in found}
+
+
+def history_rows(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
+    """Complete a finished run directory's MLflow run (once per URI): the epochs not logged live, the final metrics,
+    the artefacts; returns its MLflow run id."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    client = tracking_client(uri)
+    run_id, finished = open_run(client, run_dir, uri, history_rows(run_dir), parent_id, final=metrics)
+    if finished:
+        return run_id
     for item in sorted(run_dir.iterdir()):
         if item.name in SKIPPED or item.name == MARKER:
             continue
@@ -164,23 +241,35 @@ def study_run_dirs(study_dir: Path) -> list[Path]:
     return sorted(p.parent for p in Path(study_dir).rglob("metrics.json") if (p.parent / "config.yaml").exists())
 
 
+def start_study(study_dir: Path, uri: str) -> str:
+    """The study's parent run, opened before its runs train so that they log under it as they train (log_study
+    completes it); returns its id."""
+    study_dir = Path(study_dir)
+    _, parent = _start(tracking_client(uri), study_dir, uri, f"study {study_dir.name}",
+                       {"cnnarena.study_dir": str(study_dir.resolve())}, carry_on=True)
+    return parent
+
+
 def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], comparison: dict[str, Any]) -> str:
     """The study as a parent MLflow run (its settings, each model's row of the comparison, the report as artefacts) with
     every finished run as a child; returns the parent's id. Safe to call again after a resumed study."""
     from mlflow.entities import Metric, Param
 
     study_dir = Path(study_dir)
-    client = _client(uri)
+    client = tracking_client(uri)
     new, parent = _start(client, study_dir, uri, f"study {study_dir.name}",
-                         {"cnnarena.study_dir": str(study_dir.resolve())})
+                         {"cnnarena.study_dir": str(study_dir.resolve())}, carry_on=True)
     for run_dir in study_run_dirs(study_dir):
         log_run(run_dir, uri, parent_id=parent)
     if new is None:
         return parent
     now = int(time.time() * 1000)
+    logged = client.get_run(parent).data  # a parent completed halfway before keeps what it logged
     table = [Metric(f"{key}.{row['model']}", value, now, 0) for row in comparison.get("table", [])
-             for key, value in _numbers({k: row.get(k) for k in STUDY_METRICS}).items()]
-    _log_batches(client, parent, table, [Param(k, v) for k, v in _flat_params(study_config).items()])
+             for key, value in _numbers({k: row.get(k) for k in STUDY_METRICS}).items()
+             if f"{key}.{row['model']}" not in logged.metrics]
+    params = [] if logged.params else [Param(k, v) for k, v in _flat_params(study_config).items()]
+    _log_batches(client, parent, table, params)
     for name in ("comparison.md", "comparison.json", "comparison.csv", "report.html"):
         if (study_dir / name).exists():
             client.log_artifact(parent, str(study_dir / name))
@@ -191,25 +280,56 @@ def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], compariso
     return parent
 
 
+def _start_tune(client, tune_dir: Path, uri: str, study: str) -> tuple[str | None, str]:
+    key = f"{uri} {study}"  # a directory reused for another search gets a parent of its own
+    return _start(client, tune_dir, uri, f"tune {study}",
+                  {"cnnarena.tune_dir": str(Path(tune_dir).resolve()), "cnnarena.study": study}, key=key,
+                  carry_on=True)
+
+
+def start_tune(tune_dir: Path, uri: str, study: str) -> str:
+    """The search's parent run (one per tune directory and Optuna study, shared by the workers), opened before
+    the trials train so that they log under it as they train (log_tune completes it); returns its id."""
+    from ..writer_lock import taking_turns
+
+    Path(tune_dir).mkdir(parents=True, exist_ok=True)
+    with taking_turns(Path(tune_dir) / ".mlflow.lock"):
+        return _start_tune(tracking_client(uri), Path(tune_dir), uri, study)[1]
+
+
+def log_stopped(run_dir: Path, uri: str, parent_id: str | None, state: str) -> str:
+    """A run stopped before it finished (a pruned trial): its epochs, tagged with `state`, ended as KILLED (once)."""
+    client = tracking_client(uri)
+    run_id, finished = open_run(client, run_dir, uri, history_rows(run_dir), parent_id)
+    if not finished:
+        client.set_tag(run_id, "cnnarena.state", state)
+        client.set_terminated(run_id, status="KILLED")
+        _remember(Path(run_dir), uri, run_id, done=True)
+    return run_id
+
+
 def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[str, Any]) -> str:
     """An Optuna search as a parent MLflow run (its settings, the best trial's figures and the trial counts, tune.json
-    and the report as artefacts) with every completed trial's run as a child (pruned trials wrote no metrics.json and
-    are left out); returns the parent's id. One parent per tune directory and search: workers sharing the directory
-    take turns and add to the same parent; called again after more trials finished, it adds their runs and logs the
-    parent's figures again (step: trials finished); with no new trial it changes nothing."""
+    and the report as artefacts) with every completed trial's run as a child, and every pruned one (its epochs,
+    tagged cnnarena.state=pruned, ended as KILLED); returns the parent's id. One parent per tune directory and
+    search: workers sharing the directory take turns and add to the same parent; called again after more trials
+    finished, it adds their runs and logs the parent's figures again (step: trials finished); with no new trial it
+    changes nothing."""
     from mlflow.entities import Metric, Param
 
     from ..writer_lock import taking_turns
 
     tune_dir = Path(tune_dir)
     with taking_turns(tune_dir / ".mlflow.lock"):
-        client = _client(uri)
+        client = tracking_client(uri)
         study = str(summary["study"])
-        key = f"{uri} {study}"  # a directory reused for another search gets a parent of its own
-        new, parent = _start(client, tune_dir, uri, f"tune {study}",
-                             {"cnnarena.tune_dir": str(tune_dir.resolve()), "cnnarena.study": study}, key=key)
+        new, parent = _start_tune(client, tune_dir, uri, study)
+        key = f"{uri} {study}"
         for run_dir in study_run_dirs(tune_dir / "trials"):
             log_run(run_dir, uri, parent_id=parent)
+        for row in summary.get("rows", []):
+            if row.get("state") == "pruned" and row.get("run_dir") and (Path(row["run_dir"]) / "config.yaml").exists():
+                log_stopped(Path(row["run_dir"]), uri, parent, "pruned")
         counts = summary["trials"]
         step = int(counts.get("complete", 0)) + int(counts.get("pruned", 0))
         logged = [m.step for m in client.get_metric_history(parent, "trials.finished")]
@@ -218,7 +338,8 @@ def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[s
         figures = {"best_value": summary.get("best_value"), "best_test_accuracy": summary.get("best_test_accuracy"),
                    "best_trial": summary.get("best_trial"), "trials.finished": step,
                    **{f"trials.{state}": count for state, count in counts.items()}}
-        params = [Param(k, v) for k, v in _flat_params(settings).items()] if new else []  # MLflow's are immutable
+        params = ([Param(k, v) for k, v in _flat_params(settings).items()]  # MLflow's are immutable: logged once
+                  if new and not client.get_run(parent).data.params else [])
         now = int(time.time() * 1000)
         _log_batches(client, parent, [Metric(k, v, now, step) for k, v in _numbers(figures).items()], params)
         client.set_tag(parent, "cnnarena.best_params", json.dumps(summary.get("best_params", {}))[:MAX_PARAM_CHARS])

@@ -46,6 +46,8 @@ class Callback:
     def on_epoch_final(self, s: TrainState) -> None:
         """After every on_epoch_end and the time-budget check: the epoch's state will not change any more."""
     def on_train_end(self, s: TrainState) -> None: ...
+    def close(self) -> None:
+        """Once the run is over (train_run has returned; a fine-tune has several fits): let go of what it holds."""
 
     def state_dict(self) -> dict | None:
         """What a resumed run needs to carry on exactly (None: nothing)."""
