@@ -205,8 +205,8 @@ def train(
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step"),
     tensorboard: bool | None = typer.Option(None, "--tensorboard/--no-tensorboard", help="TensorBoard event files "
                                             "in the run directory (tensorboard --logdir runs) [on]"),
-    mlflow: str | None = typer.Option(None, "--mlflow", help="also log the run to MLflow: a tracking URI, or "
-                                      "'local' for sqlite:///mlflow.db here (artefacts in ./mlruns)"),
+    mlflow: str | None = typer.Option(None, "--mlflow", help="also log the run to MLflow, each epoch as it ends: a "
+                                      "tracking URI, or 'local' for sqlite:///mlflow.db here (artefacts in ./mlruns)"),
     device: str | None = typer.Option(None, help=_default_help("device", "auto | cpu | cuda | mps")),
     max_minutes: float | None = typer.Option(None, help="time limit: stop after the epoch that crosses it"),
     budget: str | None = typer.Option(None, help="wall-clock budget of the training, e.g. 20m, 90s, 1.5h: epochs "
@@ -275,9 +275,11 @@ def train(
             from .tracking.mlflow_live import LiveRun
 
             live = [LiveRun(run_dir, uri)]
-        metrics = train_run(cfg, run_dir, callbacks=live)
-        for logger in live:
-            logger.close()  # what it queued is in MLflow before log_run completes the run
+        try:
+            metrics = train_run(cfg, run_dir, callbacks=live)
+        finally:
+            for tracker in live:
+                tracker.close()
     finally:
         distributed.stop()
     if ranks is not None and not ranks.is_main:
@@ -607,9 +609,13 @@ def _threads(count: int) -> str:
 
 
 def _mlflow_uri(value: str | None) -> str | None:
-    """--mlflow's tracking URI, checked (mlflow importable, the store reachable and set up) before anything trains."""
+    """--mlflow's tracking URI, checked (mlflow importable, the store reachable and set up) before anything trains;
+    under torchrun by rank 0 alone, the one that logs."""
     if value is None:
         return None
+    import logging
+    import os
+
     from .tracking.mlflow_log import open_store, tracking_uri
 
     uri = tracking_uri(value)
@@ -617,7 +623,10 @@ def _mlflow_uri(value: str | None) -> str | None:
         import mlflow  # noqa: F401
     except ImportError:
         raise UserError("--mlflow needs the mlflow package: pip install mlflow") from None
-    open_store(uri)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # table creation in a new SQLite store: not news
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    if os.environ.get("RANK", "0") == "0":
+        open_store(uri)
     return uri
 
 
@@ -763,13 +772,10 @@ def study(
     else:
         live = None
         if uri is not None and not report_only:  # each run logs under the study's parent as it trains
-            from .tracking.mlflow_live import LiveRun
+            from .tracking.mlflow_live import live_runs_under
             from .tracking.mlflow_log import start_study
 
-            parent = start_study(Path(study_cfg.out), uri)
-
-            def live(run_dir: Path) -> list:
-                return [LiveRun(run_dir, uri, parent)]
+            live = live_runs_under(lambda: start_study(Path(study_cfg.out), uri), uri)
         comparison = run_study(study_cfg, live)
     if uri is not None:
         from .tracking.mlflow_log import log_study
@@ -827,13 +833,10 @@ def tune(
                     common={"device": device} if device else None)
     live = None
     if uri is not None:  # each trial logs under the search's parent as it trains
-        from .tracking.mlflow_live import LiveRun
+        from .tracking.mlflow_live import live_runs_under
         from .tracking.mlflow_log import start_tune
 
-        parent = start_tune(out, uri, tc.name())
-
-        def live(run_dir: Path) -> list:
-            return [LiveRun(run_dir, uri, parent)]
+        live = live_runs_under(lambda: start_tune(out, uri, tc.name()), uri)
     summary = run_tune(tc, live)
     print(f"best trial {summary['best_trial']}: validation accuracy {summary['best_value']:.4f}, test accuracy "
           f"{summary['best_test_accuracy']:.4f}; {', '.join(f'{k}={v}' for k, v in summary['best_params'].items())}"

@@ -62,10 +62,11 @@ def run_study(study: StudyConfig, callbacks_for: CallbacksFor | None = None) -> 
 
 def _train(job: Job, callbacks_for: CallbacksFor | None) -> dict[str, Any]:
     extra = list(callbacks_for(job.run_dir)) if callbacks_for else []
-    metrics = train_run(job.cfg, job.run_dir, callbacks=extra)
-    for callback in extra:
-        callback.close()
-    return metrics
+    try:
+        return train_run(job.cfg, job.run_dir, callbacks=extra)
+    finally:
+        for callback in extra:
+            callback.close()
 
 
 def prepare_study(study: StudyConfig) -> tuple[str, Any, Path]:

@@ -191,12 +191,9 @@ def run_tune(tc: TuneConfig, callbacks_for: Callable[[Path], Sequence[Callback]]
         extra = list(callbacks_for(run_dir)) if callbacks_for else []
         try:
             metrics = train_run(cfg, run_dir, callbacks=[ReportToOptuna(trial), *extra])
-        except optuna.TrialPruned:
+        finally:
             for callback in extra:
                 callback.close()
-            raise
-        for callback in extra:
-            callback.close()
         trial.set_user_attr("test_accuracy", metrics["test_accuracy"])
         return float(metrics["best_val_accuracy"])
 

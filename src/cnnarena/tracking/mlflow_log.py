@@ -47,8 +47,6 @@ def tracking_uri(value: str) -> str:
 
 
 def tracking_client(uri: str):
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # table creation in a new SQLite store: not news
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -103,8 +101,8 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 def _start(client, directory: Path, uri: str, name: str, tags: dict[str, str],
            key: str | None = None, carry_on: bool = False) -> tuple[str | None, str]:
     """(None, id) when directory was logged to uri already (under `key`, the URI by default) and that MLflow run
-    still exists; else (id, id) of the unfinished run, with carry_on (a parent opened before its children
-    trained), or of a fresh MLflow run."""
+    still exists; else (id, id) of a fresh MLflow run, the unfinished one deleted (half-logged by a process that
+    died). carry_on: reuse the unfinished run instead (a parent opened before its children trained)."""
     key = key or uri
     known = _marker(directory).get(key)
     if known and known.get("done") and _active(client, known["run_id"]):
@@ -169,8 +167,8 @@ def open_run(client, run_dir: Path, uri: str, rows: list[dict[str, Any]], parent
             client.set_tag(run_id, "mlflow.parentRunId", parent_id)  # its parent was replaced since
         if known.get("done"):
             return run_id, True
-        logged = {(m.key, m.step): m.value for key in {k for k, _ in expected}
-                  for m in client.get_metric_history(run_id, key)}
+        keys = {k for k, _ in expected} | set(client.get_run(run_id).data.metrics)
+        logged = {(m.key, m.step): m.value for key in keys for m in client.get_metric_history(run_id, key)}
         if all(expected.get(point) == value for point, value in logged.items()):
             log_points(client, run_id, {p: v for p, v in expected.items() if p not in logged})
             return run_id, False
@@ -184,10 +182,12 @@ def open_run(client, run_dir: Path, uri: str, rows: list[dict[str, Any]], parent
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     run_id = client.create_run(experiment, run_name=run_dir.name,
                                tags=run_tags(run_dir, config, parent_id)).info.run_id
-    _remember(run_dir, uri, run_id, done=False)
     from mlflow.entities import Param
 
+    # parameters before the run is remembered: a remembered run always has them (one a process died before
+    # remembering is found by its tag and deleted, above)
     _log_batches(client, run_id, [], [Param(k, v) for k, v in _flat_params(config).items()])
+    _remember(run_dir, uri, run_id, done=False)
     log_points(client, run_id, expected)
     return run_id, False
 
@@ -297,13 +297,14 @@ def start_tune(tune_dir: Path, uri: str, study: str) -> str:
         return _start_tune(tracking_client(uri), Path(tune_dir), uri, study)[1]
 
 
-def log_stopped(run_dir: Path, uri: str, parent_id: str | None, state: str) -> str:
-    """A run stopped before it finished (a pruned trial): its epochs, tagged with `state`, ended as KILLED (once)."""
+def log_stopped(run_dir: Path, uri: str, parent_id: str | None, state: str, status: str) -> str:
+    """A run stopped before it finished (a pruned or failed trial): its epochs, tagged with `state`, ended with
+    MLflow's `status` (once)."""
     client = tracking_client(uri)
     run_id, finished = open_run(client, run_dir, uri, history_rows(run_dir), parent_id)
     if not finished:
         client.set_tag(run_id, "cnnarena.state", state)
-        client.set_terminated(run_id, status="KILLED")
+        client.set_terminated(run_id, status=status)
         _remember(Path(run_dir), uri, run_id, done=True)
     return run_id
 
@@ -311,10 +312,10 @@ def log_stopped(run_dir: Path, uri: str, parent_id: str | None, state: str) -> s
 def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[str, Any]) -> str:
     """An Optuna search as a parent MLflow run (its settings, the best trial's figures and the trial counts, tune.json
     and the report as artefacts) with every completed trial's run as a child, and every pruned one (its epochs,
-    tagged cnnarena.state=pruned, ended as KILLED); returns the parent's id. One parent per tune directory and
-    search: workers sharing the directory take turns and add to the same parent; called again after more trials
-    finished, it adds their runs and logs the parent's figures again (step: trials finished); with no new trial it
-    changes nothing."""
+    tagged cnnarena.state=pruned, ended as KILLED) and failed one that no retry took over (FAILED); returns the
+    parent's id. One parent per tune directory and search: workers sharing the directory take turns and add to the
+    same parent; called again after more trials finished, it adds their runs and logs the parent's figures again
+    (step: trials finished); with no new trial it changes nothing."""
     from mlflow.entities import Metric, Param
 
     from ..writer_lock import taking_turns
@@ -327,9 +328,14 @@ def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[s
         key = f"{uri} {study}"
         for run_dir in study_run_dirs(tune_dir / "trials"):
             log_run(run_dir, uri, parent_id=parent)
-        for row in summary.get("rows", []):
-            if row.get("state") == "pruned" and row.get("run_dir") and (Path(row["run_dir"]) / "config.yaml").exists():
-                log_stopped(Path(row["run_dir"]), uri, parent, "pruned")
+        rows = [r for r in summary.get("rows", [])
+                if r.get("run_dir") and (Path(r["run_dir"]) / "config.yaml").exists()]
+        retried = {r["run_dir"] for r in rows if r["state"] != "fail"}  # a retry trains on in the same directory
+        for row in rows:
+            if row["state"] == "pruned":
+                log_stopped(Path(row["run_dir"]), uri, parent, "pruned", "KILLED")
+            elif row["state"] == "fail" and row["run_dir"] not in retried:
+                log_stopped(Path(row["run_dir"]), uri, parent, "failed", "FAILED")
         counts = summary["trials"]
         step = int(counts.get("complete", 0)) + int(counts.get("pruned", 0))
         logged = [m.step for m in client.get_metric_history(parent, "trials.finished")]
