@@ -762,20 +762,20 @@ def study(
         missing = missing_runs(study_cfg)
         if missing:
             raise UserError(f"--report-only: {len(missing)} run(s) not finished yet, first {missing[0]}")
+    live = None
+    if uri is not None and not report_only:  # each run logs under the study's parent as it trains
+        from .tracking.mlflow_live import live_runs_under
+        from .tracking.mlflow_log import start_study
+
+        live = live_runs_under(lambda: start_study(Path(study_cfg.out), uri), uri)
     if storage is not None:
         from .study.shared import run_shared_study
 
-        comparison = run_shared_study(study_cfg, storage, study_name, heartbeat)
+        comparison = run_shared_study(study_cfg, storage, study_name, heartbeat, live)
         if comparison is None:
             print(f"every run of {study_cfg.out} is done; another worker wrote the report", file=sys.stderr)
             return
     else:
-        live = None
-        if uri is not None and not report_only:  # each run logs under the study's parent as it trains
-            from .tracking.mlflow_live import live_runs_under
-            from .tracking.mlflow_log import start_study
-
-            live = live_runs_under(lambda: start_study(Path(study_cfg.out), uri), uri)
         comparison = run_study(study_cfg, live)
     if uri is not None:
         from .tracking.mlflow_log import log_study

@@ -60,7 +60,8 @@ def run_study(study: StudyConfig, callbacks_for: CallbacksFor | None = None) -> 
         return _run_study(study, callbacks_for)
 
 
-def _train(job: Job, callbacks_for: CallbacksFor | None) -> dict[str, Any]:
+def train_job(job: Job, callbacks_for: CallbacksFor | None = None) -> dict[str, Any]:
+    """train_run of the job, with callbacks_for's callbacks (closed after it, whatever happened)."""
     extra = list(callbacks_for(job.run_dir)) if callbacks_for else []
     try:
         return train_run(job.cfg, job.run_dir, callbacks=extra)
@@ -150,7 +151,7 @@ def _run_study(study: StudyConfig, callbacks_for: CallbacksFor | None) -> dict[s
     for job in final_jobs(study, data, split_path, chosen_lr):
         state = "done" if (job.run_dir / "metrics.json").exists() else "training"
         _say(f"[{job.model}] fraction {job.fraction:g} seed {job.seed}: {state}")
-        metrics = _train(job, callbacks_for)
+        metrics = train_job(job, callbacks_for)
         metrics["run_dir"] = str(job.run_dir)
         # what the run trained with, as it saved it: the batch size fitted to the data (a reused run's
         # cfg still holds the batch size asked for)
@@ -182,7 +183,7 @@ def _lr_comparison(study: StudyConfig, jobs: list[Job], callbacks_for: Callbacks
     for job in jobs:
         lr = job.cfg.train.lr
         _say(f"[{job.model}] learning-rate comparison: lr {lr:g}")
-        spent[job.model] = spent.get(job.model, 0.0) + _train(job, callbacks_for).get("wall_seconds", 0)
+        spent[job.model] = spent.get(job.model, 0.0) + train_job(job, callbacks_for).get("wall_seconds", 0)
         history = [json.loads(line) for line in (job.run_dir / "history.jsonl").read_text().splitlines()]
         curves.setdefault(job.model, {})[lr] = history
     for model, by_lr in curves.items():

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..run import train_run
 from .config import StudyConfig
-from .runner import Job, best_lr, final_jobs, lr_jobs, prepare_study, run_study
+from .runner import CallbacksFor, Job, best_lr, final_jobs, lr_jobs, prepare_study, run_study, train_job
 from .tune import _retry_callback, _storage
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def _requeue_orphans(optuna_study, stage: str, jobs: list[Job]) -> None:
             optuna_study.enqueue_trial({"job": i}, user_attrs={"stage": stage, "key": job.key})
 
 
-def _work(optuna_study, stage: str, jobs: list[Job]) -> int:
+def _work(optuna_study, stage: str, jobs: list[Job], callbacks_for: CallbacksFor | None = None) -> int:
     """Train waiting jobs of the stage until none waits; the number this worker trained."""
     import optuna
     from optuna.trial import TrialState
@@ -95,7 +94,7 @@ def _work(optuna_study, stage: str, jobs: list[Job]) -> int:
         retried = _retry_callback().retried_trial_number(frozen)
         log.info(f"[worker] {job.key}" + (f" (retry of trial {retried})" if retried is not None else ""))
         try:
-            metrics = train_run(job.cfg, job.run_dir)
+            metrics = train_job(job, callbacks_for)
         except UserError as e:
             if "is being written by" not in str(e):
                 raise
@@ -109,7 +108,7 @@ def _work(optuna_study, stage: str, jobs: list[Job]) -> int:
     return trained
 
 
-def _wait(optuna_study, stage: str, jobs: list[Job]) -> None:
+def _wait(optuna_study, stage: str, jobs: list[Job], callbacks_for: CallbacksFor | None = None) -> None:
     """Until every job of the stage is complete (other workers still training), retrying dead workers' jobs."""
     import optuna
     from optuna.trial import TrialState
@@ -117,7 +116,7 @@ def _wait(optuna_study, stage: str, jobs: list[Job]) -> None:
     while not _done(optuna_study, stage, jobs):
         optuna.storages.fail_stale_trials(optuna_study)  # a dead worker's trial: failed, its retry waiting
         _requeue_orphans(optuna_study, stage, jobs)
-        _work(optuna_study, stage, jobs)
+        _work(optuna_study, stage, jobs, callbacks_for)
         failed_for_good = [i for i in range(len(jobs))
                            if sum(t.params.get("job") == i and t.user_attrs.get("stage") == stage
                                   for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > 1]
@@ -126,9 +125,10 @@ def _wait(optuna_study, stage: str, jobs: list[Job]) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def run_shared_study(study: StudyConfig, storage: str, name: str | None = None,
-                     heartbeat: float = 10.0) -> dict[str, Any] | None:
-    """This worker's share of the study; the comparison when this worker wrote the report, else None."""
+def run_shared_study(study: StudyConfig, storage: str, name: str | None = None, heartbeat: float = 10.0,
+                     callbacks_for: CallbacksFor | None = None) -> dict[str, Any] | None:
+    """This worker's share of the study; the comparison when this worker wrote the report, else None.
+    callbacks_for: more training callbacks for each run this worker trains (a tracker logging it live)."""
     import optuna
 
     data, _, split_path = prepare_study(study)
@@ -137,16 +137,16 @@ def run_shared_study(study: StudyConfig, storage: str, name: str | None = None,
                                        direction="maximize")
     first = lr_jobs(study, data, split_path)
     _queue(optuna_study, "lr", first)
-    _work(optuna_study, "lr", first)
-    _wait(optuna_study, "lr", first)
+    _work(optuna_study, "lr", first, callbacks_for)
+    _wait(optuna_study, "lr", first, callbacks_for)
     curves: dict[str, dict[float, list]] = {}
     for job in first:
         history = [json.loads(x) for x in (job.run_dir / "history.jsonl").read_text().splitlines()]
         curves.setdefault(job.model, {})[job.cfg.train.lr] = history
     final = final_jobs(study, data, split_path, {m: best_lr(c) for m, c in curves.items()})
     _queue(optuna_study, "final", final)
-    _work(optuna_study, "final", final)
-    _wait(optuna_study, "final", final)
+    _work(optuna_study, "final", final, callbacks_for)
+    _wait(optuna_study, "final", final, callbacks_for)
     if optuna_study.user_attrs.get("report_written"):
         log.info("[worker] every run is done; another worker wrote the report")
         return None

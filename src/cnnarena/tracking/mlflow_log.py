@@ -57,10 +57,25 @@ def open_store(uri: str) -> None:
     process killed halfway would leave broken: so before training, not on the logging thread); a UserError when the
     store cannot be used."""
     try:
-        _experiment_id(tracking_client(uri), EXPERIMENT)
+        with _creating_alone(uri):
+            _experiment_id(tracking_client(uri), EXPERIMENT)
     except Exception as e:  # unreachable, refused, not a store
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"--mlflow: the tracking store at {uri} cannot be used: {type(e).__name__}: {first}") from e
+
+
+def _creating_alone(uri: str):
+    """For an SQLite store: an flock beside its file (FILE.lock), so workers starting at once on a new store do not
+    create its tables side by side (the second fails on a table the first made). A server orders that itself."""
+    import contextlib
+
+    from ..writer_lock import taking_turns
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
+        return contextlib.nullcontext()
+    db = Path(uri[len(prefix):])
+    return taking_turns(db.with_name(db.name + ".lock"))
 
 
 def _experiment_id(client, name: str) -> str:
@@ -243,10 +258,13 @@ def study_run_dirs(study_dir: Path) -> list[Path]:
 
 def start_study(study_dir: Path, uri: str) -> str:
     """The study's parent run, opened before its runs train so that they log under it as they train (log_study
-    completes it); returns its id."""
+    completes it); returns its id. Workers sharing the study take turns, so they open one parent."""
+    from ..writer_lock import taking_turns
+
     study_dir = Path(study_dir)
-    _, parent = _start(tracking_client(uri), study_dir, uri, f"study {study_dir.name}",
-                       {"cnnarena.study_dir": str(study_dir.resolve())}, carry_on=True)
+    with taking_turns(study_dir / ".mlflow.lock"):
+        _, parent = _start(tracking_client(uri), study_dir, uri, f"study {study_dir.name}",
+                           {"cnnarena.study_dir": str(study_dir.resolve())}, carry_on=True)
     return parent
 
 
