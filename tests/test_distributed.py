@@ -73,7 +73,8 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path):
     single = subprocess.run([sys.executable, "-m", "cnnarena", "train", *common, "--out", str(tmp_path / "one")],
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
-    log = finished(torchrun(*common, "--out", str(tmp_path / "two")))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = finished(torchrun(*common, "--out", str(tmp_path / "two"), "--mlflow", uri))
     assert "data parallel: 2 processes (gloo)" in log
     # Summation order differs (two partial gradients added by gloo): measured 1.0e-4 after 3 epochs, weights up
     # to 0.5 in size.
@@ -82,6 +83,13 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path):
     assert one["train_samples"] == two["train_samples"] and abs(one["test_accuracy"] - two["test_accuracy"]) < 0.01
     history = [json.loads(line) for line in (tmp_path / "two" / "history.jsonl").read_text().splitlines()]
     assert len(history) == 3  # rank 0 alone wrote: one row per epoch
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    [logged] = client.search_runs([client.get_experiment_by_name("cnnarena").experiment_id])  # rank 0 alone logged
+    points = client.get_metric_history(logged.info.run_id, "train_loss")
+    assert [(m.step, m.value) for m in points] == [(r["epoch"], r["train_loss"]) for r in history]
+    assert logged.info.status == "FINISHED"
     assert not list(tmp_path.glob("two/**/*.tmp*"))
 
 
