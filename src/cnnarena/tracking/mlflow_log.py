@@ -4,9 +4,9 @@ metrics, and the run directory as artefacts. A study is one parent run with a ch
 
 A training logs each epoch as it ends (mlflow_live.LiveRun); the finished run is then completed from its files (the
 epochs not logged yet, the final metrics, the artefacts). Each run directory remembers its MLflow run (mlflow.json,
-per tracking URI), so every epoch is logged once: a resumed run carries on in the MLflow run it started, unless
-that run logged an epoch the resumed training redid (the process died between logging it and saving it), which is
-then deleted and logged anew; a finished run logged again changes nothing.
+per tracking URI), so every epoch is logged once: a resumed run carries on in the MLflow run it started (should that
+run hold a point the history does not, it is deleted and logged anew: a guard, since an epoch is saved before it
+is logged); a finished run logged again changes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "cnnarena"
 MARKER = "mlflow.json"
+STUDY_LOCK = ".mlflow.lock"  # in a study or tune directory: its workers open the parent run in turn
 LOCAL = "local"
 SKIPPED = ("checkpoints",)  # a run's resume state: the kept weights are model.safetensors
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a parameter's value
@@ -114,25 +115,15 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 
 
 def _start(client, directory: Path, uri: str, name: str, tags: dict[str, str],
-           key: str | None = None, carry_on: bool = False) -> tuple[str | None, str]:
-    """(None, id) when directory was logged to uri already (under `key`, the URI by default) and that MLflow run
-    still exists; else (id, id) of a fresh MLflow run, the unfinished one deleted (half-logged by a process that
-    died). carry_on: reuse the unfinished run instead (a parent opened before its children trained)."""
+           key: str | None = None) -> tuple[str | None, str]:
+    """A parent run (a study's or a search's): (None, id) when directory was logged to uri already (under `key`,
+    the URI by default) and that MLflow run still exists; (id, id) of the unfinished one, opened before its children
+    trained (what it logged is kept: the caller adds only what is missing); else of a fresh MLflow run."""
     key = key or uri
     known = _marker(directory).get(key)
-    if known and known.get("done") and _active(client, known["run_id"]):
-        return None, known["run_id"]
-    if known and known.get("done"):  # deleted in MLflow since (or the store was replaced): logged anew
-        known = None
-    if known and carry_on and _active(client, known["run_id"]):
-        return known["run_id"], known["run_id"]
-    if known:  # half-logged by a process that died: start it over
-        try:
-            client.delete_run(known["run_id"])
-        except Exception as e:  # gone already, or the store refuses: a new run is logged either way
-            log.debug(f"could not delete half-logged MLflow run {known['run_id']}: {e}")
-    run = client.create_run(_experiment_id(client, EXPERIMENT), run_name=name, tags=tags)
-    run_id = run.info.run_id
+    if known and _active(client, known["run_id"]):
+        return (None if known.get("done") else known["run_id"]), known["run_id"]
+    run_id = client.create_run(_experiment_id(client, EXPERIMENT), run_name=name, tags=tags).info.run_id
     _remember(directory, key, run_id, done=False)
     return run_id, run_id
 
@@ -178,11 +169,12 @@ def open_run(client, run_dir: Path, uri: str, rows: list[dict[str, Any]], parent
     known = _marker(run_dir).get(uri)
     if known and _active(client, known["run_id"]):
         run_id = known["run_id"]
-        if parent_id and client.get_run(run_id).data.tags.get("mlflow.parentRunId") != parent_id:
+        data = client.get_run(run_id).data
+        if parent_id and data.tags.get("mlflow.parentRunId") != parent_id:
             client.set_tag(run_id, "mlflow.parentRunId", parent_id)  # its parent was replaced since
         if known.get("done"):
             return run_id, True
-        keys = {k for k, _ in expected} | set(client.get_run(run_id).data.metrics)
+        keys = {k for k, _ in expected} | set(data.metrics)
         logged = {(m.key, m.step): m.value for key in keys for m in client.get_metric_history(run_id, key)}
         if all(expected.get(point) == value for point, value in logged.items()):
             log_points(client, run_id, {p: v for p, v in expected.items() if p not in logged})
@@ -256,16 +248,18 @@ def study_run_dirs(study_dir: Path) -> list[Path]:
     return sorted(p.parent for p in Path(study_dir).rglob("metrics.json") if (p.parent / "config.yaml").exists())
 
 
+def _start_study(client, study_dir: Path, uri: str) -> tuple[str | None, str]:
+    return _start(client, study_dir, uri, f"study {study_dir.name}", {"cnnarena.study_dir": str(study_dir.resolve())})
+
+
 def start_study(study_dir: Path, uri: str) -> str:
     """The study's parent run, opened before its runs train so that they log under it as they train (log_study
     completes it); returns its id. Workers sharing the study take turns, so they open one parent."""
     from ..writer_lock import taking_turns
 
     study_dir = Path(study_dir)
-    with taking_turns(study_dir / ".mlflow.lock"):
-        _, parent = _start(tracking_client(uri), study_dir, uri, f"study {study_dir.name}",
-                           {"cnnarena.study_dir": str(study_dir.resolve())}, carry_on=True)
-    return parent
+    with taking_turns(study_dir / STUDY_LOCK):
+        return _start_study(tracking_client(uri), study_dir, uri)[1]
 
 
 def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], comparison: dict[str, Any]) -> str:
@@ -273,10 +267,12 @@ def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], compariso
     every finished run as a child; returns the parent's id. Safe to call again after a resumed study."""
     from mlflow.entities import Metric, Param
 
+    from ..writer_lock import taking_turns
+
     study_dir = Path(study_dir)
     client = tracking_client(uri)
-    new, parent = _start(client, study_dir, uri, f"study {study_dir.name}",
-                         {"cnnarena.study_dir": str(study_dir.resolve())}, carry_on=True)
+    with taking_turns(study_dir / STUDY_LOCK):
+        new, parent = _start_study(client, study_dir, uri)
     for run_dir in study_run_dirs(study_dir):
         log_run(run_dir, uri, parent_id=parent)
     if new is None:
@@ -298,11 +294,14 @@ def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], compariso
     return parent
 
 
+def _tune_key(uri: str, study: str) -> str:
+    return f"{uri} {study}"  # a directory reused for another search gets a parent of its own
+
+
 def _start_tune(client, tune_dir: Path, uri: str, study: str) -> tuple[str | None, str]:
-    key = f"{uri} {study}"  # a directory reused for another search gets a parent of its own
     return _start(client, tune_dir, uri, f"tune {study}",
-                  {"cnnarena.tune_dir": str(Path(tune_dir).resolve()), "cnnarena.study": study}, key=key,
-                  carry_on=True)
+                  {"cnnarena.tune_dir": str(Path(tune_dir).resolve()), "cnnarena.study": study},
+                  key=_tune_key(uri, study))
 
 
 def start_tune(tune_dir: Path, uri: str, study: str) -> str:
@@ -311,7 +310,7 @@ def start_tune(tune_dir: Path, uri: str, study: str) -> str:
     from ..writer_lock import taking_turns
 
     Path(tune_dir).mkdir(parents=True, exist_ok=True)
-    with taking_turns(Path(tune_dir) / ".mlflow.lock"):
+    with taking_turns(Path(tune_dir) / STUDY_LOCK):
         return _start_tune(tracking_client(uri), Path(tune_dir), uri, study)[1]
 
 
@@ -339,11 +338,10 @@ def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[s
     from ..writer_lock import taking_turns
 
     tune_dir = Path(tune_dir)
-    with taking_turns(tune_dir / ".mlflow.lock"):
+    with taking_turns(tune_dir / STUDY_LOCK):
         client = tracking_client(uri)
         study = str(summary["study"])
         new, parent = _start_tune(client, tune_dir, uri, study)
-        key = f"{uri} {study}"
         for run_dir in study_run_dirs(tune_dir / "trials"):
             log_run(run_dir, uri, parent_id=parent)
         rows = [r for r in summary.get("rows", [])
@@ -371,7 +369,7 @@ def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[s
             if (tune_dir / name).exists():
                 client.log_artifact(parent, str(tune_dir / name))
         client.set_terminated(parent)
-        _remember(tune_dir, key, parent, done=True)
+        _remember(tune_dir, _tune_key(uri, study), parent, done=True)
     return parent
 
 
