@@ -1,7 +1,9 @@
 """Hugging Face datasets as DATA, built here from real digit images (no network): a save_to_disk folder with its
-three splits, a folder of Parquet files, hf:PATH, columns found from the features or named, decoded once."""
+three splits, a folder of Parquet files, hf:PATH, hf:NAME from the datasets cache a hub download leaves, columns found
+from the features or named, decoded once."""
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -96,3 +98,44 @@ def test_wrong_columns_and_missing_datasets_are_one_line(three_splits, tmp_path,
     code, _, err = run_cli(["train", "hf:nobody/no-such-dataset", "--out", str(tmp_path / "r3")], monkeypatch, capsys)
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: cannot load Hugging Face dataset 'nobody/no-such-dataset'")
+
+
+def hub_download_cache(home, name, splits):
+    """The datasets cache an online `load_dataset(name)` of a Parquet-only hub repository leaves under HF_HOME: the
+    Parquet builder that load uses, prepared by datasets itself (config "default", a commit hash as the hub's),
+    from local files instead of the hub's."""
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    files = home / "downloaded"
+    files.mkdir(parents=True)
+    for split, ds in splits.items():
+        ds.to_parquet(str(files / f"{split}.parquet"))
+    builder = Parquet(cache_dir=str(home / "datasets"), dataset_name=name, config_id="default",
+                      hash="5f0c3a1e9b7d2c4a6e8f0b1d3c5a7e9f1b3d5c7a",
+                      data_files={split: str(files / f"{split}.parquet") for split in splits})
+    builder.download_and_prepare()
+    return Path(builder.cache_dir)
+
+
+def test_a_hub_dataset_name_loads_offline_from_the_local_cache(tmp_path, monkeypatch, capsys):
+    home = tmp_path / "hf-home"
+    prepared = hub_download_cache(home, "digits", {"train": dataset(500, 0), "test": dataset(200, 500)})
+    assert prepared.is_relative_to(home / "datasets" / "digits" / "default")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # datasets reads both at import
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+    source = load_source("hf:digits", image_size=16, cache_dir=tmp_path / "cache")
+    assert source.classes == NAMES and (len(source.pool), len(source.test)) == (500, 200)
+    assert source.val is None  # no validation split: the run carves one from train
+    _, expected = digit_images(200, 500)
+    assert source.test.labels.tolist() == expected
+    assert load_source("hf:digits:default", image_size=16, cache_dir=tmp_path / "cache").test.ids == source.test.ids
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "hf:digits", "--model", "simple-2conv", "--epochs", "1", "--image-size", "16",
+                              "--out", str(run)], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((run / "split.json").read_text())["sizes"]["test"] == 200
+    code, _, err = run_cli(["train", "hf:digits:no-such-config", "--out", str(tmp_path / "r2")], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(
+        "error: cannot load Hugging Face dataset 'digits' (no-such-config)")
