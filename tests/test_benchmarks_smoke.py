@@ -146,3 +146,45 @@ def test_the_ten_minute_target_is_judged_on_fast_large_when_the_run_has_it():
     assert ten["status"] == table.MISSED and "best 93.40%" in ten["figure"]
     text = table.format_table(results)
     assert "93.40% in 560 s" in next(ln for ln in text.splitlines() if "cnnarena fast-large (its recipe)" in ln)
+
+
+def test_int8_node_costs_cuts_the_optimized_graph_after_every_node(tmp_path, monkeypatch):
+    """Each cut of ONNX Runtime's optimized graph loads (a uint8 tensor as its output too) and the last cut is the
+    whole graph: same logits as the model."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from benchmarks import int8_node_costs
+
+    monkeypatch.setattr(int8_node_costs, "SECONDS_PER_CUT", 0.01)
+    monkeypatch.setattr(int8_node_costs, "ROUNDS", 1)
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+               numpy_helper.from_array(np.array(0, np.uint8), "z"),
+               numpy_helper.from_array(rng.standard_normal((10, 8 * 14 * 14)).astype(np.float32), "g")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q"], name="quantize"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="dequantize"),
+             helper.make_node("MaxPool", ["d"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "g"], ["logits"], transB=1, name="gemm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], weights)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.random((1, 1, 28, 28), dtype=np.float32)
+    costs = int8_node_costs.node_costs(path, 1, tmp_path, x)
+    optimized = onnx.load(str(tmp_path / "m.optimized.onnx"))
+    assert [r["node"] for r in costs["nodes"]] == [n.name for n in optimized.graph.node]
+    assert costs["whole_us"] == costs["nodes"][-1]["cumulative_us"] > 0
+    assert sum(r["node_us"] for r in costs["nodes"]) == pytest.approx(costs["whole_us"], abs=0.5)
+    last, output = int8_node_costs.cut_session(optimized, len(optimized.graph.node) - 1, 1)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(last.run([output], {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
+    quantized = next(i for i, n in enumerate(optimized.graph.node) if n.op_type == "QuantizeLinear")
+    cut, name = int8_node_costs.cut_session(optimized, quantized, 1)
+    assert cut.run([name], {"x": x})[0].dtype == np.uint8
