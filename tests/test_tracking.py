@@ -216,6 +216,70 @@ def test_no_tensorboard_writes_no_events_and_a_bad_tracking_uri_is_one_line(tmp_
     assert code == 2 and err.strip().splitlines()[-1].startswith(
         f"error: --mlflow: the tracking store at {unusable} cannot be used")
     assert not (tmp_path / "other").exists()
+    nobody = f"http://127.0.0.1:{free_port()}"  # MLflow's client would retry this for minutes
+    code, _, err = run_cli(["train", "digits", "--mlflow", nobody, "--out", str(tmp_path / "other")],
+                           monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: --mlflow: no tracking server answers at {nobody}: Connection refused")
+    assert not (tmp_path / "other").exists()
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow tracking server on loopback (SQLite backend, artefacts served by it); its URL."""
+    import os
+    import signal
+
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "server-artefacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "the MLflow server did not start"
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow  # starts an MLflow server (~10 s)
+def test_a_run_logs_live_to_an_mlflow_tracking_server_over_http(mlflow_server, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "digits", "--model", "simple-2conv", "--epochs", "3", "--fraction", "0.3",
+                            "--mlflow", mlflow_server, "--out", str(run)], monkeypatch, capsys)
+    assert code == 0, err
+    client = mlflow_client(mlflow_server)
+    [logged] = client.search_runs([client.get_experiment_by_name("cnnarena").experiment_id])
+    assert logged.info.status == "FINISHED" and logged.data.tags["cnnarena.run_dir"] == str(run)
+    rows = history(run)
+    assert [(m.step, m.value) for m in client.get_metric_history(logged.info.run_id, "val_accuracy")] == [
+        (int(r["epoch"]), pytest.approx(float(r["val_accuracy"]))) for r in rows]
+    assert logged.data.metrics["test_accuracy"] == pytest.approx(
+        json.loads((run / "metrics.json").read_text())["test_accuracy"])
+    artefacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert {"model.safetensors", "metrics.json", "history.csv", "plots"} <= artefacts
+    assert not any(name.startswith(".") for name in artefacts)  # no lock files
+    assert (tmp_path / "server-artefacts").exists()  # uploaded through the server, not written beside the run
 
 
 @pytest.mark.slow  # a small study

@@ -57,12 +57,37 @@ def open_store(uri: str) -> None:
     """Reach the store and create cnnarena's experiment in it (a new SQLite store creates its tables then, which a
     process killed halfway would leave broken: so before training, not on the logging thread); a UserError when the
     store cannot be used."""
+    _check_server_answers(uri)
     try:
         with _creating_alone(uri):
             _experiment_id(tracking_client(uri), EXPERIMENT)
     except Exception as e:  # unreachable, refused, not a store
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"--mlflow: the tracking store at {uri} cannot be used: {type(e).__name__}: {first}") from e
+
+
+SERVER_CONNECT_SECONDS = 10
+
+
+def _check_server_answers(uri: str) -> None:
+    """A UserError when nothing accepts a connection at an http(s) tracking URI's host and port: MLflow's client
+    retries a refused or timed-out connection for minutes before it gives up. Reached through a proxy (the
+    environment's), the proxy is what answers, so MLflow's own client is left to find out."""
+    import socket
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if getproxies().get(parts.scheme) and not proxy_bypass(parts.hostname):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=SERVER_CONNECT_SECONDS).close()
+    except (OSError, ValueError) as e:  # refused, no such host, timed out; a port out of range
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise UserError(f"--mlflow: no tracking server answers at {uri}: {reason}") from None
 
 
 def _creating_alone(uri: str):
@@ -224,7 +249,7 @@ def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
     if finished:
         return run_id
     for item in sorted(run_dir.iterdir()):
-        if item.name in SKIPPED or item.name == MARKER:
+        if item.name in SKIPPED or item.name == MARKER or item.name.startswith("."):  # locks, files being written
             continue
         if item.is_dir():
             client.log_artifacts(run_id, str(item), artifact_path=item.name)
