@@ -51,7 +51,7 @@ def test_a_save_to_disk_folder_keeps_its_splits_and_class_names(three_splits, tm
     _, expected = digit_images(300, 800)
     assert source.test.labels.tolist() == expected
     # decoded once: a second load reads the cache and decodes nothing
-    monkeypatch.setattr(hf, "decode_opened", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    monkeypatch.setattr(hf, "decode_in_workers", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
     again = load_source(str(three_splits), cache_dir=tmp_path / "cache")
     assert again.pool.images.equal(source.pool.images)
 
@@ -139,3 +139,37 @@ def test_a_hub_dataset_name_loads_offline_from_the_local_cache(tmp_path, monkeyp
     code, _, err = run_cli(["train", "hf:digits:no-such-config", "--out", str(tmp_path / "r2")], monkeypatch, capsys)
     assert code == 2 and err.strip().splitlines()[-1].startswith(
         "error: cannot load Hugging Face dataset 'digits' (no-such-config)")
+
+
+def test_a_split_decodes_in_worker_processes_and_skips_what_does_not_decode_as_folders_do(tmp_path):
+    import io
+
+    from cnnarena.data.imageio import PARALLEL_MIN_FILES, decode_image
+
+    images, labels = digit_images(PARALLEL_MIN_FILES + 100)  # enough rows for worker processes
+    encoded = []
+    for img in images:
+        out = io.BytesIO()
+        img.save(out, format="PNG")
+        encoded.append({"bytes": out.getvalue(), "path": None})
+    encoded[3] = {"bytes": encoded[3]["bytes"][:len(encoded[3]["bytes"]) // 2], "path": None}  # cut short
+    encoded[7] = {"bytes": b"", "path": None}
+    encoded[11] = None
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
+    train = datasets.Dataset.from_dict({"image": encoded, "label": labels}, features=features)
+    colour = [Image.merge("RGB", (img, img.point(lambda v: 255 - v), img)) for img in images[:60]]
+    test = datasets.Dataset.from_dict({"image": colour, "label": labels[:60]}, features=features)
+    path = tmp_path / "with-bad-rows"
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(path))
+    source = load_source(str(path), image_size=16, cache_dir=tmp_path / "cache")
+    assert dict(source.skipped) == {"train/3": "truncated", "train/7": "empty file", "train/11": "missing"}
+    kept = [i for i in range(len(images)) if i not in (3, 7, 11)]
+    assert source.pool.ids == [f"train/{i}" for i in kept]
+    assert source.pool.labels.tolist() == [labels[i] for i in kept]
+    # a gray train split beside a colour test split: RGB, gray copied into each channel
+    assert source.pool.channels == 3 and source.test.channels == 3
+    for row, i in ((0, 0), (150, kept[150]), (len(kept) - 1, kept[-1])):
+        pixels, _, _ = decode_image(io.BytesIO(encoded[i]["bytes"]), 16, False)
+        assert all(source.pool.images[row, c].numpy().tolist() == pixels.tolist() for c in range(3))
+    red, green = source.test.images[5, 0].tolist(), source.test.images[5, 1].tolist()
+    assert green == [[255 - v for v in r] for r in red]

@@ -95,7 +95,7 @@ def load_or_decode(root: Path, ids: list[str], labels: list[str], *, image_size:
         if not keep:
             raise UserError(f"no readable images in {root}: {describe_skipped(skipped)}")
         channels = 1 if grayscale or (grayscale is None and all(results[i][2] for i in keep)) else 3
-        _compact(raw_path, npy_tmp, keep, channels)
+        compact(raw_path, npy_tmp, keep, channels)
         meta = {"ids": [ids[i] for i in keep], "labels": [labels[i] for i in keep], "skipped": skipped,
                 "original_sizes": [results[i][:2] for i in keep]}
         commit_entry(directory, key, npy_tmp, json_tmp, meta)
@@ -107,7 +107,7 @@ def load_or_decode(root: Path, ids: list[str], labels: list[str], *, image_size:
     return cached
 
 
-def _compact(raw_path: Path, out_path: Path, keep: list[int], channels: int) -> None:
+def compact(raw_path: Path, out_path: Path, keep: list[int], channels: int) -> None:
     """Drop the rows of skipped files and the copies of a gray channel; rename when nothing to drop."""
     raw = np.load(raw_path, mmap_mode="r")
     if len(keep) == raw.shape[0] and channels == raw.shape[1]:

@@ -11,28 +11,25 @@ cnnarena's cache under a key made of each split's fingerprint.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import UserError
-from .cache import commit_entry, image_cache_dir, read_entry
+from .cache import commit_entry, compact, image_cache_dir, read_entry
 from .dataset import ImageSet, Source
-from .imageio import decode_opened
+from .imageio import decode_in_workers
 
 log = logging.getLogger(__name__)
 
 PREFIX = "hf:"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a split of single-channel images is stored with one channel
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 
 
@@ -124,48 +121,44 @@ def _cache_key(fingerprint: str, image: str, label: str, size: int, grayscale: b
 
 
 def _decode_split(ds, image: str, label: str, size: int, grayscale: bool | None, directory: Path, split: str):
-    """(uint8 N×C×S×S, raw labels, ids, skipped, original sizes, single-channel flags), from the cache when
-    this split was decoded before."""
+    """(uint8 N×C×S×S memory map, metadata: raw labels, ids, skipped, original sizes, single-channel flags), from the
+    cache when this split was decoded before. Decoded as folders are: in worker processes, straight into a memory
+    map, one channel when every image of the split is single-channel (grayscale None)."""
     key = _cache_key(ds._fingerprint, image, label, size, grayscale)
     cached = read_entry(directory, key)
     if cached is not None:
         return cached
     datasets = _datasets()
     raw = ds.select_columns([image, label]).cast_column(image, datasets.Image(decode=False))
-    images, labels, ids, skipped, sizes, singles = [], [], [], [], [], []
-    for i, row in enumerate(raw):
-        sid = f"{split}/{i}"
-        value = row[image] or {}
-        try:
-            data = value.get("bytes")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(io.BytesIO(data) if data is not None else value["path"]) as img:
-                    pixels, original, single = decode_opened(img, size, bool(grayscale))
-        except Exception as e:  # an undecodable image is skipped and reported, as a folder's would be
-            skipped.append((sid, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"))
-            continue
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        if pixels.shape[2] == 1 and not grayscale:
-            pixels = np.repeat(pixels, 3, axis=2)
-        images.append(pixels.transpose(2, 0, 1))
-        labels.append(row[label])
-        ids.append(sid)
-        sizes.append(original)
-        singles.append(single)
-    stacked = np.stack(images) if images else np.zeros((0, 1 if grayscale else 3, size, size), np.uint8)
-    meta = {"labels": labels, "ids": ids, "skipped": skipped, "original_sizes": sizes, "single": singles}
+    count = len(raw)
+
+    def chunk_args(start: int, stop: int) -> tuple:
+        values = raw[start:stop][image]  # {"bytes", "path"} per row: encoded, not decoded
+        items = [None if not v else (v.get("bytes") if v.get("bytes") is not None else v.get("path")) for v in values]
+        return items, start, str(raw_path), size, bool(grayscale)
+
     directory.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    npy_tmp, json_tmp = directory / f".{key}.{tag}.npy", directory / f".{key}.{tag}.json"
+    raw_path, npy_tmp, json_tmp = (directory / f".{key}.{tag}.{part}" for part in ("raw.npy", "npy", "json"))
     try:
-        np.save(npy_tmp, stacked)
+        pixels = np.lib.format.open_memmap(raw_path, mode="w+", dtype=np.uint8,
+                                           shape=(count, 1 if grayscale else 3, size, size))
+        del pixels  # workers open it themselves; closing flushes the header
+        results = decode_in_workers(count, chunk_args) if count else []
+        keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
+        single = grayscale is None and bool(keep) and all(results[i][2] for i in keep)
+        compact(raw_path, npy_tmp, keep, 1 if grayscale or single else 3)
+        labels = raw.select_columns([label])[:][label]  # one list: indexing a column reads a row at a time
+        meta = {"labels": [labels[i] for i in keep], "ids": [f"{split}/{i}" for i in keep],
+                "skipped": [(f"{split}/{i}", r) for i, r in enumerate(results) if isinstance(r, str)],
+                "original_sizes": [results[i][:2] for i in keep], "single": [results[i][2] for i in keep]}
         commit_entry(directory, key, npy_tmp, json_tmp, meta)
     finally:
-        npy_tmp.unlink(missing_ok=True)
-        json_tmp.unlink(missing_ok=True)
-    return stacked, meta
+        for path in (raw_path, npy_tmp, json_tmp):
+            path.unlink(missing_ok=True)
+    cached = read_entry(directory, key)
+    assert cached is not None, key
+    return cached
 
 
 def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_column: str | None = None,
@@ -200,9 +193,9 @@ def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_
         n = len(meta["ids"])
         part_labels = torch.tensor([index[c] for c in to_name[start:start + n]], dtype=torch.long)
         start += n
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
-        if grayscale is None and single_everywhere and tensor.shape[1] == 3:
-            tensor = tensor[:, :1].contiguous()  # every image was single-channel: as folders, one channel
+        tensor = torch.from_numpy(pixels)  # the cache's memory map: nothing read until used
+        if tensor.shape[1] == 1 and not grayscale and not single_everywhere:
+            tensor = tensor.expand(-1, 3, -1, -1).contiguous()  # gray split beside colour ones: RGB, as folders
         sets[part] = ImageSet(tensor, part_labels, classes, meta["ids"])
         skipped += [tuple(s) for s in meta["skipped"]]
         sizes += [tuple(s) for s in meta["original_sizes"]]

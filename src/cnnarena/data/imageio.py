@@ -1,4 +1,5 @@
-"""Decoding image files into uint8 arrays of one size, once, in parallel processes.
+"""Decoding images (files, or encoded bytes such as a Hugging Face dataset holds) into uint8 arrays of one size,
+once, in parallel processes.
 
 Every file becomes 8-bit L or RGB at size×size whatever it was on disk (palette, CMYK, 16-bit,
 1-bit, with alpha, EXIF-rotated), so a whole dataset fits one tensor. Workers write straight into
@@ -8,11 +9,13 @@ Imports stay light (numpy, PIL): this module is what the worker processes load.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,8 @@ def _reason(path, error: Exception) -> str:
             return "missing"
         if os.path.getsize(path) == 0:
             return "empty file"
+    elif isinstance(path, io.BytesIO) and not path.getbuffer().nbytes:
+        return "empty file"
     if isinstance(error, UnidentifiedImageError):
         return "not an image"
     if isinstance(error, Image.DecompressionBombError):
@@ -116,13 +121,19 @@ def _reason(path, error: Exception) -> str:
     return f"unreadable: {message or type(error).__name__}"
 
 
-def decode_chunk(paths: list[str], start: int, out_path: str, size: int, grayscale: bool) -> list[Result]:
-    """Decode `paths` into rows start.. of the .npy memory map at `out_path` (run in a worker)."""
+def decode_chunk(items: list[str | bytes | None], start: int, out_path: str, size: int,
+                 grayscale: bool) -> list[Result]:
+    """Decode `items` (file paths, or an encoded image's bytes; None for an image that is not there) into rows
+    start.. of the .npy memory map at `out_path` (run in a worker)."""
     out = np.load(out_path, mmap_mode="r+")
     results: list[Result] = []
-    for offset, path in enumerate(paths):
+    for offset, item in enumerate(items):
+        if item is None:
+            results.append("missing")
+            continue
         try:
-            pixels, (height, width), single = decode_image(path, size, grayscale)
+            pixels, (height, width), single = decode_image(io.BytesIO(item) if isinstance(item, bytes) else item,
+                                                           size, grayscale)
         except Unreadable as e:
             results.append(e.reason)
             continue
@@ -135,30 +146,53 @@ def decode_chunk(paths: list[str], start: int, out_path: str, size: int, graysca
 
 def decode_files(paths: list[str], out_path: Path, size: int, grayscale: bool) -> list[Result]:
     """Decode every path into row i of the N×C×size×size .npy at `out_path`; one Result per path."""
+    return decode_in_workers(len(paths), lambda i, j: (paths[i:j], i, str(out_path), size, grayscale))
+
+
+QUEUED_CHUNKS_PER_WORKER = 4  # enough to keep each worker busy; what the chunks hold stays bounded
+
+
+def decode_in_workers(count: int, chunk_args: Callable[[int, int], tuple]) -> list[Result]:
+    """One Result per row 0..count-1: each chunk of rows start..stop-1 is decode_chunk(*chunk_args(start, stop)),
+    run in worker processes with a few chunks queued per worker (chunk_args is called as chunks are handed out, so
+    the items it reads, such as a dataset's encoded images, are never all in memory at once), or in this process
+    below PARALLEL_MIN_FILES rows; with a progress bar on a terminal."""
     from rich.console import Console  # imported here: workers never need it
     from rich.progress import Progress
 
     from ..runtime import settings
 
-    if len(paths) < PARALLEL_MIN_FILES:
-        return decode_chunk(paths, 0, str(out_path), size, grayscale)
+    if count < PARALLEL_MIN_FILES:
+        return decode_chunk(*chunk_args(0, count))
     workers = os.cpu_count() or 1
-    step = min(256, max(16, -(-len(paths) // (workers * 8))))
-    results: list[Result] = [""] * len(paths)
+    step = min(256, max(16, -(-count // (workers * 8))))
+    starts = iter(range(0, count, step))
+    results: list[Result] = [""] * count
     # fork: workers start at once and never re-run the caller's script (spawn and forkserver
     # do, which breaks scripts without a __main__ guard). Workers touch only PIL and numpy, never
     # the parent's torch threads, the same bargain torch's DataLoader workers make.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(decode_chunk, paths[i:i + step], i, str(out_path), size, grayscale): i
-                   for i in range(0, len(paths), step)}
-        # transient: the bar vanishes once every file is decoded; none at all when stderr is a file.
-        console = Console(stderr=True)
-        live = settings().live_progress and console.is_terminal  # the CLI opts in (runtime.py)
-        with Progress(console=console, transient=True, disable=not live) as bar:
-            task = bar.add_task("decoding images", total=len(paths))
-            for future in as_completed(futures):
+    # transient: the bar vanishes once every image is decoded; none at all when stderr is a file.
+    console = Console(stderr=True)
+    live = settings().live_progress and console.is_terminal  # the CLI opts in (runtime.py)
+    with (ProcessPoolExecutor(workers, mp_context=context) as pool,
+          Progress(console=console, transient=True, disable=not live) as bar):
+        task = bar.add_task("decoding images", total=count)
+        pending = {}
+
+        def hand_out() -> None:
+            start = next(starts, None)
+            if start is not None:
+                pending[pool.submit(decode_chunk, *chunk_args(start, min(start + step, count)))] = start
+
+        for _ in range(workers * QUEUED_CHUNKS_PER_WORKER):
+            hand_out()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                start = pending.pop(future)
                 chunk = future.result()
-                results[futures[future]:futures[future] + len(chunk)] = chunk
+                results[start:start + len(chunk)] = chunk
                 bar.advance(task, len(chunk))
+                hand_out()
     return results
