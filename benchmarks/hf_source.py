@@ -6,7 +6,8 @@ later loads, wall time and peak memory, each in a fresh process.
 Fashion-MNIST's 70,000 images (Debian's dataset-fashion-mnist, or the cache's download) become PNGs twice: a
 `save_to_disk` dataset with train and test splits (image bytes in Arrow, a ClassLabel), and class-per-subfolder
 folders (train/, test/ beside each other, loaded as two sources). Each load runs `load_source` in a subprocess with
-a fresh image cache; peak memory is the largest resident set of that process and its decoding workers. Loads of
+a fresh image cache, at `--size` (Fashion-MNIST's 28 px images resized); peak memory is the largest resident set of
+any one process (that process, or one of its decoding workers), pages of the memory-mapped cache included. Loads of
 the two layouts alternate, `--rounds` times, and the best round of each is kept; the ratios are HF / folders.
 Results: benchmarks/results/hf_source.json.
 """

@@ -2,7 +2,9 @@
 Runtime optimizes each model into is cut after each of its nodes, and each cut graph is timed (optimizations off,
 so it runs as the whole graph's prefix does); a node's cost is its cut's time less the cut before it. Each model
 runs with the thread count its int8 card chose for batch 1. The first cut's time includes a session run's own
-overhead (input and output copies, ~4 µs here), which every model pays once.
+overhead (input and output copies, ~4 µs here), which every model pays once. The differences assume a chain of
+nodes (as the custom CNNs are: a cut keeps every node before it) and carry each cut's own output copy; they move by
+about ±2 µs between runs, so a node below that is noise (some come out negative).
 
   python -m benchmarks.int8_node_costs                  # simple-2conv: trains it first (3 epochs, ~1 minute)
   python -m benchmarks.int8_node_costs --runs DIR ...   # finished runs

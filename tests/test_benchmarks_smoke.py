@@ -180,8 +180,9 @@ def test_int8_node_costs_cuts_the_optimized_graph_after_every_node(tmp_path, mon
     costs = int8_node_costs.node_costs(path, 1, tmp_path, x)
     optimized = onnx.load(str(tmp_path / "m.optimized.onnx"))
     assert [r["node"] for r in costs["nodes"]] == [n.name for n in optimized.graph.node]
-    assert costs["whole_us"] == costs["nodes"][-1]["cumulative_us"] > 0
-    assert sum(r["node_us"] for r in costs["nodes"]) == pytest.approx(costs["whole_us"], abs=0.5)
+    assert costs["whole_us"] > 0
+    assert [r["cumulative_us"] for r in costs["nodes"]] == pytest.approx(  # each node is its cut less the one before
+        list(np.cumsum([r["node_us"] for r in costs["nodes"]])), abs=0.05 * len(costs["nodes"]))
     last, output = int8_node_costs.cut_session(optimized, len(optimized.graph.node) - 1, 1)
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(last.run([output], {"x": x})[0], expected, rtol=1e-5, atol=1e-5)

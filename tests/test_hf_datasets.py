@@ -12,7 +12,9 @@ from cli_run import run_cli
 from PIL import Image
 
 from cnnarena.data import hf
+from cnnarena.data.imageio import PARALLEL_MIN_FILES
 from cnnarena.data.sources import load_source
+from cnnarena.errors import UserError
 
 NAMES = [f"digit-{d}" for d in range(10)]
 
@@ -51,7 +53,7 @@ def test_a_save_to_disk_folder_keeps_its_splits_and_class_names(three_splits, tm
     _, expected = digit_images(300, 800)
     assert source.test.labels.tolist() == expected
     # decoded once: a second load reads the cache and decodes nothing
-    monkeypatch.setattr(hf, "decode_in_workers", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    monkeypatch.setattr(hf, "decode_into_cache", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
     again = load_source(str(three_splits), cache_dir=tmp_path / "cache")
     assert again.pool.images.equal(source.pool.images)
 
@@ -82,7 +84,6 @@ def test_a_parquet_folder_with_named_columns(tmp_path):
     assert [source.classes[i] for i in source.test.labels.tolist()] == [NAMES[v] for v in labels]
 
 
-@pytest.mark.slow  # ~20 s: the hub client's own offline checks
 def test_wrong_columns_and_missing_datasets_are_one_line(three_splits, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "parquet"
     folder.mkdir()
@@ -94,6 +95,7 @@ def test_wrong_columns_and_missing_datasets_are_one_line(three_splits, tmp_path,
     assert code == 2 and err.strip().splitlines()[-1] == (
         "error: no image column 'picture': the dataset has image, label, note")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here anyway: the hub's answer must be one line
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # datasets read the variable at import
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     code, _, err = run_cli(["train", "hf:nobody/no-such-dataset", "--out", str(tmp_path / "r3")], monkeypatch, capsys)
     assert code == 2 and "Traceback" not in err
@@ -144,7 +146,7 @@ def test_a_hub_dataset_name_loads_offline_from_the_local_cache(tmp_path, monkeyp
 def test_a_split_decodes_in_worker_processes_and_skips_what_does_not_decode_as_folders_do(tmp_path):
     import io
 
-    from cnnarena.data.imageio import PARALLEL_MIN_FILES, decode_image
+    from cnnarena.data.imageio import decode_image
 
     images, labels = digit_images(PARALLEL_MIN_FILES + 100)  # enough rows for worker processes
     encoded = []
@@ -162,7 +164,7 @@ def test_a_split_decodes_in_worker_processes_and_skips_what_does_not_decode_as_f
     path = tmp_path / "with-bad-rows"
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(path))
     source = load_source(str(path), image_size=16, cache_dir=tmp_path / "cache")
-    assert dict(source.skipped) == {"train/3": "truncated", "train/7": "empty file", "train/11": "missing"}
+    assert dict(source.skipped) == {"train/3": "truncated", "train/7": "empty file", "train/11": "no image"}
     kept = [i for i in range(len(images)) if i not in (3, 7, 11)]
     assert source.pool.ids == [f"train/{i}" for i in kept]
     assert source.pool.labels.tolist() == [labels[i] for i in kept]
@@ -173,3 +175,24 @@ def test_a_split_decodes_in_worker_processes_and_skips_what_does_not_decode_as_f
         assert all(source.pool.images[row, c].numpy().tolist() == pixels.tolist() for c in range(3))
     red, green = source.test.images[5, 0].tolist(), source.test.images[5, 1].tolist()
     assert green == [[255 - v for v in r] for r in red]
+
+    with pytest.raises(UserError, match=r"^3 unreadable images in .*with-bad-rows \(--strict\): train/3 \(truncated\)"):
+        load_source(str(path), image_size=16, cache_dir=tmp_path / "cache", strict=True)
+    gray = load_source(str(path), image_size=16, grayscale=True, cache_dir=tmp_path / "cache")
+    assert gray.pool.channels == 1 and gray.test.channels == 1 and len(gray.pool) == len(kept)
+
+
+def test_a_shuffled_split_keeps_each_image_with_its_label(tmp_path):
+    images, labels = digit_images(PARALLEL_MIN_FILES + 50)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES),
+                                  "row": datasets.Value("int64")})
+    whole = datasets.Dataset.from_dict({"image": images, "label": labels, "row": list(range(len(images)))},
+                                       features=features)
+    shuffled = whole.shuffle(seed=3)  # rows read through an indices mapping
+    assert shuffled._indices is not None
+    pixels, meta = hf._decode_split(shuffled, "image", "label", 16, None, tmp_path / "cache", "train", "shuffled")
+    rows = shuffled["row"][:]
+    assert meta["labels"] == [labels[r] for r in rows] and pixels.shape == (len(rows), 1, 16, 16)
+    for k in (0, 77, len(rows) - 1):
+        want = np.asarray(images[rows[k]].resize((16, 16), Image.Resampling.LANCZOS, reducing_gap=3.0))
+        assert pixels[k, 0].tolist() == want.tolist()

@@ -550,7 +550,7 @@ def test_cache_sidecar_is_plain_json(messy: Path, cache: Path) -> None:
     load_source(str(messy), image_size=8, cache_dir=cache)
     (sidecar,) = cache.glob("*.json")
     meta = json.loads(sidecar.read_text())
-    assert set(meta) == {"ids", "labels", "skipped", "original_sizes"} and len(meta["ids"]) == 10
+    assert set(meta) == {"ids", "labels", "skipped", "original_sizes", "single"} and len(meta["ids"]) == 10
     assert np.load(sidecar.with_suffix(".npy")).shape == (10, 3, 8, 8)
 
 

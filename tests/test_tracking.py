@@ -216,12 +216,21 @@ def test_no_tensorboard_writes_no_events_and_a_bad_tracking_uri_is_one_line(tmp_
     assert code == 2 and err.strip().splitlines()[-1].startswith(
         f"error: --mlflow: the tracking store at {unusable} cannot be used")
     assert not (tmp_path / "other").exists()
+    without_proxies(monkeypatch)
     nobody = f"http://127.0.0.1:{free_port()}"  # MLflow's client would retry this for minutes
     code, _, err = run_cli(["train", "digits", "--mlflow", nobody, "--out", str(tmp_path / "other")],
                            monkeypatch, capsys)
     assert code == 2 and err.strip().splitlines()[-1] == (
         f"error: --mlflow: no tracking server answers at {nobody}: Connection refused")
     assert not (tmp_path / "other").exists()
+
+
+def without_proxies(monkeypatch):
+    """Loopback servers are reached directly, whatever proxy the machine running the tests sets."""
+    import os
+
+    for name in [n for n in os.environ if n.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")]:
+        monkeypatch.delenv(name)
 
 
 def free_port():
@@ -233,13 +242,14 @@ def free_port():
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, monkeypatch):
     """A real MLflow tracking server on loopback (SQLite backend, artefacts served by it); its URL."""
     import os
     import signal
 
     import httpx
 
+    without_proxies(monkeypatch)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                                "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
@@ -259,7 +269,11 @@ def mlflow_server(tmp_path):
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 @pytest.mark.slow  # starts an MLflow server (~10 s)

@@ -15,6 +15,7 @@ import os
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,20 @@ def load_or_decode(root: Path, ids: list[str], labels: list[str], *, image_size:
     cached = _read(directory, key)
     if cached is not None:
         return cached
+    decode_into_cache(directory, key, ids, labels, lambda start, stop: [str(root / i) for i in ids[start:stop]],
+                      image_size=image_size, grayscale=grayscale, where=str(root))
+    cached = _read(directory, key)
+    assert cached is not None, key
+    return cached
+
+
+def decode_into_cache(directory: Path, key: str, ids: list[str], labels: list, items: Callable[[int, int], list], *,
+                      image_size: int, grayscale: bool | None, where: str) -> None:
+    """Decode the images `ids` name into the cache entry `key`: items(start, stop) gives rows start..stop-1 as file
+    paths or encoded bytes (imageio.decode_chunk's items), decoded in worker processes straight into a memory map.
+    The entry keeps, for each readable image, its id, its label (from `labels`, one per id), its original size and
+    whether it was single-channel; unreadable ones are listed as skipped. A UserError when the cache cannot be
+    written or no image is readable (`where` names the data in that message)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -89,25 +104,23 @@ def load_or_decode(root: Path, ids: list[str], labels: list[str], *, image_size:
         raw = np.lib.format.open_memmap(raw_path, mode="w+", dtype=np.uint8,
                                         shape=(len(ids), 1 if grayscale else 3, image_size, image_size))
         del raw  # workers open it themselves; closing flushes the header
-        results = imageio.decode_files([str(root / i) for i in ids], raw_path, image_size, bool(grayscale))
+        results = imageio.decode_in_workers(
+            len(ids), lambda start, stop: (items(start, stop), start, str(raw_path), image_size, bool(grayscale)))
         keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
         skipped = [(ids[i], r) for i, r in enumerate(results) if isinstance(r, str)]
         if not keep:
-            raise UserError(f"no readable images in {root}: {describe_skipped(skipped)}")
+            raise UserError(f"no readable images in {where}: {describe_skipped(skipped)}")
         channels = 1 if grayscale or (grayscale is None and all(results[i][2] for i in keep)) else 3
-        compact(raw_path, npy_tmp, keep, channels)
+        _compact(raw_path, npy_tmp, keep, channels)
         meta = {"ids": [ids[i] for i in keep], "labels": [labels[i] for i in keep], "skipped": skipped,
-                "original_sizes": [results[i][:2] for i in keep]}
+                "original_sizes": [results[i][:2] for i in keep], "single": [results[i][2] for i in keep]}
         commit_entry(directory, key, npy_tmp, json_tmp, meta)
     finally:
         for path in (raw_path, npy_tmp, json_tmp):
             path.unlink(missing_ok=True)
-    cached = _read(directory, key)
-    assert cached is not None, key
-    return cached
 
 
-def compact(raw_path: Path, out_path: Path, keep: list[int], channels: int) -> None:
+def _compact(raw_path: Path, out_path: Path, keep: list[int], channels: int) -> None:
     """Drop the rows of skipped files and the copies of a gray channel; rename when nothing to drop."""
     raw = np.load(raw_path, mmap_mode="r")
     if len(keep) == raw.shape[0] and channels == raw.shape[1]:

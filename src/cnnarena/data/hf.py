@@ -13,18 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import UserError
-from .cache import commit_entry, compact, image_cache_dir, read_entry
+from .cache import decode_into_cache, describe_skipped, image_cache_dir, read_entry
 from .dataset import ImageSet, Source
-from .imageio import decode_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -120,53 +116,35 @@ def _cache_key(fingerprint: str, image: str, label: str, size: int, grayscale: b
     return "hf-" + hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
 
 
-def _decode_split(ds, image: str, label: str, size: int, grayscale: bool | None, directory: Path, split: str):
+def _decode_split(ds, image: str, label: str, size: int, grayscale: bool | None, directory: Path, split: str,
+                  where: str):
     """(uint8 N×C×S×S memory map, metadata: raw labels, ids, skipped, original sizes, single-channel flags), from the
-    cache when this split was decoded before. Decoded as folders are: in worker processes, straight into a memory
-    map, one channel when every image of the split is single-channel (grayscale None)."""
+    cache when this split was decoded before; decoded as folders are (cache.decode_into_cache), the rows' encoded
+    bytes read a chunk at a time."""
     key = _cache_key(ds._fingerprint, image, label, size, grayscale)
     cached = read_entry(directory, key)
-    if cached is not None:
-        return cached
-    datasets = _datasets()
-    raw = ds.select_columns([image, label]).cast_column(image, datasets.Image(decode=False))
-    count = len(raw)
+    if cached is None:
+        raw = ds.select_columns([image, label]).cast_column(image, _datasets().Image(decode=False))
 
-    def chunk_args(start: int, stop: int) -> tuple:
-        values = raw[start:stop][image]  # {"bytes", "path"} per row: encoded, not decoded
-        items = [None if not v else (v.get("bytes") if v.get("bytes") is not None else v.get("path")) for v in values]
-        return items, start, str(raw_path), size, bool(grayscale)
+        def encoded(start: int, stop: int) -> list:
+            values = raw[start:stop][image]  # {"bytes", "path"} per row: encoded, not decoded
+            return [None if not v else v["bytes"] if v.get("bytes") is not None else v.get("path") for v in values]
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    raw_path, npy_tmp, json_tmp = (directory / f".{key}.{tag}.{part}" for part in ("raw.npy", "npy", "json"))
-    try:
-        pixels = np.lib.format.open_memmap(raw_path, mode="w+", dtype=np.uint8,
-                                           shape=(count, 1 if grayscale else 3, size, size))
-        del pixels  # workers open it themselves; closing flushes the header
-        results = decode_in_workers(count, chunk_args) if count else []
-        keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
-        single = grayscale is None and bool(keep) and all(results[i][2] for i in keep)
-        compact(raw_path, npy_tmp, keep, 1 if grayscale or single else 3)
         labels = raw.select_columns([label])[:][label]  # one list: indexing a column reads a row at a time
-        meta = {"labels": [labels[i] for i in keep], "ids": [f"{split}/{i}" for i in keep],
-                "skipped": [(f"{split}/{i}", r) for i, r in enumerate(results) if isinstance(r, str)],
-                "original_sizes": [results[i][:2] for i in keep], "single": [results[i][2] for i in keep]}
-        commit_entry(directory, key, npy_tmp, json_tmp, meta)
-    finally:
-        for path in (raw_path, npy_tmp, json_tmp):
-            path.unlink(missing_ok=True)
-    cached = read_entry(directory, key)
+        decode_into_cache(directory, key, [f"{split}/{i}" for i in range(len(raw))], labels, encoded,
+                          image_size=size, grayscale=grayscale, where=f"{where}'s {split} split")
+        cached = read_entry(directory, key)
     assert cached is not None, key
     return cached
 
 
 def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_column: str | None = None,
-                   label_column: str | None = None, cache_dir: Path | None = None) -> Source:
+                   label_column: str | None = None, cache_dir: Path | None = None, strict: bool = False) -> Source:
     opened = open_dataset(spec)
     splits = dict(opened) if hasattr(opened, "keys") else {"train": opened}
+    splits = {name: split for name, split in splits.items() if len(split)}  # an empty split is no split
     if not splits:
-        raise UserError(f"{spec} holds no split")
+        raise UserError(f"{spec} holds no images")
     train_name = "train" if "train" in splits else next(iter(splits))
     test_name = "test" if "test" in splits else None
     val_name = next((n for n in VALIDATION_NAMES if n in splits), None)
@@ -176,7 +154,7 @@ def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_
     image, label = find_columns(splits[train_name].features, image_column, label_column)
     names = _class_names(splits, label)
     directory = image_cache_dir(cache_dir)
-    decoded = {part: _decode_split(splits[name], image, label, image_size, grayscale, directory, name)
+    decoded = {part: _decode_split(splits[name], image, label, image_size, grayscale, directory, name, spec)
                for part, name in chosen.items() if name is not None}
     raw_labels = [v for _, meta in decoded.values() for v in meta["labels"]]
     if names is not None:
@@ -187,18 +165,22 @@ def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_
     if len(classes) < 2:
         raise UserError(f"only one class in {spec}'s column {label!r}: a classifier needs at least two")
     index = {c: i for i, c in enumerate(classes)}
-    single_everywhere = all(all(meta["single"]) for _, meta in decoded.values())
+    # as one folder: one channel only when every image of every split is single-channel
+    channels = 1 if grayscale or (grayscale is None and all(all(m["single"]) for _, m in decoded.values())) else 3
     sets, start, skipped, sizes = {}, 0, [], []
     for part, (pixels, meta) in decoded.items():
         n = len(meta["ids"])
         part_labels = torch.tensor([index[c] for c in to_name[start:start + n]], dtype=torch.long)
         start += n
         tensor = torch.from_numpy(pixels)  # the cache's memory map: nothing read until used
-        if tensor.shape[1] == 1 and not grayscale and not single_everywhere:
-            tensor = tensor.expand(-1, 3, -1, -1).contiguous()  # gray split beside colour ones: RGB, as folders
+        if tensor.shape[1] != channels:  # a gray split beside colour ones: its gray copied into R, G and B
+            tensor = tensor.expand(-1, channels, -1, -1).contiguous()
         sets[part] = ImageSet(tensor, part_labels, classes, meta["ids"])
         skipped += [tuple(s) for s in meta["skipped"]]
         sizes += [tuple(s) for s in meta["original_sizes"]]
+    if skipped and strict:
+        raise UserError(f"{len(skipped)} unreadable image{'s' * (len(skipped) > 1)} in {spec} (--strict): "
+                        f"{describe_skipped(skipped)}")
     if skipped:
         log.warning(f"warning: skipped {len(skipped)} undecodable image(s) in {spec} (first: {skipped[0][0]}, "
                     f"{skipped[0][1]})")

@@ -41,8 +41,9 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def decode_image(path: str, size: int, grayscale: bool) -> tuple[np.ndarray, tuple[int, int], bool]:
-    """(pixels H×W for L or H×W×3 for RGB at size×size, original (h, w), single-channel source)."""
+def decode_image(path: str | io.BytesIO, size: int, grayscale: bool) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """(pixels H×W for L or H×W×3 for RGB at size×size, original (h, w), single-channel source), from a file's path
+    or an open binary stream."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns about odd but readable files (EXIF, palettes)
@@ -123,13 +124,13 @@ def _reason(path, error: Exception) -> str:
 
 def decode_chunk(items: list[str | bytes | None], start: int, out_path: str, size: int,
                  grayscale: bool) -> list[Result]:
-    """Decode `items` (file paths, or an encoded image's bytes; None for an image that is not there) into rows
+    """Decode `items` (file paths, or an encoded image's bytes; None for a dataset row without an image) into rows
     start.. of the .npy memory map at `out_path` (run in a worker)."""
     out = np.load(out_path, mmap_mode="r+")
     results: list[Result] = []
     for offset, item in enumerate(items):
         if item is None:
-            results.append("missing")
+            results.append("no image")
             continue
         try:
             pixels, (height, width), single = decode_image(io.BytesIO(item) if isinstance(item, bytes) else item,
@@ -142,11 +143,6 @@ def decode_chunk(items: list[str | bytes | None], start: int, out_path: str, siz
         results.append((height, width, single))
     out.flush()
     return results
-
-
-def decode_files(paths: list[str], out_path: Path, size: int, grayscale: bool) -> list[Result]:
-    """Decode every path into row i of the N×C×size×size .npy at `out_path`; one Result per path."""
-    return decode_in_workers(len(paths), lambda i, j: (paths[i:j], i, str(out_path), size, grayscale))
 
 
 QUEUED_CHUNKS_PER_WORKER = 4  # enough to keep each worker busy; what the chunks hold stays bounded

@@ -75,7 +75,8 @@ def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | No
         from .hf import load_hf_source
 
         source = load_hf_source(spec, image_size=image_size or FILE_IMAGE_SIZE, grayscale=grayscale,
-                                image_column=image_column, label_column=label_column, cache_dir=cache_dir)
+                                image_column=image_column, label_column=label_column, cache_dir=cache_dir,
+                                strict=strict)
         if mapping:
             source = remap_source(source, mapping)
         return source

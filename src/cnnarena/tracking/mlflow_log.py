@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import yaml
 
@@ -73,19 +76,17 @@ def _check_server_answers(uri: str) -> None:
     """A UserError when nothing accepts a connection at an http(s) tracking URI's host and port: MLflow's client
     retries a refused or timed-out connection for minutes before it gives up. Reached through a proxy (the
     environment's), the proxy is what answers, so MLflow's own client is left to find out."""
-    import socket
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
-
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return
-    if getproxies().get(parts.scheme) and not proxy_bypass(parts.hostname):
+    proxies = getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not proxy_bypass(parts.hostname):  # as requests does
         return
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         socket.create_connection((parts.hostname, port), timeout=SERVER_CONNECT_SECONDS).close()
-    except (OSError, ValueError) as e:  # refused, no such host, timed out; a port out of range
+    except (OSError, ValueError) as e:  # refused, no such host, timed out (the name lookup has no timeout of its
+        # own); a port out of range
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise UserError(f"--mlflow: no tracking server answers at {uri}: {reason}") from None
 
@@ -249,7 +250,8 @@ def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
     if finished:
         return run_id
     for item in sorted(run_dir.iterdir()):
-        if item.name in SKIPPED or item.name == MARKER or item.name.startswith("."):  # locks, files being written
+        if item.name in SKIPPED or item.name == MARKER or item.name.startswith("."):  # the run's lock, files being
+            # written (the run's own; its subfolders, plots/ and the like, hold none)
             continue
         if item.is_dir():
             client.log_artifacts(run_id, str(item), artifact_path=item.name)
