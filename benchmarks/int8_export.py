@@ -29,6 +29,7 @@ RECIPES = {
     "fast": ["--epochs", "3"],
     "efficientnet_lite0": ["--budget", "3m"],
 }
+WORK = Path(tempfile.gettempdir()) / "cnnarena-int8-bench"  # where the runs train; int8_node_costs reuses them
 TIMING_SECONDS = 8  # per model, batch size and thread setting, longer than the CLI's default: batch-1 rates are noisy
 
 
@@ -39,7 +40,7 @@ def cli(*args: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="*", type=Path, help="finished runs to quantize instead of training")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cnnarena-int8-bench",
+    parser.add_argument("--work", type=Path, default=WORK,
                         help="where the runs train (finished ones are reused)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "int8_export.json")
     args = parser.parse_args()

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import write_result
+from benchmarks.int8_export import RECIPES, WORK, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS_PER_CUT = 0.4  # per round; the best of ROUNDS kept
 ROUNDS = 5
-
-
-def cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "cnnarena.cli", *args], check=True)
 
 
 def optimized_graph(path: Path, threads: int, out: Path):
@@ -103,15 +98,15 @@ def node_costs(path: Path, threads: int, work: Path, sample: np.ndarray) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="*", type=Path, help="finished runs instead of training simple-2conv")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cnnarena-int8-bench",
-                        help="where simple-2conv trains (a finished run is reused)")
+    parser.add_argument("--work", type=Path, default=WORK, help="where simple-2conv trains (a finished run, such as "
+                        "int8_export's, is reused)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "int8_node_costs.json")
     args = parser.parse_args()
     runs = args.runs or []
     if not runs:
         run = args.work / "simple-2conv"
         if not (run / "metrics.json").exists():
-            cli("train", "fashion-mnist", "--model", "simple-2conv", "--epochs", "3", "--no-tensorboard",
+            cli("train", "fashion-mnist", "--model", "simple-2conv", *RECIPES["simple-2conv"], "--no-tensorboard",
                 "--out", str(run))
         runs.append(run)
     rows = []

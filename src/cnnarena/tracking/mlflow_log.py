@@ -250,8 +250,7 @@ def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
     if finished:
         return run_id
     for item in sorted(run_dir.iterdir()):
-        if item.name in SKIPPED or item.name == MARKER or item.name.startswith("."):  # the run's lock, files being
-            # written (the run's own; its subfolders, plots/ and the like, hold none)
+        if item.name in SKIPPED or item.name == MARKER or item.name.startswith("."):  # its lock, files being written
             continue
         if item.is_dir():
             client.log_artifacts(run_id, str(item), artifact_path=item.name)
