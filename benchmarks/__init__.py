@@ -20,13 +20,14 @@ def opt_in() -> None:
 
 
 def machine() -> str:
-    """The CPU's model name, the vector extensions int8 and float kernels pick between, and the logical CPUs: the
-    figures of one session's machine are not another's (these VMs change CPU between sessions)."""
+    """The CPU's model name with its family and model numbers (a VM may name only "AMD EPYC", which covers several
+    generations), the vector extensions int8 and float kernels pick between, and the logical CPUs: the figures of one
+    session's machine are not another's (these VMs change CPU between sessions)."""
     import os
     import platform
     from pathlib import Path
 
-    name, flags = platform.processor() or platform.machine(), set()
+    name, flags, numbers = platform.processor() or platform.machine(), set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -34,9 +35,13 @@ def machine() -> str:
                 name = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
+            elif key.strip() in ("cpu family", "model"):
+                numbers.setdefault(key.strip(), value.strip())
     except OSError:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    if len(numbers) == 2:
+        name += f" (family {numbers['cpu family']}, model {numbers['model']})"
     return f"{name}, {os.cpu_count()} logical CPUs" + (f" ({' '.join(isa)})" if isa else "")
 
 
