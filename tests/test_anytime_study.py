@@ -43,7 +43,7 @@ def test_a_study_budget_is_shared_by_models_and_seeds():
 def default_study_on_digits(tmp_path_factory):
     """The default study (its models, fractions and budgeted runs) on digits, with a small budget."""
     out = tmp_path_factory.mktemp("default") / "s"
-    values = {**DEFAULT_STUDY, "data": "digits", "budget_per_model": "8s", "lrs": [1e-3], "lr_epochs": 1,
+    values = {**DEFAULT_STUDY, "data": "digits", "budget_per_model": "5s", "lrs": [1e-3], "lr_epochs": 1,
               "measure_seconds": 0.2, "out": str(out)}
     return out, run_study(build_study_config(values, {}))
 
@@ -55,12 +55,12 @@ def test_the_default_study_compares_at_equal_time_and_over_data_fractions(defaul
         "efficientnet_lite0", "fast", "simple-2conv"]
     for model in ("simple-2conv", "fast", "efficientnet_lite0"):
         metrics = json.loads((out / "runs" / model / "f=1-s=0" / "metrics.json").read_text())
-        assert metrics["budget_seconds"] == 8.0 and "time budget of 8.0s" in metrics["stop_reason"]
+        assert metrics["budget_seconds"] == 5.0 and "time budget of 5.0s" in metrics["stop_reason"]
         history = anytime.read_history(out / "runs" / model / "f=1-s=0")
-        assert sum(r["epoch_seconds"] + r.get("val_seconds", 0) for r in history) <= 8 * 1.15 + 1
+        assert sum(r["epoch_seconds"] + r.get("val_seconds", 0) for r in history) <= 5 * 1.15 + 1
         assert (out / "runs" / model / "f=0.01-s=0" / "metrics.json").exists()
     assert set(comparison["anytime"]["curves"]) == {"simple-2conv", "fast", "efficientnet_lite0"}
-    assert any(line.startswith("At 8 s each on this machine") for line in comparison["verdict"])
+    assert any(line.startswith("At 5 s each on this machine") for line in comparison["verdict"])
     assert [w["fraction"] for w in comparison["fraction_winners"]] == [0.01, 0.1, 1.0]
 
 
@@ -81,7 +81,7 @@ def test_the_default_study_report_shows_the_anytime_chart_and_fraction_curves(de
             natural = page.locator(selector).evaluate("img => img.naturalWidth")
             assert natural > 0, selector
         assert page.locator("#fraction-table tr").count() == 4
-        assert "At 8 s each on this machine" in page.locator("#verdict + ul").inner_text()
+        assert "At 5 s each on this machine" in page.locator("#verdict + ul").inner_text()
         page.locator("#anytime").scroll_into_view_if_needed()
         page.screenshot(path=str(Path(artifacts_dir) / "default_study_report.png"), full_page=True)
         browser.close()

@@ -98,7 +98,7 @@ def test_a_killed_torchrun_job_resumes_where_it_stopped(tmp_path):
     spec = tmp_path / "nobn.yaml"
     spec.write_text(NO_BN)
     # a tenth of Fashion-MNIST: epochs long enough (~2 s) to be killed in
-    common = ["fashion-mnist", "--fraction", "0.1", "--model", str(spec), "--epochs", "4", "--batch-size", "32",
+    common = ["fashion-mnist", "--fraction", "0.1", "--model", str(spec), "--epochs", "3", "--batch-size", "32",
               "--deterministic", "--augment", "none", "--seed", "1"]
     killed = torchrun(*common, "--out", str(tmp_path / "killed"))
     state = tmp_path / "killed" / "checkpoints" / "trainer_state.pt"
@@ -120,13 +120,13 @@ def test_a_killed_torchrun_job_resumes_where_it_stopped(tmp_path):
     killed.communicate()
     time.sleep(0.5)
     rows = (tmp_path / "killed" / "history.jsonl").read_text().splitlines()
-    assert 1 <= len(rows) < 4
+    assert 1 <= len(rows) < 3
     log = finished(torchrun(*common, "--out", str(tmp_path / "killed")))
     assert f"resuming {tmp_path / 'killed'} after epoch" in log
     finished(torchrun(*common, "--out", str(tmp_path / "whole")))
     assert weights_gap(tmp_path / "killed", tmp_path / "whole") < 1e-5  # the same computation, resumed exactly
     history = [json.loads(line) for line in (tmp_path / "killed" / "history.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
 
 
 @pytest.mark.slow  # a two-process fine-tune of EfficientNet-Lite0

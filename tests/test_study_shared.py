@@ -65,15 +65,15 @@ def test_two_workers_share_the_runs_and_a_killed_workers_run_is_retried(tmp_path
             assert points[-1].timestamp <= (run_dir / "metrics.json").stat().st_mtime * 1000
             assert child.info.status == "FINISHED"
 
-        slow = {**STUDY, "models": ["simple-2conv"], "lrs": [], "fractions": [1.0], "epochs": 10, "batch_size": 16}
+        slow = {**STUDY, "models": ["simple-2conv"], "lrs": [], "fractions": [1.0], "epochs": 6, "batch_size": 16}
         out = tmp_path / "k"
         victim = worker(tmp_path, url, out, slow, "killed", start_new_session=True)
         history = out / "runs" / "simple-2conv" / "f=1-s=0" / "history.jsonl"
-        assert kill_after_epochs(victim, history) < 10
+        assert kill_after_epochs(victim, history) < 6
         time.sleep(4)  # past the grace period of 3 heartbeats
         survivor = worker(tmp_path, url, out, slow, "killed")
         _, stderr = survivor.communicate(timeout=900)
         assert survivor.returncode == 0, stderr[-3000:]
         assert "(retry of trial 0)" in stderr and "resuming" in stderr
-        assert [json.loads(x)["epoch"] for x in history.read_text().splitlines()] == list(range(1, 11))
+        assert [json.loads(x)["epoch"] for x in history.read_text().splitlines()] == list(range(1, 7))
         assert (out / "report.html").exists()

@@ -85,8 +85,10 @@ def test_a_bad_space_or_storage_is_one_line(tmp_path):
 def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(tmp_path):
     with postgres_server() as url:
         out = tmp_path / "t"
-        common = ("--storage", url, "--study-name", "shared", "--out", str(out), "--pruner", "none",
-                  "--heartbeat", "1")
+        short = tmp_path / "short.yaml"  # trials of 2-3 epochs: sharing is what is tested, not the search
+        short.write_text(SPACE.replace("epochs: {low: 3, high: 6}", "epochs: {low: 2, high: 3}"))
+        common = ("--space", str(short), "--storage", url, "--study-name", "shared", "--out", str(out), "--pruner",
+                  "none", "--heartbeat", "1")
         workers = [tune(tmp_path, "--trials", "6", *common, wait=False) for _ in range(2)]
         for w in workers:
             _, err = w.communicate(timeout=600)
@@ -102,13 +104,13 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
         # a worker SIGKILLed mid-trial: another worker fails the silent trial and retries it in the same run
         # directory, which resumes after the epochs the killed one finished
         slow = tmp_path / "slow.yaml"
-        slow.write_text("lr: 1.0e-3\nbatch_size: 16\nepochs: 10\naugment: none\n")
+        slow.write_text("lr: 1.0e-3\nbatch_size: 16\nepochs: 6\naugment: none\n")
         killed_common = ("--space", str(slow), "--storage", url, "--study-name", "killed", "--out",
                          str(tmp_path / "k"), "--heartbeat", "1", "--pruner", "none")
         victim = tune(tmp_path, "--trials", "1", *killed_common, wait=False, start_new_session=True)
         history = tmp_path / "k" / "trials" / "0000" / "history.jsonl"
         epochs_before = kill_after_epochs(victim, history)
-        assert epochs_before < 10
+        assert epochs_before < 6
         time.sleep(4)  # past the grace period of 3 heartbeats
         survivor = tune(tmp_path, "--trials", "1", *killed_common)
         summary = json.loads((tmp_path / "k" / "tune.json").read_text())
@@ -117,4 +119,4 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
         assert retry["number"] == 1 and retry["run_dir"].endswith("trials/0000")
         assert "resuming" in survivor.stderr and "(retry of 0)" in survivor.stderr
         epochs = [json.loads(x)["epoch"] for x in history.read_text().splitlines()]
-        assert epochs == list(range(1, 11))
+        assert epochs == list(range(1, 7))
