@@ -70,14 +70,18 @@ def test_a_search_with_sqlite_writes_normal_runs_a_report_and_resumes(tmp_path):
 def test_a_bad_space_or_storage_is_one_line(tmp_path):
     bad = tmp_path / "space.yaml"
     bad.write_text("lr: {low: 1.0e-3}\n")
-    done = subprocess.run([sys.executable, "-m", "cnnarena", "tune", "digits", "--model", "simple-2conv", "--space",
-                           str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "lr needs low and high, or choices" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "cnnarena", "tune", "digits", "--model", "simple-2conv", "--storage",
-                           "postgresql+psycopg2://nobody@127.0.0.1:1/none", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith("error: --storage 127.0.0.1:1/none")
-    assert len(done.stderr.strip().splitlines()) == 1
+    cases = {  # both processes at once: each spends most of its time importing
+        "space": ["--space", str(bad), "--out", str(tmp_path / "o")],
+        "storage": ["--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/none", "--out", str(tmp_path / "p")],
+    }
+    procs = {name: subprocess.Popen([sys.executable, "-m", "cnnarena", "tune", "digits", "--model", "simple-2conv",
+                                     *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, args in cases.items()}
+    done = {name: (proc.communicate(timeout=120)[1], proc.returncode) for name, proc in procs.items()}
+    assert done["space"][1] == 2 and "lr needs low and high, or choices" in done["space"][0]
+    stderr, code = done["storage"]
+    assert code == 2 and stderr.startswith("error: --storage 127.0.0.1:1/none")
+    assert len(stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow  # a PostgreSQL server and three worker processes
