@@ -44,6 +44,23 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, bad_files, monkeypat
     assert message in lines[0]
 
 
+def test_a_misspelt_model_is_refused_before_the_images_are_decoded(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(20):
+            Image.new("RGB", (16, 16), (i * 10, 0, 0)).save(tmp_path / "photos" / label / f"{i}.png")
+    monkeypatch.setenv("CNNARENA_CACHE", str(tmp_path / "cache"))
+    for model in ("simple-2cnv", str(tmp_path / "missing-spec.yaml")):
+        code, _, err = run_cli(["train", str(tmp_path / "photos"), "--model", model, "--out", str(tmp_path / "run")],
+                               monkeypatch, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert not list((tmp_path / "cache").rglob("*.*")) and not (tmp_path / "run").exists()  # nothing decoded
+    assert "unknown model 'simple-2cnv'" in run_cli(["train", str(tmp_path / "photos"), "--model", "simple-2cnv"],
+                                                    monkeypatch, capsys)[2]
+
+
 @pytest.mark.slow  # a CLI subprocess
 def test_real_process_exit_code_and_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cnnarena.cli", "train", str(tmp_path / "missing")],

@@ -36,7 +36,7 @@ from .evaluate.metrics import compute_metrics
 from .files import atomic_write_text
 from .models.artefacts import save_model
 from .models.base import Classifier, count_parameters
-from .models.registry import create_model
+from .models.registry import check_model_name, create_model
 from .report import plots
 from .train.callbacks import Callback, standard_callbacks
 from .train.checkpoint import load_resume_point
@@ -130,6 +130,7 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, callbacks: Sequence[C
     callbacks: more training callbacks (a tuner's pruning), after the standard ones, in every phase."""
     from .train import distributed
 
+    check_model_name(cfg.model)  # before the data and the run directory: a misspelt model waits for no decoding
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
     if not distributed.is_main():  # torchrun's other ranks train beside rank 0 and write nothing
         return _train_run(cfg, run_dir, callbacks)

@@ -16,6 +16,21 @@ def is_custom(name: str) -> bool:
     return name in PRESETS or name.endswith((".yaml", ".yml", ".json"))
 
 
+def check_model_name(name: str) -> None:
+    """A UserError unless `name` is a preset, a readable layer-spec file or a pretrained backbone's name: a run
+    checks it before reading its data, so a misspelt --model costs no decoding of a large folder."""
+    if name in PRESETS:
+        return
+    if name.endswith((".yaml", ".yml", ".json")):
+        load_spec(Path(name))
+        return
+    from .pretrained import is_pretrained_name
+
+    if not is_pretrained_name(name):
+        raise UserError(f"unknown model {name!r}: use a custom preset ({', '.join(PRESETS)}), a layer-spec "
+                        f"YAML/JSON file, or a pretrained backbone (see `cnnarena models`)")
+
+
 def create_model(name: str, *, num_classes: int, in_chans: int, data_size: tuple[int, int], classes: list[str],
                  pretrained: bool = True, weights: Path | None = None, input_size: int | None = None,
                  head_hidden: tuple[int, ...] = (), head_dropout: float = 0.0) -> Classifier:
@@ -25,11 +40,9 @@ def create_model(name: str, *, num_classes: int, in_chans: int, data_size: tuple
     if name.endswith((".yaml", ".yml", ".json")):
         return build_custom(Path(name).stem, load_spec(Path(name)), num_classes=num_classes, in_chans=in_chans,
                             data_size=data_size, classes=classes)
-    from .pretrained import build_pretrained, is_pretrained_name
+    from .pretrained import build_pretrained
 
-    if not is_pretrained_name(name):
-        raise UserError(f"unknown model {name!r}: use a custom preset ({', '.join(PRESETS)}), a layer-spec "
-                        f"YAML/JSON file, or a pretrained backbone (see `cnnarena models`)")
+    check_model_name(name)
     return build_pretrained(name, num_classes=num_classes, in_chans=in_chans, data_size=data_size, classes=classes,
                             pretrained=pretrained, weights=weights, input_size=input_size,
                             head_hidden=head_hidden, head_dropout=head_dropout)
