@@ -25,6 +25,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cnnarena import runtime
+from click.testing import CliRunner
+
 from cnnarena.cli import app
 from cnnarena.config import build_config
 from cnnarena.data.loader import BatchLoader

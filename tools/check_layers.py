@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 # Lowest first: a room may import from rooms listed before it (and from itself), never from one after it.
 ROOMS = [
     # helpers below everything
-    ("errors", "files", "documents", "writer_lock", "machine", "runtime", "memory", "__init__"),
+    ("errors", "files", "documents", "writer_lock", "machine", "runtime", "memory", "__init__", "schema",
+     "schema_commands", "rundir", "display"),
     ("data",),
     ("models",),
     ("train",),
@@ -30,6 +31,9 @@ ROOMS = [
     ("serve",),
     ("run",),
     ("study",),
+    ("run_actions",),  # what one does with a finished run: predict, evaluate, explain, export, serve
+    ("results",),  # Run, Study, DataReport: the objects the API hands back
+    ("api",),  # the application layer: one call per command or notebook cell
     ("cli", "__main__"),
 ]
 RANK = {room: rank for rank, rooms in enumerate(ROOMS) for room in rooms}

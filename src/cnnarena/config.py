@@ -15,46 +15,53 @@ from typing import Any
 
 import yaml
 
-from .data.augment import parse_augment
+from .data.augment_spec import parse_augment
 from .errors import UserError
+from .schema import RUN, defaults
 from .train.config import TrainConfig
+
+_DEFAULTS = defaults(RUN)  # every default is declared once, in schema.py
 
 
 @dataclass
 class RunConfig:
     data: str = "digits"
-    data_dir: str | None = None
-    image_size: int | None = None  # folder/CSV images are resized to this once (default 64)
-    grayscale: bool | None = None
-    class_map: str | None = None
-    strict: bool = False
-    image_column: str | None = None  # a Hugging Face dataset's image / label column (found from its features)
-    label_column: str | None = None
-    split: str | None = None  # reuse a split manifest so several runs see the same images
-    val_frac: float = 0.2
-    test_frac: float = 0.2  # ignored when the dataset has an official test split
-    split_seed: int = 0
-    fraction: float = 1.0  # use this stratified share of the training set
-    model: str = "simple-2conv"
-    pretrained: bool = True
-    weights: str | None = None
-    input_size: int | None = None  # resolution a pretrained network runs at (default: its own)
-    head_hidden: list[int] = field(default_factory=list)
-    head_dropout: float = 0.0
-    freeze_epochs: int = 0  # fine-tuning: epochs with the backbone frozen (fastai's freeze_epochs)
-    unfreeze: str = "all"  # then unfreeze the last K stages ("2") or "all"
-    finetune_lr_scale: float = 0.1  # phase-2 learning rate = lr × this
-    layer_decay: float | None = None  # phase 2: each earlier stage gets lr × decay^depth
-    feature_cache: bool = True  # no augmentation: cache what the frozen part computes (phase 1 and 2)
-    finetune_bn: str = "frozen"  # phase 2: BatchNorm keeps its ImageNet statistics (frozen) or trains them
-    finetune_warmup: float | None = None  # phase 2: linear LR warm-up epochs (None: as --warmup-epochs)
-    out: str | None = None
+    data_dir: str | None = _DEFAULTS["data_dir"]
+    image_size: int | None = _DEFAULTS["image_size"]  # folder/CSV images are resized to this once (default 64)
+    grayscale: bool | None = _DEFAULTS["grayscale"]
+    class_map: str | None = _DEFAULTS["class_map"]
+    strict: bool = _DEFAULTS["strict"]
+    # a Hugging Face dataset's image / label column (found from its features)
+    image_column: str | None = _DEFAULTS["image_column"]
+    label_column: str | None = _DEFAULTS["label_column"]
+    split: str | None = _DEFAULTS["split"]  # reuse a split manifest so several runs see the same images
+    val_frac: float = _DEFAULTS["val_frac"]
+    test_frac: float = _DEFAULTS["test_frac"]  # ignored when the dataset has an official test split
+    split_seed: int = _DEFAULTS["split_seed"]
+    fraction: float = _DEFAULTS["fraction"]  # use this stratified share of the training set
+    model: str = _DEFAULTS["model"]
+    pretrained: bool = _DEFAULTS["pretrained"]
+    weights: str | None = _DEFAULTS["weights"]
+    input_size: int | None = _DEFAULTS["input_size"]  # resolution a pretrained network runs at (default: its own)
+    head_hidden: list[int] = field(default_factory=lambda: list(_DEFAULTS["head_hidden"]))
+    head_dropout: float = _DEFAULTS["head_dropout"]
+    # fine-tuning: epochs with the backbone frozen (fastai's freeze_epochs)
+    freeze_epochs: int = _DEFAULTS["freeze_epochs"]
+    unfreeze: str = _DEFAULTS["unfreeze"]  # then unfreeze the last K stages ("2") or "all"
+    finetune_lr_scale: float = _DEFAULTS["finetune_lr_scale"]  # phase-2 learning rate = lr × this
+    layer_decay: float | None = _DEFAULTS["layer_decay"]  # phase 2: each earlier stage gets lr × decay^depth
+    # no augmentation: cache what the frozen part computes (phase 1 and 2)
+    feature_cache: bool = _DEFAULTS["feature_cache"]
+    # phase 2: BatchNorm keeps its ImageNet statistics (frozen) or trains them
+    finetune_bn: str = _DEFAULTS["finetune_bn"]
+    # phase 2: linear LR warm-up epochs (None: as --warmup-epochs)
+    finetune_warmup: float | None = _DEFAULTS["finetune_warmup"]
+    out: str | None = _DEFAULTS["out"]
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> RunConfig:
         """Every mistake in the options, before any data is read or any epoch is trained."""
-        from .train.finetune import parse_bn_mode, parse_unfreeze
-        from .train.loop import resolve_device
+        from .train.options import check_device_name, parse_bn_mode, parse_unfreeze
 
         checks = [
             (0 < self.fraction <= 1, f"--fraction must be in (0, 1], got {self.fraction}"),
@@ -77,7 +84,7 @@ class RunConfig:
                 raise UserError(message)
         parse_unfreeze(self.unfreeze)
         parse_bn_mode(self.finetune_bn)
-        resolve_device(self.train.device)
+        check_device_name(self.train.device)
         return self
 
     def to_dict(self) -> dict[str, Any]:

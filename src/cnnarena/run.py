@@ -12,16 +12,17 @@ import csv
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from . import rundir
 from .config import RunConfig
 from .data.augment import build_augment
 from .data.dataset import ImageSet, Source
@@ -42,7 +43,6 @@ from .train.callbacks import Callback, standard_callbacks
 from .train.checkpoint import load_resume_point
 from .train.config import flatten_settings
 from .train.loop import TrainResult, fit, resolve_device, seed_everything
-from .writer_lock import sole_writer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def resolve_split(cfg: RunConfig, source: Source, run_dir: Path | None) -> tuple
                                                                                  list[str]]:
     """The run's own split.json (when resuming), else --split, else a new seeded split that keeps each group of
     duplicates on one side; the groups it kept; and what to tell the user (the data summary, a leak warning)."""
-    own = run_dir / "split.json" if run_dir is not None else None
+    own = run_dir / rundir.SPLIT if run_dir is not None else None
     if own is not None and own.exists() and has_trained(run_dir):  # a failed start's split is not the run's
         return load_manifest(own, source), None, []
     if cfg.split:
@@ -110,9 +110,7 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
-    data = Path(cfg.data).name or "data"
-    model = Path(cfg.model).stem
-    return Path("runs") / f"{data}-{model}-{datetime.now():%Y%m%d-%H%M%S}"
+    return rundir.default_run_dir(cfg.data, cfg.model)
 
 
 def build_model(cfg: RunConfig, split: Split) -> Classifier:
@@ -134,15 +132,18 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, callbacks: Sequence[C
     run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
     if not distributed.is_main():  # torchrun's other ranks train beside rank 0 and write nothing
         return _train_run(cfg, run_dir, callbacks)
-    with sole_writer(run_dir, "run"):
-        return _train_run(cfg, run_dir, callbacks)
+    rundir.check_out(run_dir, "run")
+    created = not run_dir.exists()
+    try:
+        with rundir.sole_writer(run_dir, "run"):
+            return _train_run(cfg, run_dir, callbacks)
+    except BaseException:
+        if created and rundir.state(run_dir) is rundir.State.NEW:  # a failed start leaves no directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
-def has_trained(run_dir: Path) -> bool:
-    """Whether run_dir holds anything worth resuming or protecting: a finished epoch or a finished run."""
-    history = run_dir / "history.jsonl"
-    return ((history.exists() and history.stat().st_size > 0) or (run_dir / "metrics.json").exists()
-            or (run_dir / "checkpoints" / "phase1.json").exists())
+has_trained = rundir.has_trained  # older callers import it from here
 
 
 def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -156,16 +157,16 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
     prep = prepare(cfg, run_dir)
     cfg, split, train_set = prep.cfg, prep.split, prep.train
     check_same_settings(cfg, run_dir)
-    done = run_dir / "metrics.json"
+    done = run_dir / rundir.METRICS
     if done.exists():
         if main:
             distributed.barrier()
         return json.loads(done.read_text())
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(split, run_dir / "split.json", source_name=prep.source.name, seed=cfg.split_seed,
+        write_manifest(split, run_dir / rundir.SPLIT, source_name=prep.source.name, seed=cfg.split_seed,
                        groups=prep.groups)
-        cfg.save(run_dir / "config.yaml")
+        cfg.save(run_dir / rundir.CONFIG)
         distributed.barrier()
     data_seconds = time.perf_counter() - t_start
 
@@ -261,12 +262,7 @@ def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
     """Resuming or reusing run_dir with other settings would mix two experiments under one name: refuse."""
     if not has_trained(run_dir):
         return
-    try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except FileNotFoundError:
-        return
-    except yaml.YAMLError as e:
-        raise UserError(f"corrupt {run_dir / 'config.yaml'}: {str(e).splitlines()[0]}") from None
+    saved = rundir.read_config(run_dir)
     now = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same YAML round trip as the saved file
     flat_saved, flat_now = flatten_settings(saved or {}), flatten_settings(now)
     # keys only one side has come from another cnnarena version: not a difference in what was asked for
@@ -298,7 +294,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "data": cfg.data,
         "params_total": total,
         "params_trainable_final": trainable,
-        "model_file_bytes": (run_dir / "model.safetensors").stat().st_size,
+        "model_file_bytes": (run_dir / rundir.MODEL_WEIGHTS).stat().st_size,
         "epochs_run": epochs_run,
         "best_epoch": history[best - 1]["epoch"] if best else None,
         # of the epoch whose weights were kept (the best by --monitor), not the highest of any epoch
@@ -320,7 +316,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "memory_estimate_gb": round(memory.estimate / 2**30, 2) if memory else None,
         "peak_rss_gb": peak_rss_gb(),
     })
-    _write_predictions(run_dir / "predictions.csv", test, logits)
+    _write_predictions(run_dir / rundir.PREDICTIONS, test, logits)
     plot_dir = run_dir / "plots"
     plots.training_curves(history, plot_dir / "curves.png", result.phase_boundary,
                           title=f"{model.meta.name} on {cfg.data}")
@@ -330,7 +326,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         from .train.tensorboard_log import log_final
 
         log_final(run_dir, cfg.to_dict(), metrics)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+    atomic_write_text(run_dir / rundir.METRICS, json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -351,3 +347,19 @@ def peak_rss_gb() -> float | None:
     except ImportError:  # not a Unix
         return None
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def lr_range_test(values: dict[str, Any], *, start_lr: float, end_lr: float, steps: int, out: Path):
+    """`cnnarena lr-find`: the data, split and recipe `train` would use, the range test, and its plot at `out`."""
+    from .config import build_config
+    from .report.lr_plot import plot_lr_find
+    from .train.lr_finder import lr_find
+
+    prep = prepare(build_config(None, values))  # the split, fraction and recipe fitted to the data
+    tell(prep.messages)
+    t = prep.cfg.train
+    net = build_model(prep.cfg, prep.split)
+    loader = BatchLoader(prep.train, t.batch_size, device=resolve_device(t.device), shuffle=True, seed=t.seed)
+    result = lr_find(net, loader, t, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    result.plot = plot_lr_find(result, out)
+    return result

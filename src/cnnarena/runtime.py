@@ -5,6 +5,7 @@ What lives here is what affects more than the call that asked for it:
 - `tune_threads`: CPU training picks its thread count by measurement (see train/threads.py), which sets torch's
   global thread count while an epoch trains and restores it afterwards.
 - `live_progress`: training redraws one live progress line on a terminal (otherwise one log line per epoch).
+- `notebook_progress`: a tqdm.auto progress bar per epoch instead (the API sets it for a call in a notebook).
 - `cache_dir()`: the one cache root, $CNNARENA_CACHE or ~/.cache/cnnarena (images/, kernels/, datasets below).
 
 Messages go through `logging` under the "cnnarena" logger; `configure(console=True)` shows them on stderr
@@ -30,6 +31,7 @@ class RuntimeSettings:
     tune_malloc: bool = False
     tune_threads: bool = False
     live_progress: bool = False
+    notebook_progress: bool = False  # a tqdm.auto bar per epoch (a widget in Jupyter), set by the API in notebooks
 
 
 _settings = RuntimeSettings()
@@ -82,6 +84,19 @@ def using(*, console: bool = False, **changes: bool) -> Iterator[RuntimeSettings
         if handler is not None:
             logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def console_configured() -> bool:
+    """Whether configure(console=True) has run: cnnarena's messages already reach the user."""
+    return _console_handler is not None
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (Jupyter, Colab, VS Code notebooks); read, never imported."""
+    shell = sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    ip = get() if get is not None else None
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
 
 def cache_dir() -> Path:

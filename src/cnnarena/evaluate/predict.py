@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import rundir
 from ..data.folder import is_hidden
 from ..data.imageio import Unreadable, decode_image, is_image_name
 from ..errors import UserError
@@ -45,7 +46,7 @@ def check_run_dir(run_dir: Path) -> Path:
         raise UserError(f"run directory {run_dir} does not exist")
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run directory")
-    if not (run_dir / "model.json").exists():
+    if not (run_dir / rundir.MODEL_META).exists():
         hint = " (training has not finished yet?)" if (run_dir / "checkpoints").is_dir() else ""
         raise UserError(f"{run_dir} is not a finished cnnarena run: it has no model.json{hint}")
     return run_dir
@@ -105,27 +106,33 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[list[tuple[str,
     return [[(classes[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
 
 
-def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
+def _chunks(items: list, size: int) -> Iterator[list]:
     for lo in range(0, len(items), size):
         yield items[lo:lo + size]
 
 
 def predict_files(model: Classifier, paths: Iterable[Path], *, top: int = 5, batch_size: int = 64) -> list[Prediction]:
     """Top-`top` predictions for every image under `paths`, in batches; unreadable files get an error."""
+    return predict_sources(model, [(str(p), str(p)) for p in collect_images(paths)], top=top, batch_size=batch_size)
+
+
+def predict_sources(model: Classifier, sources: list[tuple[str, Any]], *, top: int = 5,
+                    batch_size: int = 64) -> list[Prediction]:
+    """Top-`top` predictions for (name, path or in-memory file) pairs, in batches; unreadable ones get an error."""
     import torch
 
     model.eval()
     meta = model.meta
     device = next(model.parameters()).device
     results: list[Prediction] = []
-    for chunk in _chunks(collect_images(paths), max(1, batch_size)):  # bounded memory for big folders
+    for chunk in _chunks(sources, max(1, batch_size)):  # bounded memory for big folders
         decoded: list[np.ndarray] = []
         readable: list[Prediction] = []
-        for path in chunk:
-            row = Prediction(str(path))
+        for name, source in chunk:
+            row = Prediction(name)
             results.append(row)
             try:
-                decoded.append(decode_for(meta, str(path)))
+                decoded.append(decode_for(meta, source))
                 readable.append(row)
             except Unreadable as e:
                 row.error = e.reason

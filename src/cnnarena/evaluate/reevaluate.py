@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .. import rundir
 from ..config import build_config
 from ..data.dataset import ImageSet, Source
 from ..data.sources import BUILTIN
@@ -48,7 +49,7 @@ def same_data(spec: str, run_spec: str) -> bool:
 def choose_test_set(source: Source, run_dir: Path, own_data: bool) -> tuple[ImageSet, str]:
     """The images to evaluate and a description of them (see the module docstring)."""
     if own_data:
-        test = load_manifest(run_dir / "split.json", source).test
+        test = load_manifest(run_dir / rundir.SPLIT, source).test
         return test, f"the run's test split ({len(test)} images of split.json)"
     if source.test is not None:
         return source.test, f"the official test split of {source.name} ({len(source.test)} images)"
@@ -58,7 +59,7 @@ def choose_test_set(source: Source, run_dir: Path, own_data: bool) -> tuple[Imag
 def _warn_if_seen(test: ImageSet, run_dir: Path) -> None:
     """Another dataset whose ids are those of the run's training/validation images is probably a copy of it."""
     try:
-        manifest = json.loads((run_dir / "split.json").read_text())
+        manifest = json.loads((run_dir / rundir.SPLIT).read_text())
         seen = set(manifest["train"]) | set(manifest["val"])
     except (OSError, ValueError, KeyError, TypeError):
         return
@@ -74,10 +75,10 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = Non
     from ..data.sources import load_data
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
+    if not (run_dir / rundir.CONFIG).exists():
         raise UserError(f"{run_dir} is not a cnnarena run directory (no config.yaml)")
     model = load_model(run_dir / "model")
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved = yaml.safe_load((run_dir / rundir.CONFIG).read_text())
     run_cfg = build_config(saved, use_recipe=False)
     own_data = data is None or same_data(data, run_cfg.data)
     cfg = run_cfg if own_data else build_config(saved, {"data": data}, use_recipe=False)
@@ -99,5 +100,5 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = Non
         "tta": use_tta,
         "tta_from": "the run's config" if tta is None else "the command line",
     })
-    (run_dir / "evaluation.json").write_text(json.dumps(metrics, indent=1))
+    (run_dir / rundir.EVALUATION).write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .. import rundir
 from .cam import explain
 from .figures import Cell, grid_figure, overlay, plain
 
@@ -33,7 +34,7 @@ class Predicted:
 
 
 def read_predictions(run_dir: Path, classes: list[str]) -> dict[str, Predicted]:
-    with open(Path(run_dir) / "predictions.csv", newline="") as f:
+    with open(Path(run_dir) / rundir.PREDICTIONS, newline="") as f:
         return {row["id"]: Predicted(classes.index(row["predicted"]), float(row["confidence"]), row["correct"] == "1")
                 for row in csv.DictReader(f)}
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import rundir
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def card_path_for(onnx_path: Path) -> Path:
 def model_card(model: Classifier, run_dir: Path) -> dict[str, Any]:
     """What a consumer of the model needs to know: classes, input contract, normalisation, metrics."""
     meta = model.meta
-    metrics_path = Path(run_dir) / "metrics.json"
+    metrics_path = Path(run_dir) / rundir.METRICS
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     total = sum(p.numel() for p in model.parameters())
     return {

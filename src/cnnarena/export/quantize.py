@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import rundir
 from ..errors import UserError
 from ..files import atomic_write_text
 from .int8_rewrites import flatten_channels_last, float_logits, float_stem, relu_before_max_pool
@@ -47,9 +48,9 @@ def run_images(run_dir: Path):
     from ..data.sources import load_data
     from ..data.split import load_manifest
 
-    saved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    saved = yaml.safe_load((Path(run_dir) / rundir.CONFIG).read_text())
     cfg = build_config(saved, use_recipe=False)
-    return load_manifest(Path(run_dir) / "split.json", load_data(cfg))
+    return load_manifest(Path(run_dir) / rundir.SPLIT, load_data(cfg))
 
 
 def calibration_batches(images, count: int, seed: int = 0, batch: int = 32) -> list[np.ndarray]:

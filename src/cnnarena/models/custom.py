@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..schema import CUSTOM_PRESETS
 from .base import Classifier, ModelMeta, count_parameters
 from .fast_layers import LayoutFlatten, pool_before_activation
 from .fused_block import FusingSequential
@@ -65,6 +66,8 @@ PRESETS: dict[str, Spec] = {
         "flatten",
     ],
 }
+
+assert tuple(PRESETS) == CUSTOM_PRESETS, "schema.CUSTOM_PRESETS names the presets defined here"
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
                "leakyrelu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}

@@ -30,7 +30,9 @@ from .weights import (
     LITE0_TIMM_NAME,
     WeightsPlan,
     WeightsSpec,
+    hub_reachable,
     load_backbone_state,
+    no_weights_message,
     offline_source,
     package_state_dict,
     read_state_file,
@@ -317,6 +319,21 @@ def _validate(num_classes: int, in_chans: int, classes: list[str], head_hidden: 
         raise UserError(f"head dropout must be in [0, 1), got {head_dropout}")
     if weights is not None and not pretrained:
         raise UserError("--weights and --no-pretrained contradict each other: drop one")
+
+
+def check_weights_available(name: str, weights: Path | str | None = None) -> None:
+    """A UserError now, before any data is read, when the weights a run would load cannot be had (files are only
+    looked at; the hub only asked whether it answers)."""
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UserError(f"--weights {weights}: no such file")
+        return
+    spec = weights_spec(resolve_name(name))
+    if not (spec.hf_hub_id or spec.url or spec.arch == LITE0_TIMM_NAME):
+        raise UserError(f"timm publishes no pretrained weights for '{name}': pass --weights FILE "
+                        "(safetensors or state dict) or use --no-pretrained")
+    if offline_source(spec) is None and not hub_reachable(spec):
+        raise UserError(no_weights_message(name))
 
 
 def _backbone_with_weights(name: str, arch: str, pretrained: bool, weights: Path | str | None,

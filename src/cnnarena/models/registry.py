@@ -16,9 +16,10 @@ def is_custom(name: str) -> bool:
     return name in PRESETS or name.endswith((".yaml", ".yml", ".json"))
 
 
-def check_model_name(name: str) -> None:
-    """A UserError unless `name` is a preset, a readable layer-spec file or a pretrained backbone's name: a run
-    checks it before reading its data, so a misspelt --model costs no decoding of a large folder."""
+def check_model_name(name: str, *, pretrained: bool = False, weights: str | Path | None = None) -> None:
+    """A UserError unless `name` is a preset, a readable layer-spec file or a pretrained backbone's name (and, with
+    `pretrained`, one whose weights can be had): a run checks it before reading its data, so a misspelt --model or
+    missing weights cost no decoding of a large folder."""
     if name in PRESETS:
         return
     if name.endswith((".yaml", ".yml", ".json")):
@@ -29,6 +30,10 @@ def check_model_name(name: str) -> None:
     if not is_pretrained_name(name):
         raise UserError(f"unknown model {name!r}: use a custom preset ({', '.join(PRESETS)}), a layer-spec "
                         f"YAML/JSON file, or a pretrained backbone (see `cnnarena models`)")
+    if pretrained:
+        from .pretrained import check_weights_available
+
+        check_weights_available(name, weights)
 
 
 def create_model(name: str, *, num_classes: int, in_chans: int, data_size: tuple[int, int], classes: list[str],

@@ -57,3 +57,38 @@ def summarize(model: Classifier, input_shape: tuple[int, int, int], depth: int =
             f"BatchNorm moving statistics: {bn_stats:,} (Keras counts these as non-trainable params: "
             f"{total + bn_stats:,} in total)", line]
     return "\n".join(out)
+
+
+MAX_SIDE = 4096  # far beyond any dataset cnnarena trains on; the table allocates no weights or activations
+MAX_CLASSES = 100_000
+
+
+def summary_table(model: str, input: str, *, classes: int = 10, depth: int = 1,  # noqa: A002 - the CLI's name
+                  input_size: int | None = None) -> str:
+    """`cnnarena summary`: the table of `model` on C×H×W inputs (e.g. "1x28x28"), checked first."""
+    from ..errors import UserError
+    from .registry import create_model
+
+    try:
+        c, h, w = (int(v) for v in input.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise UserError(f"--input must look like 3x32x32, got {input!r}") from None
+    if c not in (1, 3):
+        raise UserError(f"--input {input}: channels must be 1 (grayscale) or 3 (RGB), got {c}")
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise UserError(f"--input {input}: height and width must be 1 to {MAX_SIDE} pixels")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise UserError(f"--classes must be 1 to {MAX_CLASSES:,}, got {classes}")
+    if input_size is not None and not 1 <= input_size <= MAX_SIDE:
+        raise UserError(f"--input-size must be 1 to {MAX_SIDE} pixels, got {input_size}")
+
+    def table() -> str:
+        net = create_model(model, num_classes=classes, in_chans=c, data_size=(h, w),
+                           classes=[str(i) for i in range(classes)], pretrained=False, input_size=input_size)
+        return summarize(net, (c, h, w), depth=depth)
+
+    try:  # shapes and counts only: on the meta device no weight or activation is allocated, whatever the size
+        with torch.device("meta"):
+            return table()
+    except (NotImplementedError, RuntimeError):  # an operation without a meta implementation: compute it for real
+        return table()

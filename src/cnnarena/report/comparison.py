@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
 from ..files import atomic_write_text
 
 COLUMNS = [("model", "model"), ("accuracy", "test acc"), ("accuracy_std", "± std"),
@@ -33,8 +34,8 @@ def fmt(key: str, value: Any) -> str:
 
 def write_comparison(comparison: dict[str, Any], out: Path) -> None:
     table = comparison["table"]
-    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=1, default=str))
-    with open(out / "comparison.csv", "w", newline="") as f:
+    atomic_write_text(out / rundir.COMPARISON, json.dumps(comparison, indent=1, default=str))
+    with open(out / rundir.COMPARISON_CSV, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS] + ["family", "seeds"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table)
@@ -43,6 +44,6 @@ def write_comparison(comparison: dict[str, Any], out: Path) -> None:
     lines += ["| " + " | ".join(fmt(k, r[k]) for k, _ in COLUMNS) + " |" for r in table]
     lines += ["", "Accuracy, precision, recall and F1 in %, macro averages unless marked.", "", "## Verdict", ""]
     lines += [f"- {s}" for s in comparison["verdict"]]
-    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / rundir.COMPARISON_MD, "\n".join(lines) + "\n")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from .. import rundir
 from ..files import atomic_write_text
 from . import study_plots
 from .comparison import COLUMNS, fmt
@@ -57,7 +58,7 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
                           ("params_x_smallest", "params × smallest"), ("latency_x_quickest", "latency × quickest"),
                           ("accuracy_points_per_minute", "accuracy points per training minute"),
                           ("pareto_optimal", "Pareto-optimal (accuracy vs time)")])
-    path = out / "report.html"
+    path = out / rundir.REPORT
     atomic_write_text(path, html)
     return path
 
@@ -70,5 +71,5 @@ def _data_options(comparison: dict[str, Any]) -> dict[str, Any]:
 def _per_class_recall(run_dir: Path) -> dict[str, float]:
     import json
 
-    per_class = json.loads((run_dir / "metrics.json").read_text()).get("per_class", {})
+    per_class = json.loads((run_dir / rundir.METRICS).read_text()).get("per_class", {})
     return {c: v["recall"] for c, v in per_class.items()}

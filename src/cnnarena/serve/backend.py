@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import rundir
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def _onnx_backend(run_dir: Path, model, int8: bool = False) -> Backend:
     keep: list[Any] = []
     onnx_path = run_dir / (INT8_FILE if int8 else "model.onnx")
     card_path = card_path_for(onnx_path)
-    weights = run_dir / "model.safetensors"
+    weights = run_dir / rundir.MODEL_WEIGHTS
     current = onnx_path.exists() and card_path.exists() and onnx_path.stat().st_mtime >= weights.stat().st_mtime
     if int8 and not current:  # quantizing needs the run's data and may refuse: a step of its own
         raise UserError(f"no int8 model of these weights in {run_dir}: run `cnnarena export {run_dir} --int8` "

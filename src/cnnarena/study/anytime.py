@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
+
 STILL_IMPROVING_POINTS = 0.1  # the last epoch raised the best validation accuracy by at least this many points
 
 
@@ -25,7 +27,7 @@ def curve(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "history.jsonl"
+    path = Path(run_dir) / rundir.HISTORY
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -8,28 +8,31 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..schema import STUDY, defaults
 
-DEFAULT_MODELS = ["simple-2conv", "fast", "efficientnet_lite0"]
+_DEFAULTS = defaults(STUDY)  # every default is declared once, in schema.py
+
 
 
 @dataclass
 class StudyConfig:
     data: str = "auto"  # "auto": Fashion-MNIST when present, digits otherwise
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    models: list[str] = field(default_factory=lambda: list(_DEFAULTS["models"]))
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model run options
     common: dict[str, Any] = field(default_factory=dict)  # run options for every model (epochs, data_dir...)
-    seeds: int = 1
-    fractions: list[float] = field(default_factory=lambda: [1.0])
-    lrs: list[float] = field(default_factory=list)  # learning-rate comparison; empty = skip
-    lr_models: list[str] | None = None  # which models get the LR comparison (default: the first one)
-    lr_epochs: int = 2
-    lr_fraction: float = 1.0  # share of the training set the LR comparison trains on
-    measure_seconds: float = 1.5  # per speed measurement (latency at batch 1, throughput at batch 64)
+    seeds: int = _DEFAULTS["seeds"]
+    fractions: list[float] = field(default_factory=lambda: list(_DEFAULTS["fractions"]))
+    lrs: list[float] = field(default_factory=lambda: list(_DEFAULTS["lrs"]))  # learning-rate comparison; empty = skip
+    lr_models: list[str] | None = _DEFAULTS["lr_models"]  # which models get the LR comparison (default: the first one)
+    lr_epochs: int = _DEFAULTS["lr_epochs"]
+    lr_fraction: float = _DEFAULTS["lr_fraction"]  # share of the training set the LR comparison trains on
+    # per speed measurement (latency at batch 1, throughput at batch 64)
+    measure_seconds: float = _DEFAULTS["measure_seconds"]
     # wall-clock budget of the runs on the whole training set, shared equally by models x seeds ("20m"), or each
     # model's (budget_per_model); runs on smaller fractions train their recipe's epochs
-    budget: str | None = None
-    budget_per_model: str | None = None
-    out: str = "studies/default"
+    budget: str | None = _DEFAULTS["budget"]
+    budget_per_model: str | None = _DEFAULTS["budget_per_model"]
+    out: str = _DEFAULTS["out"]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

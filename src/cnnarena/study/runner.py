@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .. import rundir
 from ..config import build_config
 from ..data.sources import load_data
 from ..data.split import load_manifest, write_manifest
@@ -75,10 +76,10 @@ def prepare_study(study: StudyConfig) -> tuple[str, Any, Path]:
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
     data = resolve_data(study.data)
-    atomic_write_text(out / "study.yaml", yaml.safe_dump({**study.to_dict(), "data": data}, sort_keys=False))
-    probe = _run_config(study, data, study.models[0], out / "split.json")
+    atomic_write_text(out / rundir.STUDY, yaml.safe_dump({**study.to_dict(), "data": data}, sort_keys=False))
+    probe = _run_config(study, data, study.models[0], out / rundir.SPLIT)
     source = load_data(probe)
-    split_path = out / "split.json"
+    split_path = out / rundir.SPLIT
     if not split_path.exists():
         split, groups, messages = new_split(probe, source)
         tell(messages)
@@ -131,7 +132,7 @@ def missing_runs(study: StudyConfig) -> list[str]:
             for lr in study.lrs]
     dirs += [out / "runs" / m / f"f={f:g}-s={s}" for m in study.models for f in study.fractions
              for s in range(study.seeds)]
-    return [str(d) for d in dirs if not (d / "metrics.json").exists()]
+    return [str(d) for d in dirs if not (d / rundir.METRICS).exists()]
 
 
 def _run_study(study: StudyConfig, callbacks_for: CallbacksFor | None) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def _run_study(study: StudyConfig, callbacks_for: CallbacksFor | None) -> dict[s
         each = "model and seed" if study.seeds > 1 else "model"
         _say(f"budget: {budget} of training per {each} on the whole training set")
     for job in final_jobs(study, data, split_path, chosen_lr):
-        state = "done" if (job.run_dir / "metrics.json").exists() else "training"
+        state = "done" if (job.run_dir / rundir.METRICS).exists() else "training"
         _say(f"[{job.model}] fraction {job.fraction:g} seed {job.seed}: {state}")
         metrics = train_job(job, callbacks_for)
         metrics["run_dir"] = str(job.run_dir)
@@ -184,7 +185,7 @@ def _lr_comparison(study: StudyConfig, jobs: list[Job], callbacks_for: Callbacks
         lr = job.cfg.train.lr
         _say(f"[{job.model}] learning-rate comparison: lr {lr:g}")
         spent[job.model] = spent.get(job.model, 0.0) + train_job(job, callbacks_for).get("wall_seconds", 0)
-        history = [json.loads(line) for line in (job.run_dir / "history.jsonl").read_text().splitlines()]
+        history = [json.loads(line) for line in (job.run_dir / rundir.HISTORY).read_text().splitlines()]
         curves.setdefault(job.model, {})[lr] = history
     for model, by_lr in curves.items():
         best = best_lr(by_lr)
@@ -195,7 +196,7 @@ def _lr_comparison(study: StudyConfig, jobs: list[Job], callbacks_for: Callbacks
 
 
 def _correct_by_id(run_dir: str) -> dict[str, bool]:
-    with open(Path(run_dir) / "predictions.csv") as f:
+    with open(Path(run_dir) / rundir.PREDICTIONS) as f:
         return {row["id"]: row["correct"] == "1" for row in csv.DictReader(f)}
 
 
@@ -248,8 +249,8 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
     return {
         "data": data,
         "dataset": dataset,
-        "data_health": data_health(source, out / "split.json"),
-        "split_sizes": json.loads((out / "split.json").read_text())["sizes"],
+        "data_health": data_health(source, out / rundir.SPLIT),
+        "split_sizes": json.loads((out / rundir.SPLIT).read_text())["sizes"],
         "table": table,
         "tradeoffs": tradeoffs(table),
         "mcnemar": test,
@@ -271,8 +272,8 @@ def explanations(table: list[dict[str, Any]], source, out: Path) -> dict[str, An
     """The report's heat-map grids and confusions, from each model's first run (seed 0, whole training set)."""
     from ..explain.study_views import study_explanations
 
-    test = load_manifest(out / "split.json", source).test
-    models = {r["model"]: load_as_trained(Path(r["run_dir"]), json.loads((Path(r["run_dir"]) / "metrics.json")
+    test = load_manifest(out / rundir.SPLIT, source).test
+    models = {r["model"]: load_as_trained(Path(r["run_dir"]), json.loads((Path(r["run_dir"]) / rundir.METRICS)
                                                                          .read_text())) for r in table}
     return study_explanations(models, test, {r["model"]: Path(r["run_dir"]) for r in table}, out / "plots")
 
@@ -294,7 +295,7 @@ def data_health(source, split_path: Path) -> dict[str, Any]:
 
 def _saved_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml: the resolved config it trained with (batch size and LR fitted to the data)."""
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    return yaml.safe_load((Path(run_dir) / rundir.CONFIG).read_text()) or {}
 
 
 def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
 from ..errors import UserError
 from .config import StudyConfig
 from .runner import CallbacksFor, Job, best_lr, final_jobs, lr_jobs, prepare_study, run_study, train_job
@@ -141,7 +142,7 @@ def run_shared_study(study: StudyConfig, storage: str, name: str | None = None, 
     _wait(optuna_study, "lr", first, callbacks_for)
     curves: dict[str, dict[float, list]] = {}
     for job in first:
-        history = [json.loads(x) for x in (job.run_dir / "history.jsonl").read_text().splitlines()]
+        history = [json.loads(x) for x in (job.run_dir / rundir.HISTORY).read_text().splitlines()]
         curves.setdefault(job.model, {})[job.cfg.train.lr] = history
     final = final_jobs(study, data, split_path, {m: best_lr(c) for m, c in curves.items()})
     _queue(optuna_study, "final", final)

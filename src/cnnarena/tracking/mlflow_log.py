@@ -23,6 +23,7 @@ from urllib.request import getproxies, proxy_bypass
 
 import yaml
 
+from .. import rundir
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..train.config import flatten_settings
@@ -212,7 +213,7 @@ def open_run(client, run_dir: Path, uri: str, rows: list[dict[str, Any]], parent
             client.delete_run(stale)
         except Exception as e:  # gone already, or the store refuses: a new run is logged either way
             log.debug(f"could not delete MLflow run {stale}: {e}")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    config = yaml.safe_load((run_dir / rundir.CONFIG).read_text()) or {}
     run_id = client.create_run(experiment, run_name=run_dir.name,
                                tags=run_tags(run_dir, config, parent_id)).info.run_id
     from mlflow.entities import Param
@@ -236,7 +237,7 @@ def _unfinished_runs_of(client, experiment: str, run_dir: Path) -> set[str]:
 
 
 def history_rows(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "history.jsonl"
+    path = Path(run_dir) / rundir.HISTORY
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
@@ -244,7 +245,7 @@ def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
     """Complete a finished run directory's MLflow run (once per URI): the epochs not logged live, the final metrics,
     the artefacts; returns its MLflow run id."""
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / rundir.METRICS).read_text())
     client = tracking_client(uri)
     run_id, finished = open_run(client, run_dir, uri, history_rows(run_dir), parent_id, final=metrics)
     if finished:
@@ -271,7 +272,7 @@ def _log_batches(client, run_id: str, metrics: list, params: list) -> None:
 
 def study_run_dirs(study_dir: Path) -> list[Path]:
     """Every finished run of a study (its comparison and its final runs), in a stable order."""
-    return sorted(p.parent for p in Path(study_dir).rglob("metrics.json") if (p.parent / "config.yaml").exists())
+    return sorted(p.parent for p in Path(study_dir).rglob(rundir.METRICS) if (p.parent / rundir.CONFIG).exists())
 
 
 def _start_study(client, study_dir: Path, uri: str) -> tuple[str | None, str]:
@@ -310,7 +311,7 @@ def log_study(study_dir: Path, uri: str, study_config: dict[str, Any], compariso
              if f"{key}.{row['model']}" not in logged.metrics]
     params = [] if logged.params else [Param(k, v) for k, v in _flat_params(study_config).items()]
     _log_batches(client, parent, table, params)
-    for name in ("comparison.md", "comparison.json", "comparison.csv", "report.html"):
+    for name in (rundir.COMPARISON_MD, rundir.COMPARISON, rundir.COMPARISON_CSV, rundir.REPORT):
         if (study_dir / name).exists():
             client.log_artifact(parent, str(study_dir / name))
     if (study_dir / "plots").is_dir():
@@ -371,7 +372,7 @@ def log_tune(tune_dir: Path, uri: str, settings: dict[str, Any], summary: dict[s
         for run_dir in study_run_dirs(tune_dir / "trials"):
             log_run(run_dir, uri, parent_id=parent)
         rows = [r for r in summary.get("rows", [])
-                if r.get("run_dir") and (Path(r["run_dir"]) / "config.yaml").exists()]
+                if r.get("run_dir") and (Path(r["run_dir"]) / rundir.CONFIG).exists()]
         retried = {r["run_dir"] for r in rows if r["state"] != "fail"}  # a retry trains on in the same directory
         for row in rows:
             if row["state"] == "pruned":

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import rundir
 from ..runtime import settings
 
 if TYPE_CHECKING:
@@ -101,13 +100,7 @@ class MetricsLog(Callback):
         self.run_dir = Path(run_dir)
 
     def on_epoch_end(self, s: TrainState) -> None:
-        rows = [*s.phase.earlier, *s.history]
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        with open(self.run_dir / "history.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        (self.run_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rundir.write_history(self.run_dir, [*s.phase.earlier, *s.history])
 
 
 class Checkpoint(Callback):
@@ -116,7 +109,7 @@ class Checkpoint(Callback):
     come from different epochs. checkpoints/last.* and best.* (safetensors + JSON) are copies for users."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.dir = Path(run_dir) / "checkpoints"
+        self.dir = Path(run_dir) / rundir.CHECKPOINTS
 
     def on_epoch_final(self, s: TrainState) -> None:
         from ..models.artefacts import save_model
@@ -137,6 +130,7 @@ class ProgressBar(Callback):
     def __init__(self, stream=None, every: int = 10) -> None:
         self.stream, self.every = stream, every
         self.drawn = False
+        self.bar = None  # the notebook's bar of the epoch being trained
 
     @property
     def live(self) -> bool:
@@ -146,6 +140,9 @@ class ProgressBar(Callback):
         return self.stream or sys.stderr  # sys.stderr now, not at construction (redirectable)
 
     def on_batch_end(self, s: TrainState, batch: int, num_batches: int) -> None:
+        if settings().notebook_progress:
+            self._notebook_bar(s, batch, num_batches)
+            return
         if not self.live or (batch % self.every and batch != num_batches):
             return
         p = s.progress
@@ -162,7 +159,19 @@ class ProgressBar(Callback):
         out.flush()
         self.drawn = True
 
+    def _notebook_bar(self, s: TrainState, batch: int, num_batches: int) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=num_batches, desc=f"{s.phase.label}epoch {s.epoch + 1}/{s.cfg.epochs}",
+                            unit="batch", leave=False)
+        self.bar.update(batch - self.bar.n)
+        self.bar.set_postfix(loss=f"{s.progress.loss:.4f}", acc=f"{s.progress.accuracy:.3f}", refresh=False)
+
     def on_epoch_end(self, s: TrainState) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         if self.drawn:  # clear the live bar's line before the epoch's log line
             self._out().write("\r\033[K")
             self.drawn = False

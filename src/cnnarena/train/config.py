@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..data.augment import AugmentConfig
+from ..data.augment_spec import AugmentConfig
 from ..errors import UserError
+from ..schema import RUN, defaults
+
+_DEFAULTS = defaults(RUN)  # every default is declared once, in schema.py
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("shuffle", "balanced")
@@ -15,43 +18,48 @@ SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "linear")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = False  # SGD only
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    step_size: int = 5  # 'step' schedule: epochs between decays
-    gamma: float = 0.5  # 'step' / 'exponential' decay factor
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None  # max global grad norm
-    early_stopping: int | None = None  # patience in epochs (restores the best epoch)
-    reduce_on_plateau: int | None = None  # patience in epochs; LR x0.5 when val loss stalls
-    monitor: str = "val_loss"  # val_loss or val_accuracy: what "best" means
+    epochs: int = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    optimizer: str = _DEFAULTS["optimizer"]
+    momentum: float = _DEFAULTS["momentum"]  # SGD only
+    nesterov: bool = _DEFAULTS["nesterov"]  # SGD only
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    schedule: str = _DEFAULTS["schedule"]
+    warmup_epochs: float = _DEFAULTS["warmup_epochs"]
+    step_size: int = _DEFAULTS["step_size"]  # 'step' schedule: epochs between decays
+    gamma: float = _DEFAULTS["gamma"]  # 'step' / 'exponential' decay factor
+    label_smoothing: float = _DEFAULTS["label_smoothing"]
+    grad_clip: float | None = _DEFAULTS["grad_clip"]  # max global grad norm
+    early_stopping: int | None = _DEFAULTS["early_stopping"]  # patience in epochs (restores the best epoch)
+    reduce_on_plateau: int | None = _DEFAULTS["reduce_on_plateau"]  # patience in epochs; LR x0.5 when val loss stalls
+    monitor: str = _DEFAULTS["monitor"]  # val_loss or val_accuracy: what "best" means
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tta: bool = False  # average predictions over the image and its mirror at evaluation
-    seed: int = 0
-    deterministic: bool = False
-    sync_bn: bool = False  # torchrun on GPUs: BatchNorm statistics over the whole batch, not each rank's part
-    amp: bool | None = None  # bf16 autocast; None = on for CUDA only
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model for training (pays off on GPUs; measure on CPUs)
-    device: str = "auto"
-    max_minutes: float | None = None  # time limit: stop after the epoch that crosses it
+    tta: bool = _DEFAULTS["tta"]  # average predictions over the image and its mirror at evaluation
+    seed: int = _DEFAULTS["seed"]
+    deterministic: bool = _DEFAULTS["deterministic"]
+    # torchrun on GPUs: BatchNorm statistics over the whole batch, not each rank's part
+    sync_bn: bool = _DEFAULTS["sync_bn"]
+    amp: bool | None = _DEFAULTS["amp"]  # bf16 autocast; None = on for CUDA only
+    channels_last: bool = _DEFAULTS["channels_last"]
+    compile: bool = _DEFAULTS["compile"]  # torch.compile the model for training (pays off on GPUs; measure on CPUs)
+    device: str = _DEFAULTS["device"]
+    max_minutes: float | None = _DEFAULTS["max_minutes"]  # time limit: stop after the epoch that crosses it
     # wall-clock budget of the whole training ("20m", "90s", "1.5h"): epochs are planned from a timing probe so the
     # schedule ends on time, and training stops on time (mid-epoch if need be) with its best weights
-    budget: str | None = None
-    max_memory: str = "auto"  # peak memory of the process: auto (CPU: a share of what is free, at most 4 GB), none, 3GB
-    micro_batch: int | None = None  # set by the memory plan: one forward/backward's batch (gradient accumulation)
-    eval_batch_size: int = 1024
-    tensorboard: bool = True  # TensorBoard event files in the run directory (train/tensorboard_log.py)
+    budget: str | None = _DEFAULTS["budget"]
+    # peak memory of the process: auto (CPU: a share of what is free, at most 4 GB), none, 3GB
+    max_memory: str = _DEFAULTS["max_memory"]
+    # set by the memory plan: one forward/backward's batch (gradient accumulation)
+    micro_batch: int | None = _DEFAULTS["micro_batch"]
+    eval_batch_size: int = _DEFAULTS["eval_batch_size"]
+    # TensorBoard event files in the run directory (train/tensorboard_log.py)
+    tensorboard: bool = _DEFAULTS["tensorboard"]
     # the loss' class weights: "none", "auto" (inverse frequency, resolved to a list from the training set before
     # training), a YAML/JSON file of class: weight, or the list itself (one weight per class)
-    class_weights: str | list[float] = "none"
-    sampler: str = "shuffle"  # "balanced": every class equally likely in every batch (drawn with replacement)
+    class_weights: str | list[float] = _DEFAULTS["class_weights"]
+    # "balanced": every class equally likely in every batch (drawn with replacement)
+    sampler: str = _DEFAULTS["sampler"]
 
     def fit_to_data(self, num_train: int, min_steps: int = 16) -> tuple[TrainConfig, str | None]:
         """A batch of 256 on 1,000 images is 4 steps an epoch: too few for a schedule or BatchNorm to settle.
@@ -122,7 +130,7 @@ class TrainConfig:
                 raise UserError(message)
         if self.budget is not None:
             parse_duration(self.budget)
-        from .memory_plan import parse_memory
+        from .options import parse_memory
 
         parse_memory(self.max_memory)
         return self

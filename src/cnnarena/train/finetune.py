@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from ..data.loader import BatchLoader
-from ..errors import UserError
 from ..models.artefacts import load_weights, save_model
 from ..models.base import Classifier
 from ..models.pretrained import param_groups, set_trainable
@@ -35,6 +34,7 @@ from .callbacks import Callback, MetricsLog, ProgressBar, TensorBoardLog, standa
 from .checkpoint import load_resume_point
 from .features import FeatureLoader
 from .loop import Phase, TrainResult, TrainState, fit
+from .options import BN_MODES, parse_bn_mode, parse_unfreeze  # noqa: F401 - re-exported
 from .trunk_cache import (
     ChargeCacheFill,
     TailNet,
@@ -47,27 +47,6 @@ from .trunk_cache import (
 
 log = logging.getLogger(__name__)
 
-BN_MODES = ("frozen", "train")
-
-
-def parse_unfreeze(value: str | int | None) -> int | None:
-    """'all' -> None (every stage), '2' -> the last 2 stages."""
-    if value is None or str(value).lower() == "all":
-        return None
-    try:
-        k = int(value)
-    except ValueError:
-        raise UserError(f"--unfreeze must be a number of stages or 'all', got {value!r}") from None
-    if k < 1:
-        raise UserError("--unfreeze must be at least 1 (or 'all')")
-    return k
-
-
-def parse_bn_mode(value: str) -> bool:
-    """'frozen' -> True (BatchNorm keeps its ImageNet statistics in phase 2), 'train' -> False."""
-    if value not in BN_MODES:
-        raise UserError(f"--finetune-bn must be one of {', '.join(BN_MODES)}, got {value!r}")
-    return value == "frozen"
 
 
 def fine_tune(model: Classifier, cfg, train_loader: BatchLoader, val_loader: BatchLoader,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.nn.functional as F
 
@@ -24,6 +25,7 @@ class LRFindResult:
     losses: list[float]  # exponentially smoothed, bias-corrected
     suggestion: float  # steepest descent of the smoothed loss
     min_loss_lr: float  # where the loss bottomed out; suggestion is usually ~1/10 of it
+    plot: Path | None = None  # where lr-find drew the curve
 
 
 MIN_STEPS = 5  # the suggestion needs a few points of the curve (see _steepest)

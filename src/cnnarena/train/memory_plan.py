@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..machine import allocated_bytes, available_bytes
+from .options import parse_memory  # noqa: F401 - re-exported
 
 GiB = 2**30
 DEFAULT_CAP = 4 * GiB  # a laptop with 8 GB must survive the default
@@ -33,21 +33,6 @@ HEADROOM = 0.9  # plan within this share of the budget: allocator slack and what
 # (oneDNN scratch space, autograd's buffers; see benchmarks/results for the measurement)
 FIRST_STEPS_GROWTH = 160 * 2**20
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}
-
-
-def parse_memory(text: str | None) -> int | None:
-    """'4GB', '3.5G', '800M', '800MiB' -> bytes; 'auto' or None -> None (the default budget); 'none' -> 0 (no cap)."""
-    if text is None or str(text).lower() == "auto":
-        return None
-    if str(text).lower() in ("none", "off", "0"):
-        return 0
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
-    if not match:
-        raise UserError(f"--max-memory expects a size like 4GB, 3.5G or 800M (or auto, none), got {str(text)[:40]!r}")
-    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
-    if value < 64 * 2**20:
-        raise UserError(f"--max-memory {text} is below 64 MB: nothing trains in that")
-    return int(value)
 
 
 def default_budget() -> int:

@@ -1,0 +1,61 @@
+"""What augmentation to apply (torch-free, so that options are checked before PyTorch loads): presets and the
+'flip,translate=2' syntax. data/augment.py applies it to batches."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import UserError
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = False  # horizontal flip with p=0.5 (wrong for digits, right for clothes/photos)
+    translate: int = 0  # random shift of up to this many pixels (reflect-padded), like a random crop
+    rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
+    zoom: float = 0.0  # scale uniform in [1-zoom, 1+zoom]
+    shear: float = 0.0  # degrees
+    brightness: float = 0.0  # multiply by uniform [1-b, 1+b]
+    contrast: float = 0.0  # blend with the image mean by uniform [1-c, 1+c]
+    saturation: float = 0.0  # blend with grayscale (RGB only)
+
+    @property
+    def active(self) -> bool:
+        return any(v for v in asdict(self).values())
+
+
+PRESETS = {
+    "none": AugmentConfig(),
+    "flip": AugmentConfig(flip=True),
+    "light": AugmentConfig(flip=True, translate=2),
+    "standard": AugmentConfig(flip=True, translate=3, rotation=10, zoom=0.1),
+    "strong": AugmentConfig(flip=True, translate=4, rotation=15, zoom=0.15, shear=8,
+                            brightness=0.2, contrast=0.2, saturation=0.2),
+}
+
+
+def parse_augment(value: str | dict | AugmentConfig | None) -> AugmentConfig:
+    """A preset name, 'flip,translate=2,rotation=10', or a dict (from a YAML config)."""
+    if value is None:
+        return AugmentConfig()
+    if isinstance(value, AugmentConfig):
+        return value
+    fields = AugmentConfig.__dataclass_fields__
+    if isinstance(value, dict):
+        unknown = set(value) - set(fields)
+        if unknown:
+            raise UserError(f"unknown augmentation {sorted(unknown)[0]!r}; known: {', '.join(fields)}")
+        return AugmentConfig(**value)
+    if value in PRESETS:
+        return PRESETS[value]
+    out: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, _, num = part.partition("=")
+        if name not in fields:
+            raise UserError(f"unknown augmentation {name!r}: use a preset ({', '.join(PRESETS)}) "
+                            f"or a list like 'flip,translate=2,rotation=10'")
+        try:
+            out[name] = True if name == "flip" else (int(num) if name == "translate" else float(num))
+        except ValueError:
+            raise UserError(f"augmentation {name!r} needs a number, e.g. {name}=2") from None
+    return AugmentConfig(**out)
