@@ -21,12 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from cnnarena import runtime
-from click.testing import CliRunner
-
 from cnnarena.cli import app
 from cnnarena.config import build_config
 from cnnarena.data.loader import BatchLoader

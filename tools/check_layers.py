@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 # Lowest first: a room may import from rooms listed before it (and from itself), never from one after it.
 ROOMS = [
     # helpers below everything
-    ("errors", "files", "documents", "writer_lock", "machine", "runtime", "memory", "__init__", "schema",
+    ("errors", "files", "documents", "writer_lock", "machine", "runtime", "memory", "__init__", "callable_package", "schema",
      "schema_commands", "rundir", "display"),
     ("data",),
     ("models",),

@@ -20,19 +20,19 @@ __version__ = "0.1.0"
 __all__ = ["train", "study", "load", "doctor", "models", "Run", "Study", "DataReport", "UserError", "__version__"]
 
 if TYPE_CHECKING:
-    from .api import doctor, load, study, train
+    from .api import doctor, load, models, study, train
     from .errors import UserError
     from .results import DataReport, Run, Study
 
-_FROM = {"train": "api", "study": "api", "load": "api", "doctor": "api", "Run": "results", "Study": "results",
+_FROM = {"load": "api", "doctor": "api", "Run": "results", "Study": "results",
          "DataReport": "results", "UserError": "errors"}
 
 
 def __getattr__(name: str):
     import importlib
 
-    if name == "models":  # the subpackage, which is callable: cnnarena.models() lists the models
-        return importlib.import_module(".models", __name__)
+    if name in ("train", "study", "models"):  # subpackages that are callable as the API's verbs
+        return importlib.import_module(f".{name}", __name__)
     if name in _FROM:
         return getattr(importlib.import_module(f".{_FROM[name]}", __name__), name)
     raise AttributeError(f"module 'cnnarena' has no attribute {name!r}")
