@@ -40,7 +40,7 @@ from cnnarena.config import build_config
 from cnnarena.data.loader import BatchLoader
 from cnnarena.data.sources import load_data
 from cnnarena.data.split import make_split, subsample
-from cnnarena.models.pretrained import param_groups, set_trainable
+from cnnarena.models.stages import param_groups, set_trainable
 from cnnarena.run import build_model, train_run
 from cnnarena.train.finetune import parse_unfreeze, train_head, train_unfrozen
 from cnnarena.train.loop import resolve_device, seed_everything

@@ -32,13 +32,8 @@ from cnnarena.data.sources import load_source
 from cnnarena.data.split import make_split, subsample
 from cnnarena.errors import UserError
 from cnnarena.models.custom import PRESETS
-from cnnarena.models.pretrained import (
-    ALIASES,
-    backbone_stages,
-    build_pretrained,
-    param_groups,
-    set_trainable,
-)
+from cnnarena.models.pretrained import ALIASES, build_pretrained
+from cnnarena.models.stages import backbone_stages, param_groups, set_trainable
 from cnnarena.run import train_run
 from cnnarena.train.finetune import parse_bn_mode, parse_unfreeze, train_head, train_unfrozen
 from cnnarena.train.loop import seed_everything

@@ -28,18 +28,15 @@ from torch import nn
 from cnnarena.errors import UserError
 from cnnarena.models import weights as W
 from cnnarena.models.base import ModelMeta
+from cnnarena.models.catalog import list_pretrained, weights_available_offline
 from cnnarena.models.pretrained import (
     ALIASES,
-    backbone_stages,
     build_pretrained,
     is_pretrained_name,
-    list_pretrained,
-    param_groups,
     rebuild_pretrained,
     resolve_name,
-    set_trainable,
-    weights_available_offline,
 )
+from cnnarena.models.stages import backbone_stages, param_groups, set_trainable
 from cnnarena.train.trunk_cache import compute_features
 
 LITE0_HF_REPO = "models--timm--tf_efficientnet_lite0.in1k"

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 # Lowest first: a room may import from rooms listed before it (and from itself), never from one after it.
 ROOMS = [
     # helpers below everything
-    ("errors", "files", "documents", "writer_lock", "machine", "runtime", "memory", "__init__", "callable_package", "schema",
-     "schema_commands", "rundir", "display"),
+    ("errors", "files", "documents", "writer_lock", "machine", "runtime", "memory", "__init__", "callable_package",
+     "option", "schema", "schema_commands", "rundir", "display"),
     ("data",),
     ("models",),
     ("train",),
@@ -33,6 +33,7 @@ ROOMS = [
     ("study",),
     ("run_actions",),  # what one does with a finished run: predict, evaluate, explain, export, serve
     ("results",),  # Run, Study, DataReport: the objects the API hands back
+    ("commands",),  # the commands besides the public five, and what the CLI prints with
     ("api",),  # the application layer: one call per command or notebook cell
     ("cli", "__main__"),
 ]

@@ -23,6 +23,18 @@ CLI_MAY_IMPORT = {"cnnarena", "cnnarena.api", "cnnarena.schema", "cnnarena.error
 LIMITS = {"cli_lines": 350, "function_lines": 60, "module_lines": 450}
 
 
+def _names_a_run_file(node: ast.AST) -> bool:
+    """A run file's name used as a path: joined (`run_dir / "metrics.json"`) or passed to a call (open, rglob);
+    the same text as data (a hub's file names) is not the run directory's."""
+    def is_name(n: ast.AST) -> bool:
+        return isinstance(n, ast.Constant) and n.value in RUN_FILES
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        return is_name(node.right)
+    if isinstance(node, ast.Call):
+        return any(is_name(a) for a in node.args)
+    return False
+
+
 def measure(root: Path = ROOT) -> dict:
     functions, modules, naming = [], [], []
     for path in sorted(root.rglob("*.py")):
@@ -33,7 +45,7 @@ def measure(root: Path = ROOT) -> dict:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 functions.append((node.end_lineno - node.lineno + 1, f"{rel}:{node.name}"))
-        if any(isinstance(n, ast.Constant) and n.value in RUN_FILES for n in ast.walk(tree)):
+        if any(_names_a_run_file(n) for n in ast.walk(tree)):
             naming.append(rel)
     cli = root / "cli.py"
     cli_imports = sorted({m for _, m in imports_of(cli, module_name(cli))})

@@ -8,32 +8,36 @@ line has been said.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import rundir, runtime, schema
+from .commands import (  # noqa: F401 - the CLI's other commands, and what it prints with
+    check_output_file,
+    configure_for_command_line,
+    describe_text,
+    inspect,
+    lr_find,
+    model_text,
+    per_class_text,
+    render_predictions,
+    resource_error,
+    silence_stdout,
+    summary,
+    tune,
+    unreadable_explanations,
+    unreadable_text,
+    write_text,
+)
 from .errors import UserError
 from .results import DataReport, Run, Study
 from .run_actions import evaluate, explain, export, predict, serve  # noqa: F401 - the CLI's commands on a run
+from .tracking.checked_uri import checked_uri
 
 log = logging.getLogger("cnnarena")
 
 TRAIN_KEYWORDS = {**schema.RUN, **schema.RUN_ONLY}
 STUDY_KEYWORDS = {**schema.RUN, **schema.STUDY, **schema.STUDY_ONLY}
-
-
-@contextmanager
-def talking() -> Iterator[None]:
-    """In a notebook, cnnarena's messages and a live progress bar show in the cell for the duration of a call,
-    with no set-up call; elsewhere nothing changes unless the caller configured runtime (the CLI does)."""
-    if runtime.in_notebook() and not runtime.console_configured():
-        with runtime.using(console=True, notebook_progress=True):
-            yield
-    else:
-        yield
 
 
 def _values(data: str | Path, options: dict[str, Any], table: dict[str, schema.Option]) -> dict[str, Any]:
@@ -72,13 +76,13 @@ def train(data: str | Path, model: str | None = "fast", out: str | Path | None =
     config_file, mlflow = values.pop("config", None), values.pop("mlflow", None)
     if out is not None:
         rundir.check_out(out, "run")
-    with talking():
+    with runtime.talking():
         if runtime.in_notebook():
             log.info(f"cnnarena train: {values.get('model') or schema.RUN['model'].default} on {data}")
         from .config import build_config, load_config_file
 
         cfg = build_config(load_config_file(config_file), values)
-        return Run(_train(cfg, _mlflow_uri(mlflow)))
+        return Run(_train(cfg, checked_uri(mlflow)))
 
 
 def default_run_dir(data: str | Path, model: str) -> Path:
@@ -116,25 +120,6 @@ def _train(cfg, uri: str | None) -> Path:
     return run_dir
 
 
-def _mlflow_uri(value: str | None) -> str | None:
-    """--mlflow's tracking URI, checked (mlflow importable, the store reachable and set up) before anything trains;
-    under torchrun by rank 0 alone, the one that logs."""
-    if value is None:
-        return None
-    from .tracking.mlflow_log import open_store, tracking_uri
-
-    uri = tracking_uri(value)
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        raise UserError("--mlflow needs the mlflow package: pip install mlflow") from None
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # table creation in a new SQLite store: not news
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    if os.environ.get("RANK", "0") == "0":
-        open_store(uri)
-    return uri
-
-
 def study(data: str | Path = "auto", models: list[str] | str | None = None, out: str | Path | None = None,
           **options: Any) -> Study:
     """Train several models on one shared split and write the comparison and its report.
@@ -152,7 +137,7 @@ def study(data: str | Path = "auto", models: list[str] | str | None = None, out:
     """
     schema.check_names(options, STUDY_KEYWORDS, "study")
     values = _values(data, {"models": models, "out": out, **options}, STUDY_KEYWORDS)
-    with talking():
+    with runtime.talking():
         return Study(_study(values))
 
 
@@ -175,7 +160,7 @@ def _study(values: dict[str, Any]) -> Path:
     from .study.runner import check_models, missing_runs
 
     check_models(cfg)
-    uri = _mlflow_uri(special["mlflow"])
+    uri = checked_uri(special["mlflow"])
     if special["report_only"]:
         missing = missing_runs(cfg)
         if missing:
@@ -250,7 +235,7 @@ def doctor(data: str | Path, *, split: str | Path | None = None, run: str | Path
         raise UserError(f"--out {out} is a file, not a directory: give a new or existing directory")
     if not 2 <= folds <= 20:
         raise UserError(f"--folds must be 2 to 20, got {folds}")
-    with talking():
+    with runtime.talking():
         from .data.doctor import all_images, examine
         from .data.sources import load_source
         from .report.doctor_report import write_doctor_report
@@ -282,173 +267,3 @@ def models(pattern: str | None = None, all: bool = False):  # noqa: A002 - `cnna
     from .models.catalog import model_frame
 
     return model_frame(pattern, everything=all)
-
-
-def inspect(data: str | Path, out: str | Path = "inspect", *, data_dir: str | Path | None = None,
-            image_size: int | None = None, class_map: str | Path | None = None,
-            strict: bool = False) -> tuple[dict[str, Any], list[Path]]:
-    """Class counts, imbalance and image sizes of a dataset (a dict), and the charts written to `out`."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory: give a new or existing directory")
-    rundir.check_parents(out, "--out")
-    from .data.inspect import describe, write_plots
-    from .data.sources import load_source
-
-    source = load_source(str(data), data_dir=data_dir, image_size=image_size, class_map=class_map, strict=strict)
-    return describe(source), write_plots(source, out)
-
-
-def describe_text(description: dict[str, Any]) -> str:
-    from .data.inspect import format_description
-
-    return format_description(description)
-
-
-def summary(model: str, input: str = "3x32x32", classes: int = 10, depth: int = 1,  # noqa: A002 - the CLI's name
-            input_size: int | None = None) -> str:
-    """A Keras-style table of a model: layer, output shape, parameters, trainable and non-trainable totals."""
-    from .models.summary import summary_table
-
-    return summary_table(model, input, classes=classes, depth=depth, input_size=input_size)
-
-
-def model_text(pattern: str | None = None, everything: bool = False) -> str:
-    from .models.catalog import model_text as text
-
-    return text(pattern, everything)
-
-
-def lr_find(data: str | Path, model: str = "simple-2conv", *, optimizer: str = "adam", batch_size: int = 128,
-            steps: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0, input_size: int | None = None,
-            data_dir: str | Path | None = None, out: str | Path = "lr_find.png"):
-    """Learning-rate range test: the loss as the LR rises exponentially; the result (.suggestion) and its plot."""
-    from .report.lr_plot import plot_path
-    from .train.lr_finder import check_range
-
-    check_range(start_lr, end_lr, steps)
-    out = plot_path(Path(out))
-    rundir.check_parents(out, "--out")
-    with talking():
-        from .run import lr_range_test
-
-        return lr_range_test({"data": str(data), "model": model, "optimizer": optimizer, "batch_size": batch_size,
-                              "input_size": input_size, "data_dir": str(data_dir) if data_dir else None},
-                             start_lr=start_lr, end_lr=end_lr, steps=steps, out=out)
-
-
-def tune(data: str, model: str, *, trials: int = 20, space: str | Path | None = None, storage: str | None = None,
-         study_name: str | None = None, pruner: str = "median", seed: int = 0, heartbeat: float = 10.0,
-         device: str | None = None, mlflow: str | None = None, out: str | Path = "tune") -> dict[str, Any]:
-    """Hyper-parameter search with Optuna; each trial is a normal run under OUT/trials/. The summary."""
-    import optuna
-
-    from .study.tune import TuneConfig, run_tune
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # cnnarena says what each trial does
-    uri = _mlflow_uri(mlflow)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory: give a new or existing directory")
-    tc = TuneConfig(data=data, model=model, trials=trials, out=out, storage=storage, study_name=study_name,
-                    space=Path(space) if space else None, pruner=pruner, seed=seed, heartbeat=heartbeat,
-                    common={"device": device} if device else None)
-    live = None
-    if uri is not None:  # each trial logs under the search's parent as it trains
-        from .tracking.mlflow_live import live_runs_under
-        from .tracking.mlflow_log import start_tune
-
-        live = live_runs_under(lambda: start_tune(out, uri, tc.name()), uri)
-    with talking():
-        result = run_tune(tc, live)
-    if uri is not None:  # after the summary: a tracking server that fails now loses none of it
-        from .tracking.mlflow_log import log_tune, without_password
-
-        # the trial target is left out: a later batch raises it, and MLflow's parameters cannot change
-        settings = {"data": data, "model": model, "space": str(space) if space else "default",
-                    "storage": without_password(storage) or "sqlite (OUT/optuna.db)", "pruner": pruner, "seed": seed}
-        result["mlflow_parent"] = log_tune(out, uri, settings, result)
-    return result
-
-
-def per_class_text(metrics: dict[str, Any]) -> str:
-    """The per-class table a person reads (like scikit-learn's classification_report)."""
-    from .evaluate.metrics import format_per_class
-
-    return format_per_class(metrics)
-
-
-def unreadable_text(rows: list, total: int) -> str:
-    from .evaluate.predict import unreadable_summary
-
-    return unreadable_summary(rows, total)
-
-
-def render_predictions(rows: list, fmt: str) -> str:
-    from .evaluate.predict import FORMATS, render
-
-    if fmt not in FORMATS:
-        raise UserError(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
-    return render(rows, fmt)
-
-
-def doctor_summary(report: DataReport) -> str:
-    return report.summary
-
-
-# For the command line: what it needs from below, without reaching past this module.
-
-def configure_for_command_line() -> None:
-    """The CLI opts into process-wide settings (runtime.py): malloc and thread tuning, live progress on a terminal,
-    messages on stderr."""
-    import sys
-
-    runtime.configure(
-        tune_malloc=True,  # before any tensor exists, so the heap serves every large block (see memory.py)
-        tune_threads=os.environ.get("CNNARENA_THREAD_TUNING", "1") != "0",
-        live_progress=sys.stderr.isatty(), console=True)
-
-
-def check_output_file(path: Path, option: str) -> None:
-    """A file to create or overwrite: not an existing directory, and not inside a file."""
-    if Path(path).is_dir():
-        raise UserError(f"{option} {path} is a directory: give a file name, e.g. {Path(path) / 'out'}")
-    rundir.check_parents(Path(path), option)
-
-
-def write_text(path: Path, text: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text if text.endswith("\n") else text + "\n")
-
-
-def unreadable_explanations(images: list[dict[str, Any]]) -> str:
-    from .evaluate.predict import Prediction, unreadable_summary
-
-    return unreadable_summary([Prediction(r["path"], error=r["error"]) for r in images if r["error"]], len(images))
-
-
-def silence_stdout() -> None:
-    """The reader of stdout left (`cnnarena models --all | head`): say nothing more."""
-    import sys
-
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def resource_error(e: BaseException, write_errnos: set[int]) -> str | None:
-    """The one line for running out of memory or of a writable disk (the user's to fix), else None (a bug)."""
-    import errno
-
-    if isinstance(e, OSError):
-        if e.errno not in write_errnos:
-            return None
-        where = f" {e.filename}" if e.filename else ""
-        verb = "access" if e.errno in (errno.EACCES, errno.EPERM) else "write"
-        return (f"cannot {verb}{where}: {e.strerror}; what was already written is intact, and rerunning the same "
-                "command resumes once it can be written")
-    message = str(e)
-    if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
-            or "can't allocate memory" in message or "out of memory" in message.lower()):
-        return None
-    first = message.strip().splitlines()[0][:160] if message.strip() else type(e).__name__
-    return (f"out of memory ({first}): lower --max-memory, --batch-size or --input-size; checkpoints written so far "
-            "are intact and rerunning resumes")

@@ -17,7 +17,6 @@ import click
 
 from . import __version__, api, schema
 from .errors import UserError
-from .schema_commands import DOCTOR, EVALUATE, EXPLAIN, EXPORT, INSPECT, LR_FIND, MODELS, PREDICT, SERVE, SUMMARY, TUNE
 
 TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING, Path: click.Path(path_type=Path)}
 
@@ -58,11 +57,13 @@ def app() -> None:
     pass
 
 
-def command(name: str, options: dict[str, schema.Option], *examples: str,
+def command(name: str, *examples: str, options: dict[str, schema.Option] | None = None,
             help_for: Callable[[schema.Option], str] = _command_help):
-    """Register `function` as the command `name`, its parameters generated from `options`."""
+    """Register `function` as the command `name`, its parameters generated from `options` (by default the
+    command's table in the schema), its epilog the examples."""
     def register(function: Callable) -> Callable:
-        params = [_param(o, help_for) for o in options.values() if not o.hidden]
+        table = options if options is not None else schema.command_options(name)
+        params = [_param(o, help_for) for o in table.values() if not o.hidden]
         epilog = "\b\n" + "\n".join(examples)  # \b: click keeps the examples as written, whole lines to copy
         app.add_command(click.Command(name, callback=function, params=params, help=function.__doc__,
                                       epilog=epilog))
@@ -74,8 +75,8 @@ def _given(values: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None and v != ()}
 
 
-@command("train", {"data": schema.DATA, **schema.RUN, **schema.RUN_ONLY},
-         "Example: cnnarena train fashion-mnist --model fast --epochs 12 --out runs/fast", help_for=schema.run_help)
+@command("train", "Example: cnnarena train fashion-mnist --model fast --epochs 12 --out runs/fast",
+         options={"data": schema.DATA, **schema.RUN, **schema.RUN_ONLY}, help_for=schema.run_help)
 def train(data: str, **options) -> None:
     """Train one model and evaluate it on the test split; everything lands in the run directory.
 
@@ -102,9 +103,10 @@ STUDY_OPTIONS = {"data": schema.Option("data", str, "auto", schema.DATA_HELP + "
                  "out": schema.STUDY["out"], **schema.STUDY_ONLY}
 
 
-@command("study", STUDY_OPTIONS, "Examples:", "  cnnarena study   # the default study (Fashion-MNIST if present, "
+@command("study", "Examples:", "  cnnarena study   # the default study (Fashion-MNIST if present, "
          "else digits)", "  cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0 \\",
-         "      --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --fractions 0.1,0.25,0.5,1", help_for=schema.study_help)
+         "      --lrs 1e-4,1e-3,1e-2,1e-1 --seeds 3 --fractions 0.1,0.25,0.5,1", options=STUDY_OPTIONS,
+         help_for=schema.study_help)
 def study(data: str, **options) -> None:
     """Train several models on one shared split and write the comparison (Markdown, CSV, JSON, HTML report)."""
     options = _given(options)
@@ -114,7 +116,7 @@ def study(data: str, **options) -> None:
         print(f"report: {result.report_path}  ({result.comparison['study_seconds']:.0f} s)")
 
 
-@command("evaluate", EVALUATE, "Example: cnnarena evaluate runs/fast --data ./new-photos --no-tta")
+@command("evaluate", "Example: cnnarena evaluate runs/fast --data ./new-photos --no-tta")
 def evaluate(run_dir: Path, data: str | None, tta: bool | None) -> None:
     """Re-evaluate a saved run's model on its test split (or on another dataset with the same classes).
 
@@ -127,7 +129,7 @@ def evaluate(run_dir: Path, data: str | None, tta: bool | None) -> None:
     print(f"\ntest accuracy {m['test_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  test loss {m['test_loss']:.4f}")
 
 
-@command("inspect", INSPECT, "Example: cnnarena inspect ./RealWaste --out inspect-realwaste")
+@command("inspect", "Example: cnnarena inspect ./RealWaste --out inspect-realwaste")
 def inspect(data: str, out: Path, data_dir, image_size, class_map, strict: bool, as_json: bool) -> None:
     """Explore a dataset: class counts, imbalance, image sizes, a class chart and sample images."""
     desc, paths = api.inspect(data, out, data_dir=data_dir, image_size=image_size, class_map=class_map,
@@ -136,7 +138,7 @@ def inspect(data: str, out: Path, data_dir, image_size, class_map, strict: bool,
     print("\n".join(f"wrote {p}" for p in paths))
 
 
-@command("doctor", DOCTOR, "Example: cnnarena doctor ./RealWaste --run runs/fast --strict")
+@command("doctor", "Example: cnnarena doctor ./RealWaste --run runs/fast --strict")
 def doctor(data: str, as_json: bool, strict: bool, **options) -> None:
     """Find what is wrong in a dataset: unreadable and unusual files, imbalance, exact and near-duplicates (within
     a class, across classes, across a split's parts) and mislabeled images."""
@@ -150,13 +152,13 @@ def doctor(data: str, as_json: bool, strict: bool, **options) -> None:
         raise click.exceptions.Exit(1)
 
 
-@command("summary", SUMMARY, "Example: cnnarena summary simple-2conv --input 1x28x28 --classes 10")
+@command("summary", "Example: cnnarena summary simple-2conv --input 1x28x28 --classes 10")
 def summary(**options) -> None:
     """A Keras-style table: layer, output shape, parameters, with trainable / non-trainable totals."""
     print(api.summary(**options))
 
 
-@command("predict", PREDICT, "Example: cnnarena predict runs/fast photos/ cat.jpg --top-k 3 --format csv "
+@command("predict", "Example: cnnarena predict runs/fast photos/ cat.jpg --top-k 3 --format csv "
          "--output preds.csv")
 def predict(run_dir: Path, paths: tuple[Path, ...], top_k: int, fmt: str, output: Path | None, batch_size: int):
     """Top-k labels for image files, decoded exactly like the training data; unreadable files are reported."""
@@ -177,7 +179,7 @@ def predict(run_dir: Path, paths: tuple[Path, ...], top_k: int, fmt: str, output
         print(api.unreadable_text(bad, len(rows)), file=sys.stderr)
 
 
-@command("explain", EXPLAIN, "Example: cnnarena explain runs/fast photos/ cat.jpg --method gradcam++ "
+@command("explain", "Example: cnnarena explain runs/fast photos/ cat.jpg --method gradcam++ "
          "--out explain-fast")
 def explain(run_dir: Path, paths: tuple[Path, ...], **options) -> None:
     """Heat maps (class activation maps, by the grad-cam library) of where the model looks: a PNG per image (input,
@@ -194,7 +196,7 @@ def explain(run_dir: Path, paths: tuple[Path, ...], **options) -> None:
         print(api.unreadable_explanations(images), file=sys.stderr)
 
 
-@command("export", EXPORT, "Examples: cnnarena export runs/fast --format onnx --output deploy/fast.onnx",
+@command("export", "Examples: cnnarena export runs/fast --format onnx --output deploy/fast.onnx",
          "  cnnarena export runs/fast --int8  (RUN_DIR/model.int8.onnx; serve --backend onnx-int8)",
          "  cnnarena export runs/fast --format torchscript")
 def export(run_dir: Path, fmt: str, output: Path | None, **options) -> None:
@@ -203,7 +205,7 @@ def export(run_dir: Path, fmt: str, output: Path | None, **options) -> None:
     print("\n".join(api.export(run_dir, fmt, output, **options).lines))
 
 
-@command("serve", SERVE, "Example: cnnarena serve runs/fast --port 8000, then open http://127.0.0.1:8000/")
+@command("serve", "Example: cnnarena serve runs/fast --port 8000, then open http://127.0.0.1:8000/")
 def serve(run_dir: Path, **options) -> None:
     """HTTP API (POST /v1/predict, POST /v1/explain, GET /v1/health, GET /v1/model) and a web page with webcam
     mode and heat maps at /.
@@ -216,7 +218,7 @@ def serve(run_dir: Path, **options) -> None:
     api.serve(run_dir, **options)
 
 
-@command("tune", TUNE, "Examples: cnnarena tune digits --model simple-2conv --trials 20",
+@command("tune", "Examples: cnnarena tune digits --model simple-2conv --trials 20",
          "  on many machines: cnnarena tune DATA --model fast --trials 100 --storage "
          "postgresql://user:pw@db/optuna --study-name fast-sweep (the same on every worker)")
 def tune(data: str, model: str, **options) -> None:
@@ -230,7 +232,7 @@ def tune(data: str, model: str, **options) -> None:
         print(f"MLflow parent run {s['mlflow_parent']} at {options['mlflow']}", file=sys.stderr)
 
 
-@command("lr-find", LR_FIND, "Example: cnnarena lr-find fashion-mnist --model simple-2conv --optimizer adam")
+@command("lr-find", "Example: cnnarena lr-find fashion-mnist --model simple-2conv --optimizer adam")
 def lr_find(data: str, **options) -> None:
     """Learning-rate range test: the loss as the LR rises exponentially, with a suggested value."""
     r = api.lr_find(data, **options)
@@ -238,7 +240,7 @@ def lr_find(data: str, **options) -> None:
           f"{r.min_loss_lr:.2e}\nplot: {r.plot}")
 
 
-@command("models", MODELS, "Examples: cnnarena models | cnnarena models resnet | cnnarena models 'efficientnet*' --all")
+@command("models", "Examples: cnnarena models | cnnarena models resnet | cnnarena models 'efficientnet*' --all")
 def models(pattern: str | None, all_models: bool) -> None:
     """The custom CNN presets, then pretrained backbones: alias, timm name, parameters, input size, weights."""
     print(api.model_text(pattern, all_models))

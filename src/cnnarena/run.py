@@ -200,7 +200,7 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
         result = fine_tune(model, cfg, train_loader, val_loader, run_dir, extra)
     else:
         if model.meta.is_pretrained and cfg.pretrained:  # fine-tuning all at once: the same BatchNorm rule
-            from .models.pretrained import set_trainable
+            from .models.stages import set_trainable
             from .train.finetune import parse_bn_mode
 
             set_trainable(model, None, bn_frozen=parse_bn_mode(cfg.finetune_bn))

@@ -99,6 +99,17 @@ def in_notebook() -> bool:
     return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
 
+@contextmanager
+def talking() -> Iterator[None]:
+    """In a notebook, cnnarena's messages and a live progress bar show in the cell for the duration of a call (the
+    API wraps each call in this), with no set-up call; elsewhere nothing changes unless the caller configured it."""
+    if in_notebook() and not console_configured():
+        with using(console=True, notebook_progress=True):
+            yield
+    else:
+        yield
+
+
 def cache_dir() -> Path:
     """The root of everything cnnarena caches: $CNNARENA_CACHE, else $XDG_CACHE_HOME/cnnarena, else
     ~/.cache/cnnarena."""

@@ -12,42 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .option import DATA, DATA_HELP, MISSING, Option, _opts  # noqa: F401 - re-exported
 
-MISSING = object()  # not an option of the run's config (a command's own option)
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option. `default` is the config's default for a run or study option (the CLI passes None when it is not
-    given, so recipes and --config files can fill it), and the value itself for a command's own option."""
-
-    name: str
-    kind: Any  # int, float, str, bool, Path, "flag" (on when given), "ints" / "floats" / "names" (comma lists)
-    default: Any = None
-    help: str = ""
-    short: str | None = None
-    cli: str | None = None  # the flag when it is not --name-with-dashes
-    shown: str | None = None  # the bracketed default in --help, when it is not worked out from the defaults
-    config: bool = True  # a field of the run's (or study's) config
-    hidden: bool = False  # a config field with no command-line option
-    low: float | None = None
-    high: float | None = None
-    argument: bool = False  # a positional argument (DATA, RUN_DIR, PATHS...)
-    many: bool = False  # an argument that takes one or more values
-    required: bool = False
-
-    @property
-    def flag(self) -> str:
-        return self.cli or "--" + self.name.replace("_", "-")
-
-
-def _opts(*options: Option) -> dict[str, Option]:
-    return {o.name: o for o in options}
-
-
-DATA_HELP = ("digits, fashion-mnist, cifar10, hf:NAME[:CONFIG] (a Hugging Face dataset), or a path: class-folder "
-             "directory, CSV of path,label, cifar-10-batches-py, a save_to_disk or Parquet folder")
-DATA = Option("data", str, None, DATA_HELP, argument=True, required=True, config=False)
 AUGMENT_HELP = "none | flip | light | standard | strong, or a list like 'flip,translate=2,rotation=10'"
 
 # A run's data and model options (RunConfig) and its training options (TrainConfig), in --help's order.
@@ -233,9 +199,11 @@ def defaults(table: dict[str, Option], names: tuple[str, ...] | None = None) -> 
             if o.config and (names is None or o.name in names)}
 
 
-def run_options() -> dict[str, Option]:
-    """The keyword arguments of cnnarena.train and the options of `cnnarena train`."""
-    return RUN
+def command_options(command: str) -> dict[str, Option]:
+    """The options of a command other than train and study (schema_commands.py), e.g. "lr-find"."""
+    from . import schema_commands
+
+    return getattr(schema_commands, command.upper().replace("-", "_"))
 
 
 def check_names(given: dict[str, Any], known: dict[str, Any], what: str) -> None:

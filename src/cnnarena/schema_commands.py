@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .schema import DATA, Option, _opts
+from .option import DATA, Option, _opts
 
 RUN_DIR = Option("run_dir", Path, None, "a finished run directory", argument=True, required=True, config=False)
 PATHS = Option("paths", Path, None, "image files and/or folders (searched recursively)", argument=True, many=True,

@@ -317,7 +317,7 @@ def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:
 def _replay_freeze_state(model: Classifier, saved: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Runs saved before model.json recorded the freeze state: what train_run and fine_tune left, from config.yaml
     (with freeze_epochs the last --unfreeze stages when phase 2 ran, the backbone frozen when it did not)."""
-    from ..models.pretrained import set_trainable
+    from ..models.stages import set_trainable
     from ..train.finetune import parse_bn_mode, parse_unfreeze
 
     bn_frozen = parse_bn_mode(saved.get("finetune_bn", "frozen")) if saved.get("pretrained", True) else False

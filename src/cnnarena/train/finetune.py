@@ -28,7 +28,7 @@ import torch
 from ..data.loader import BatchLoader
 from ..models.artefacts import load_weights, save_model
 from ..models.base import Classifier
-from ..models.pretrained import param_groups, set_trainable
+from ..models.stages import param_groups, set_trainable
 from . import distributed
 from .callbacks import Callback, MetricsLog, ProgressBar, TensorBoardLog, standard_callbacks
 from .checkpoint import load_resume_point

@@ -20,7 +20,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..data.loader import BatchLoader
 from ..models.base import Classifier
-from ..models.pretrained import apply_batchnorm_rule, feature_dim, pretrained_net
+from ..models.pretrained import apply_batchnorm_rule, feature_dim
+from ..models.stages import pretrained_net
 from .callbacks import Callback
 
 if TYPE_CHECKING:
