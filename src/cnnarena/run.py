@@ -138,7 +138,7 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, callbacks: Sequence[C
         with rundir.sole_writer(run_dir, "run"):
             return _train_run(cfg, run_dir, callbacks)
     except BaseException:
-        if created and rundir.state(run_dir) is rundir.State.NEW:  # a failed start leaves no directory behind
+        if created and not rundir.has_trained(run_dir):  # a failed start leaves no directory behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -157,11 +157,10 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
     prep = prepare(cfg, run_dir)
     cfg, split, train_set = prep.cfg, prep.split, prep.train
     check_same_settings(cfg, run_dir)
-    done = run_dir / rundir.METRICS
-    if done.exists():
+    if (run_dir / rundir.METRICS).exists():
         if main:
             distributed.barrier()
-        return json.loads(done.read_text())
+        return rundir.read_metrics(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_manifest(split, run_dir / rundir.SPLIT, source_name=prep.source.name, seed=cfg.split_seed,
@@ -178,37 +177,8 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
         cfg.train = dataclasses.replace(cfg.train, micro_batch=memory.micro_batch if memory.micro_batch <
                                         cfg.train.batch_size else None, eval_batch_size=memory.eval_batch)
     if main:
-        tell([*model_lines(model, cfg), *prep.messages, *([memory.note] if memory and memory.note else [])])
-    if ranks is not None and main:
-        log.info(f"data parallel: {ranks.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), each "
-                 f"with 1/{ranks.size} of every batch of {cfg.train.batch_size}")
-    ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
-                                        ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
-    if not model.meta.is_pretrained and ignored:
-        log.info(f"note: {', '.join(ignored)} apply to pretrained backbones: ignored for the custom CNN "
-                 f"{model.meta.name}")
-    t = cfg.train
-    shard = (ranks.rank, ranks.size) if ranks is not None else None
-    train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
-                               seed=t.seed, channels_last=t.channels_last, balanced=t.sampler == "balanced",
-                               shard=shard)
-    val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last, shard=shard)
-
-    if model.meta.is_pretrained and cfg.freeze_epochs > 0:
-        from .train.finetune import fine_tune
-
-        result = fine_tune(model, cfg, train_loader, val_loader, run_dir, extra)
-    else:
-        if model.meta.is_pretrained and cfg.pretrained:  # fine-tuning all at once: the same BatchNorm rule
-            from .models.stages import set_trainable
-            from .train.finetune import parse_bn_mode
-
-            set_trainable(model, None, bn_frozen=parse_bn_mode(cfg.finetune_bn))
-        resume = load_resume_point(model, run_dir / "checkpoints")
-        if resume is not None:
-            log.info(f"resuming {run_dir} after epoch {resume['epoch']}")
-        result = fit(model, train_loader, val_loader, cfg.train,
-                     callbacks=[*standard_callbacks(cfg.train, run_dir), *extra], resume=resume).result()
+        _say_what_trains(model, cfg, prep.messages, memory, ranks, device)
+    result = _train_model(model, cfg, *_loaders(cfg, train_set, split, device, ranks), run_dir, extra)
     if not main:  # rank 0 evaluates and writes the run; the others are done
         distributed.barrier()
         return {"rank": ranks.rank, "epochs_run": len(result.history)}
@@ -217,6 +187,47 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
                              wall_seconds=time.perf_counter() - t_start, memory=memory)
     distributed.barrier()
     return metrics
+
+
+def _say_what_trains(model: Classifier, cfg: RunConfig, messages: list[str], memory, ranks, device) -> None:
+    tell([*model_lines(model, cfg), *messages, *([memory.note] if memory and memory.note else [])])
+    if ranks is not None:
+        log.info(f"data parallel: {ranks.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), each "
+                 f"with 1/{ranks.size} of every batch of {cfg.train.batch_size}")
+    ignored = [flag for flag, value in (("--freeze-epochs", cfg.freeze_epochs), ("--input-size", cfg.input_size),
+                                        ("--head-hidden", cfg.head_hidden), ("--weights", cfg.weights)) if value]
+    if not model.meta.is_pretrained and ignored:
+        log.info(f"note: {', '.join(ignored)} apply to pretrained backbones: ignored for the custom CNN "
+                 f"{model.meta.name}")
+
+
+def _loaders(cfg: RunConfig, train_set, split: Split, device: torch.device, ranks) -> tuple[BatchLoader, BatchLoader]:
+    t = cfg.train
+    shard = (ranks.rank, ranks.size) if ranks is not None else None
+    train_loader = BatchLoader(train_set, t.batch_size, device=device, shuffle=True, augment=build_augment(t.augment),
+                               seed=t.seed, channels_last=t.channels_last, balanced=t.sampler == "balanced",
+                               shard=shard)
+    val_loader = BatchLoader(split.val, t.eval_batch_size, device=device, channels_last=t.channels_last, shard=shard)
+    return train_loader, val_loader
+
+
+def _train_model(model: Classifier, cfg: RunConfig, train_loader: BatchLoader, val_loader: BatchLoader,
+                 run_dir: Path, extra: Sequence[Callback]) -> TrainResult:
+    """Two-phase fine-tuning, or one fit (resumed from the run's checkpoint when there is one)."""
+    if model.meta.is_pretrained and cfg.freeze_epochs > 0:
+        from .train.finetune import fine_tune
+
+        return fine_tune(model, cfg, train_loader, val_loader, run_dir, extra)
+    if model.meta.is_pretrained and cfg.pretrained:  # fine-tuning all at once: the same BatchNorm rule
+        from .models.stages import set_trainable
+        from .train.options import parse_bn_mode
+
+        set_trainable(model, None, bn_frozen=parse_bn_mode(cfg.finetune_bn))
+    resume = load_resume_point(model, run_dir / rundir.CHECKPOINTS)
+    if resume is not None:
+        log.info(f"resuming {run_dir} after epoch {resume['epoch']}")
+    return fit(model, train_loader, val_loader, cfg.train,
+               callbacks=[*standard_callbacks(cfg.train, run_dir), *extra], resume=resume).result()
 
 
 def model_lines(model: Classifier, cfg: RunConfig) -> list[str]:

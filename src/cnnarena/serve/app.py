@@ -170,6 +170,15 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
                        stall_seconds=body_timeout_s)
     _install_error_handlers(app, server)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_info_routes(app, server)
+    _add_predict_route(app, server)
+    _add_explain_route(app, server)
+    return app
+
+
+def _add_info_routes(app: FastAPI, server: Server) -> None:
+    """The web page, /v1/health and /v1/model."""
+    meta = server.backend.meta
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -186,6 +195,10 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
     @app.get("/v1/model")
     async def model_card() -> dict[str, Any]:
         return public_card(server.backend.card)
+
+
+def _add_predict_route(app: FastAPI, server: Server) -> None:
+    meta = server.backend.meta
 
     @app.post("/v1/predict", openapi_extra=_PREDICT_DOC)
     async def predict(request: Request) -> JSONResponse:
@@ -213,6 +226,10 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
         # A ready response: FastAPI would otherwise walk the dict through jsonable_encoder (5x the cost).
         return JSONResponse({"model": meta.name, "backend": server.backend.name, "results": out})
 
+
+def _add_explain_route(app: FastAPI, server: Server) -> None:
+    meta = server.backend.meta
+
     @app.post("/v1/explain", openapi_extra=_EXPLAIN_DOC)
     async def explain(request: Request) -> Response:
         from urllib.parse import quote
@@ -238,8 +255,6 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
         return Response(heat.png, media_type="image/png", headers={
             "X-Label": quote(heat.label), "X-Probability": f"{heat.probability:.6f}", "X-Target": quote(heat.target),
             "X-Layer": heat.layer, "X-Method": heat.method, "Cache-Control": "no-store"})
-
-    return app
 
 
 def _top_k(raw: str | None, default: int, num_classes: int) -> int:

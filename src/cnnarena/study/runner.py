@@ -200,32 +200,35 @@ def _correct_by_id(run_dir: str) -> dict[str, bool]:
         return {row["id"]: row["correct"] == "1" for row in csv.DictReader(f)}
 
 
+def _table_row(model: str, full: list[dict[str, Any]], device, measure_seconds: float) -> dict[str, Any]:
+    """The comparison table's row of one model: its runs on the whole training set (one per seed), and the
+    speed of the first one, measured now."""
+    first = full[0]
+    acc_mean, acc_std = mean_std([m["test_accuracy"] for m in full])
+    row = {
+        "model": model, "family": first["family"], "seeds": len(full),
+        "accuracy": acc_mean, "accuracy_std": acc_std if len(full) > 1 else None,  # no spread from one seed
+        **{k: mean_std([m[k] for m in full])[0] for k in (
+            "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
+            "weighted_f1", "test_loss", "train_seconds", "seconds_per_epoch")},
+        "balanced_accuracy": mean_std([m.get("balanced_accuracy", m["macro_recall"]) for m in full])[0],
+        "epochs": first["epochs_run"], "params": first["params_total"],
+        "params_trainable": _trainable_during_training(first),
+        "model_file_mb": round(first["model_file_bytes"] / 2**20, 3),
+        "run_dir": first["run_dir"],
+    }
+    model_obj = load_as_trained(Path(first["run_dir"]), first)
+    row.update(measure_model(model_obj, device=device, train_batch_size=first["batch_size"],
+                             optimizer=first["optimizer"], seconds=measure_seconds))
+    row["latency_ms"], row["throughput"] = row["latency_ms_b1"], row["throughput_b64"]
+    return row
+
+
 def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dict, out: Path) -> dict[str, Any]:
     from ..data.inspect import describe
 
     device = resolve_device(study.common.get("device", "auto"))
-    table = []
-    for model, by_fraction in runs.items():
-        full = by_fraction[1.0]
-        first = full[0]
-        acc_mean, acc_std = mean_std([m["test_accuracy"] for m in full])
-        row = {
-            "model": model, "family": first["family"], "seeds": len(full),
-            "accuracy": acc_mean, "accuracy_std": acc_std if len(full) > 1 else None,  # no spread from one seed
-            **{k: mean_std([m[k] for m in full])[0] for k in (
-                "macro_precision", "macro_recall", "macro_f1", "weighted_precision", "weighted_recall",
-                "weighted_f1", "test_loss", "train_seconds", "seconds_per_epoch")},
-            "balanced_accuracy": mean_std([m.get("balanced_accuracy", m["macro_recall"]) for m in full])[0],
-            "epochs": first["epochs_run"], "params": first["params_total"],
-            "params_trainable": _trainable_during_training(first),
-            "model_file_mb": round(first["model_file_bytes"] / 2**20, 3),
-            "run_dir": first["run_dir"],
-        }
-        model_obj = load_as_trained(Path(first["run_dir"]), first)
-        row.update(measure_model(model_obj, device=device, train_batch_size=first["batch_size"],
-                                 optimizer=first["optimizer"], seconds=study.measure_seconds))
-        row["latency_ms"], row["throughput"] = row["latency_ms_b1"], row["throughput_b64"]
-        table.append(row)
+    table = [_table_row(model, by_fraction[1.0], device, study.measure_seconds) for model, by_fraction in runs.items()]
     dataset = describe(source)
     imbalance = dataset["imbalance_ratio"] if dataset["imbalance_ratio"] != float("inf") else None
     table.sort(key=lambda r: -r[ranking_key(imbalance)])

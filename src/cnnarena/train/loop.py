@@ -232,13 +232,7 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
                        train_seconds=phase.seconds_before)
     if resume is not None:
         state.restore(resume)
-    budget = None
-    if cfg.budget_seconds is not None:
-        precharged = sum(cb.seconds_before_fit for cb in state.callbacks)
-        budget = TimeBudget(state, cfg.budget_seconds,
-                            spent_before=phase.wall_seconds_before + wall_seconds(state.history) + precharged,
-                            num_batches=len(train), val_samples=val.num_samples, fills=phase.fills_budget,
-                            first_of_run=not phase.earlier and not state.history)
+    budget = _time_budget(state, phase, train, val)
     ranks = distributed.world()
     tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ranks is None and \
         ThreadTuner.wanted(cfg.deterministic) else None  # ranks share the cores: torchrun gives each one thread
@@ -256,22 +250,7 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
         while state.epoch < state.cfg.epochs and state.stop_reason is None:
             t_epoch = time.perf_counter()
             row = _train_one_epoch(state, net, step_net, train, autocast, tuner, loss_weight, budget)
-            row["epoch"] = phase.first_epoch + state.epoch + 1
-            if phase.name:
-                row["phase"] = phase.name
-            t_val = time.perf_counter()
-            row["val_loss"], row["val_accuracy"] = evaluate_loader(net, val, autocast)
-            row["val_seconds"] = round(time.perf_counter() - t_val, 3)
-            state.epoch += 1
-            state.history.append(row)
-            if state.improved({**row, "epoch": state.epoch}):
-                state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            for cb in state.callbacks:
-                cb.on_epoch_end(state)
-            if cfg.max_minutes is not None and state.train_seconds > 60 * cfg.max_minutes and state.stop_reason is None:
-                state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
-            for cb in state.callbacks:
-                cb.on_epoch_final(state)
+            _end_epoch(state, row, net, val, autocast, phase)
             if budget is not None and state.stop_reason is None:  # the epoch's whole cost: checkpoints too
                 budget.after_epoch(state, time.perf_counter() - t_epoch)
             if ranks is not None:  # clocks differ between ranks: rank 0's decisions hold for all
@@ -286,6 +265,40 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     for cb in state.callbacks:
         cb.on_train_end(state)
     return state
+
+
+def _time_budget(state: TrainState, phase: Phase, train: BatchLoader, val: BatchLoader) -> TimeBudget | None:
+    """The --budget's planner for this fit, charged with what the run spent before it (None: no budget)."""
+    cfg = state.cfg
+    if cfg.budget_seconds is None:
+        return None
+    precharged = sum(cb.seconds_before_fit for cb in state.callbacks)
+    return TimeBudget(state, cfg.budget_seconds,
+                      spent_before=phase.wall_seconds_before + wall_seconds(state.history) + precharged,
+                      num_batches=len(train), val_samples=val.num_samples, fills=phase.fills_budget,
+                      first_of_run=not phase.earlier and not state.history)
+
+
+def _end_epoch(state: TrainState, row: dict[str, Any], net: nn.Module, val: BatchLoader, autocast,
+               phase: Phase) -> None:
+    """Validate, record the epoch, keep the best weights, and let the callbacks see it."""
+    cfg = state.cfg
+    row["epoch"] = phase.first_epoch + state.epoch + 1
+    if phase.name:
+        row["phase"] = phase.name
+    t_val = time.perf_counter()
+    row["val_loss"], row["val_accuracy"] = evaluate_loader(net, val, autocast)
+    row["val_seconds"] = round(time.perf_counter() - t_val, 3)
+    state.epoch += 1
+    state.history.append(row)
+    if state.improved({**row, "epoch": state.epoch}):
+        state.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+    for cb in state.callbacks:
+        cb.on_epoch_end(state)
+    if cfg.max_minutes is not None and state.train_seconds > 60 * cfg.max_minutes and state.stop_reason is None:
+        state.stop_reason = f"time budget of {cfg.max_minutes:g} minutes reached"
+    for cb in state.callbacks:
+        cb.on_epoch_final(state)
 
 
 def _follow_main(state: TrainState) -> None:
