@@ -66,7 +66,8 @@ def make_folder(root: Path, images: int) -> Path:
     for i, (img, label) in enumerate(zip(pixels, labels, strict=True)):
         folder = root / f"class_{int(label)}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(img, np.uint8)).save(folder / f"{i:05d}.png")
+        # photo-sized, as the near-duplicate search expects of a folder (it runs on small images only for arrays)
+        Image.fromarray(np.asarray(img, np.uint8)).resize((128, 128)).save(folder / f"{i:05d}.png")
     return root
 
 

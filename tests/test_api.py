@@ -209,3 +209,37 @@ def test_models_is_a_table():
     frame = cnnarena.models()
     assert {"simple-2conv", "fast", "efficientnet_lite0", "resnet18"} <= set(frame["name"])
     assert set(frame["kind"]) == {"custom", "pretrained"}
+
+
+def test_the_duplicate_search_is_cached_with_the_images(tmp_path, monkeypatch):
+    """A second train or study on the same data reads the duplicate groups instead of searching again."""
+    from cnnarena.data import duplicate_cache
+    from cnnarena.data.health import check
+    from cnnarena.data.sources import load_source
+
+    monkeypatch.setenv("CNNARENA_CACHE", str(tmp_path / "cache"))
+    source = load_source("digits")
+    first = check(source)
+    entries = list((tmp_path / "cache" / "images" / "duplicates").glob("*.json"))
+    assert len(entries) == 1
+    entries[0].write_text('{"groups": [[0, 1]], "exact": 7, "near": 0}')  # what only a read of the cache returns
+    again = check(source)
+    assert again.groups == [[0, 1]] and "7 exact" in again.summary and first.summary != again.summary
+    other = source.pool.images.clone()
+    other[0, 0, 0, 0] ^= 1  # one pixel changed: other data, another search
+    assert duplicate_cache.fingerprint(other, False) != duplicate_cache.fingerprint(source.pool.images, False)
+
+
+def test_missing_weights_are_reported_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    from cli_run import run_cli
+
+    monkeypatch.setenv("CNNARENA_CACHE", str(tmp_path / "cache"))
+    photos = tmp_path / "photos"
+    for name in ("a", "b"):
+        (photos / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), (i * 60, 90, 30)).save(photos / name / f"{i}.png")
+    code, _, err = run_cli(["train", str(photos), "--model", "efficientnet_lite0", "--weights",
+                            str(tmp_path / "nowhere.safetensors"), "--out", str(tmp_path / "run")], monkeypatch, capsys)
+    assert code == 2 and "--weights" in err and "no such file" in err
+    assert not (tmp_path / "cache" / "images").exists() and not (tmp_path / "run").exists()

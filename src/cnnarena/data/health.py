@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dataset import Source
-from .duplicates import exact_pairs, near_search_applies, split_groups
+from .duplicate_cache import cached_split_groups
+from .duplicates import exact_pairs, near_search_applies
 from .split import Split
 
 
@@ -19,7 +20,7 @@ class Health:
 def check(source: Source) -> Health:
     counts = [sum(column) for column in zip(*(s.class_counts() for s in source.official()), strict=True)]
     near_too = source.root is not None and near_search_applies(source.original_sizes)
-    groups, exact, near = split_groups(source.pool.images, near=near_too)
+    groups, exact, near = cached_split_groups(source.pool.images, near=near_too)
     ratio = max(counts) / min(counts) if min(counts) else float("inf")
     kept = sum(len(g) for g in groups)
     summary = (f"data: {sum(counts):,} images, {len(counts)} classes, imbalance {ratio:.1f}x, "

@@ -1,0 +1,59 @@
+"""The duplicate groups of a decoded dataset, kept beside its images: a second `train` or `study` on the same data
+does not search again.
+
+The key is a hash of the pixels themselves (and of the search's settings), so any change to the files, their size,
+channels or class map (all of which change the decoded pixels) means a new search; a hash of 60,000 small images
+takes a fraction of a second, the near-duplicate search of a photo folder several seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .cache import image_cache_dir
+from .duplicates import split_groups
+
+VERSION = 1  # raise when split_groups' answer changes for the same pixels
+
+
+def fingerprint(images: torch.Tensor, near: bool) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([VERSION, near, list(images.shape), str(images.dtype)]).encode())
+    digest.update(memoryview(images.contiguous().numpy()).cast("B"))
+    return digest.hexdigest()
+
+
+def cached_split_groups(images: torch.Tensor, *, near: bool,
+                        cache_dir: Path | None = None) -> tuple[list[list[int]], int, int]:
+    """split_groups(images, near=near), read from the cache when this data was searched before."""
+    directory = image_cache_dir(cache_dir) / "duplicates"
+    path = directory / f"{fingerprint(images, near)}.json"
+    try:
+        saved = json.loads(path.read_text())
+        return [list(map(int, g)) for g in saved["groups"]], int(saved["exact"]), int(saved["near"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not searched yet, or an unreadable entry: search again and replace it
+    groups, exact, found = split_groups(images, near=near)
+    _write(path, {"groups": groups, "exact": exact, "near": found})
+    return groups, exact, found
+
+
+def _write(path: Path, entry: dict) -> None:
+    """Whole or not at all (a reader never sees half an entry); a read-only cache costs a search next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".json")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(entry, f)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
