@@ -30,6 +30,7 @@ system:
 
 test: setup system
 	$(BIN)/python -m tools.check_layers
+	$(BIN)/python -m tools.structure --check
 	$(BIN)/python -m pytest -q
 
 # The property-based tests with many more examples than the suite's fixed, derandomised budget (a few minutes).

@@ -243,3 +243,20 @@ def test_missing_weights_are_reported_before_the_data_is_read(tmp_path, monkeypa
                             str(tmp_path / "nowhere.safetensors"), "--out", str(tmp_path / "run")], monkeypatch, capsys)
     assert code == 2 and "--weights" in err and "no such file" in err
     assert not (tmp_path / "cache" / "images").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_run_written_by_an_earlier_version_still_loads(tmp_path):
+    """tests/data holds a digits run written by cnnarena 0.1.0 at commit 3f2268f, before the API existed."""
+    import shutil
+    from pathlib import Path
+
+    old = tmp_path / "old-run"
+    shutil.copytree(Path(__file__).parent / "data" / "run-0.1.0-3f2268f", old)
+    run = cnnarena.load(old)
+    assert run.state is rundir.State.FINISHED and run.metrics["model"] == "simple-2conv"
+    assert run.evaluate()["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])
+    from sklearn.datasets import load_digits
+
+    frame = run.predict([(load_digits().images[0] * 255 / 16).astype(np.uint8)])
+    assert frame["error"][0] is None and frame["label"][0] in run.metrics["per_class"]
+    rundir.check_out(old, "run")  # ours: a rerun into it resumes or reuses it

@@ -24,3 +24,12 @@ def test_an_upward_import_and_a_cycle_are_reported(tmp_path):
     assert any("data/probe.py:2: data imports cnnarena.run, a room above it" in p for p in problems), problems
     assert "import cycle: cnnarena.models.cycle_a -> cnnarena.models.cycle_b -> cnnarena.models.cycle_a" in problems
     assert len(problems) == 2, problems
+
+
+def test_the_structure_limits_hold():
+    """cli.py is thin, no function is over 60 lines, no module over 450, and only rundir.py names a run's files."""
+    from tools.structure import measure, problems
+
+    measured = measure()
+    assert problems(measured) == [], problems(measured)
+    assert measured["cli_lines"] <= 350 and measured["modules_naming_run_files"] == []

@@ -48,7 +48,7 @@ def measure(root: Path = ROOT) -> dict:
         if any(_names_a_run_file(n) for n in ast.walk(tree)):
             naming.append(rel)
     cli = root / "cli.py"
-    cli_imports = sorted({m for _, m in imports_of(cli, module_name(cli))})
+    cli_imports = sorted({m for _, m in imports_of(cli, module_name(cli, root), root)})
     return {
         "cli_lines": len(cli.read_text().splitlines()),
         "cli_imports": cli_imports,

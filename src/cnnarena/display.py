@@ -17,19 +17,26 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def image(path: Path, alt: str, width: int = 420) -> str:
+def image(path: Path, alt: str, width: int = 560, height: int | None = None) -> str:
     """An <img> of a PNG file, embedded; nothing when the file is not there."""
     path = Path(path)
     if not path.is_file():
         return ""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}" style="max-width:{width}px;margin:4px">'
+    tall = f"max-height:{height}px;" if height else ""
+    return (f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}" '
+            f'style="max-width:{width}px;{tall}margin:4px;vertical-align:top">')
 
 
 def table(rows: Iterable[Iterable[Any]], header: Iterable[Any]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def row(*parts: str) -> str:
+    """Side by side, wrapping on a narrow page."""
+    return "<div style='display:flex;flex-wrap:wrap;align-items:flex-start'>" + "".join(parts) + "</div>"
 
 
 def section(title: str, *parts: str) -> str:

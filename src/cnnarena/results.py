@@ -91,12 +91,14 @@ class Run:
                                 ["model", "data", "test accuracy", "macro F1", "epochs", "training", "parameters"])
         per_class = m.get("per_class") or {}
         classes = display.table([[name, f"{v.get('precision', 0):.3f}", f"{v.get('recall', 0):.3f}",
-                                  f"{v.get('f1-score', 0):.3f}", v.get("support")] for name, v in per_class.items()],
+                                  f"{v.get('f1-score', 0):.3f}", int(v.get("support", 0))]
+                                 for name, v in per_class.items()],
                                 ["class", "precision", "recall", "F1", "images"]) if per_class else ""
         plots = self.path / rundir.PLOTS
         return display.section(f"cnnarena run {self.path}", summary,
-                               display.image(plots / "curves.png", "training curves"),
-                               display.image(plots / "confusion_matrix.png", "confusion matrix"), classes)
+                               display.row(display.image(plots / "curves.png", "training curves"),
+                                           display.image(plots / "confusion_matrix.png", "confusion matrix")),
+                               classes)
 
 
 class Study:
@@ -191,5 +193,5 @@ class DataReport:
                    else "<p>Nothing serious found.</p>")
         name = self.report.get("dataset", {}).get("spec", "")
         return display.section(f"cnnarena doctor: {name}", serious, display.bullets(summary_lines(self.report)),
-                               display.image(self.path / "duplicates.png", "duplicates", width=640),
-                               display.image(self.path / "label_issues.png", "label issues", width=640))
+                               display.row(display.image(self.path / "duplicates.png", "duplicates", 480, 560),
+                                           display.image(self.path / "label_issues.png", "label issues", 640, 560)))

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from . import rundir
 from .config import RunConfig
@@ -31,7 +30,6 @@ from .data.health import leaked_pairs
 from .data.loader import BatchLoader
 from .data.sources import load_data
 from .data.split import Split, load_manifest, make_split, subsample, write_manifest
-from .errors import UserError
 from .evaluate.inference import predict_logits
 from .evaluate.metrics import compute_metrics
 from .files import atomic_write_text
@@ -41,7 +39,6 @@ from .models.registry import check_model_name, create_model
 from .report import plots
 from .train.callbacks import Callback, standard_callbacks
 from .train.checkpoint import load_resume_point
-from .train.config import flatten_settings
 from .train.loop import TrainResult, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -156,7 +153,7 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
         distributed.barrier()  # rank 0 sets the run directory up (split, config) first
     prep = prepare(cfg, run_dir)
     cfg, split, train_set = prep.cfg, prep.split, prep.train
-    check_same_settings(cfg, run_dir)
+    rundir.check_same_settings(run_dir, cfg.to_dict())
     if (run_dir / rundir.METRICS).exists():
         if main:
             distributed.barrier()
@@ -261,29 +258,6 @@ def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.d
     est = estimate(model, sample, t.optimizer)
     return plan(est, t.batch_size, t.eval_batch_size, budget=budget or default_budget(), held=allocated_bytes(),
                 what=f"{model.meta.name} at batch {t.batch_size}")
-
-
-# Settings a resumed or reused run may change: where things are, the device, the time budget, how evaluation is
-# batched. Every other setting changes what the run computes.
-MAY_DIFFER = {"out", "data_dir", "split", "train.device", "train.max_minutes", "train.eval_batch_size",
-              "train.compile", "train.budget", "train.max_memory", "train.micro_batch", "train.tensorboard"}
-
-
-def check_same_settings(cfg: RunConfig, run_dir: Path) -> None:
-    """Resuming or reusing run_dir with other settings would mix two experiments under one name: refuse."""
-    if not has_trained(run_dir):
-        return
-    saved = rundir.read_config(run_dir)
-    now = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same YAML round trip as the saved file
-    flat_saved, flat_now = flatten_settings(saved or {}), flatten_settings(now)
-    # keys only one side has come from another cnnarena version: not a difference in what was asked for
-    changed = [f"{key} {flat_saved[key]!r} -> {flat_now[key]!r}"
-               for key in sorted((set(flat_saved) & set(flat_now)) - MAY_DIFFER)
-               if flat_saved[key] != flat_now[key]]
-    if changed:
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise UserError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:3])}{more}): "
-                        "pass another --out, or delete it to start over")
 
 
 def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, result: TrainResult, run_dir: Path, *,

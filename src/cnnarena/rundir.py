@@ -200,3 +200,41 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (d / HISTORY).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# Settings a resumed or reused run may change: where things are, the device, the time budget, how evaluation is
+# batched. Every other setting changes what the run computes.
+MAY_DIFFER = {"out", "data_dir", "split", "train.device", "train.max_minutes", "train.eval_batch_size",
+              "train.compile", "train.budget", "train.max_memory", "train.micro_batch", "train.tensorboard"}
+
+
+def flatten_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml (or study.yaml) dict one level flat: train.lr beside model. Deeper values stay whole (augment
+    is one setting: it lists only what is on)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def check_same_settings(run_dir: Path, settings: dict[str, Any]) -> None:
+    """Resuming or reusing run_dir with other settings (a config's to_dict()) would mix two experiments under one
+    name: refuse."""
+    import yaml
+
+    if not has_trained(run_dir):
+        return
+    saved = read_config(run_dir)
+    now = yaml.safe_load(yaml.safe_dump(settings))  # the same YAML round trip as the saved file
+    flat_saved, flat_now = flatten_settings(saved or {}), flatten_settings(now)
+    # keys only one side has come from another cnnarena version: not a difference in what was asked for
+    changed = [f"{key} {flat_saved[key]!r} -> {flat_now[key]!r}"
+               for key in sorted((set(flat_saved) & set(flat_now)) - MAY_DIFFER)
+               if flat_saved[key] != flat_now[key]]
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:3])}{more}): "
+                        "pass another --out, or delete it to start over")

@@ -74,9 +74,14 @@ def load_weights(model: Classifier, path: Path) -> None:
 
 def load_model(path: Path) -> Classifier:
     """Rebuild the architecture from the JSON metadata, load the safetensors weights, re-apply the freeze state
-    (models saved before it was recorded come back with every parameter trainable). In eval mode."""
+    (models saved before it was recorded come back with every parameter trainable). In eval mode.
+
+    path: the stem of model.safetensors + model.json (RUN_DIR/model, checkpoints/best), or a run directory."""
+    from .. import rundir
     from .registry import rebuild
 
+    if Path(path).is_dir():
+        path = Path(path) / rundir.MODEL
     saved = _read_json(path)
     model = rebuild(ModelMeta.from_json(saved["model"]))
     load_weights(model, path)

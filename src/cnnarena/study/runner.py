@@ -34,7 +34,6 @@ from ..report.study_report import write_report
 from ..run import new_split, tell, train_run
 from ..train.callbacks import Callback
 from ..train.loop import resolve_device
-from ..writer_lock import sole_writer
 from . import anytime
 from .config import StudyConfig, resolve_data, run_budget
 from .measure import measure_model
@@ -57,7 +56,7 @@ CallbacksFor = Callable[[Path], Sequence[Callback]]  # a run directory -> more c
 def run_study(study: StudyConfig, callbacks_for: CallbacksFor | None = None) -> dict[str, Any]:
     """Every run of the study, then the comparison and the report; one process writes a study directory at a time.
     callbacks_for: more training callbacks for each run that trains (a tracker logging it live)."""
-    with sole_writer(Path(study.out), "study"):
+    with rundir.sole_writer(Path(study.out), "study"):
         return _run_study(study, callbacks_for)
 
 

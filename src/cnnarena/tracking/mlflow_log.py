@@ -26,7 +26,7 @@ import yaml
 from .. import rundir
 from ..errors import UserError
 from ..files import atomic_write_text
-from ..train.config import flatten_settings
+from ..rundir import flatten_settings
 
 log = logging.getLogger(__name__)
 

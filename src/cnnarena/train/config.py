@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..data.augment_spec import AugmentConfig
 from ..errors import UserError
@@ -169,15 +168,3 @@ def _weights_file(path: str, classes: list[str]) -> list[float]:
     if bad:
         raise UserError(f"--class-weights: the weight of {bad[0]!r} in {path} must be a positive number")
     return [float(weights.get(c, 1.0)) for c in classes]
-
-
-def flatten_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """A config.yaml (or study.yaml) dict one level flat: train.lr beside model. Deeper values stay whole (augment
-    is one setting: it lists only what is on)."""
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat

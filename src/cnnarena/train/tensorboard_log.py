@@ -65,7 +65,7 @@ def wait_to_sort_last(run_dir: Path, clock=time.time, sleep=time.sleep) -> float
 
 def hparams_of(config: dict[str, Any]) -> dict[str, bool | int | float | str]:
     """A run config as TensorBoard hyper-parameters: flat keys (train.lr), scalars, None and lists as text."""
-    from .config import flatten_settings
+    from ..rundir import flatten_settings
 
     return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in flatten_settings(config).items()}
 
