@@ -92,7 +92,7 @@ def test_a_failed_start_does_not_block_the_corrected_command(tmp_path, monkeypat
     code, _, err = run_cli(["train", "digits", "--model", "efficientnet_lite0", "--weights", str(bad),
                             "--out", str(out)], monkeypatch, capsys)
     _one_error_line(code, err)
-    assert (out / "config.yaml").exists()  # it got that far: the directory exists, no epoch was trained
+    assert not out.exists()  # a failed start leaves no run directory behind (issue 31)
     code, _, err = run_cli(["train", "digits", "--model", "simple-2conv", "--epochs", "1", "--out", str(out)],
                            monkeypatch, capsys)
     assert code == 0, err

@@ -17,6 +17,7 @@ from .commands import (  # noqa: F401 - the CLI's other commands, and what it pr
     configure_for_command_line,
     describe_text,
     inspect,
+    log_tune_to_mlflow,
     lr_find,
     model_text,
     per_class_text,
@@ -37,28 +38,36 @@ from .tracking.checked_uri import checked_uri
 log = logging.getLogger("cnnarena")
 
 TRAIN_KEYWORDS = {**schema.RUN, **schema.RUN_ONLY}
-STUDY_KEYWORDS = {**schema.RUN, **schema.STUDY, **schema.STUDY_ONLY}
+# a study sets each run's model, split, data and fraction itself
+STUDY_KEYWORDS = {**{k: o for k, o in schema.RUN.items() if k not in ("model", "split", "fraction")}, **schema.STUDY,
+                  **schema.STUDY_ONLY}
 
 
-def _values(data: str | Path, options: dict[str, Any], table: dict[str, schema.Option]) -> dict[str, Any]:
-    """Keyword arguments as config values: paths as text, comma lists parsed (the CLI passes them as text)."""
+def _values(data: str | Path, options: dict[str, Any], table: dict[str, schema.Option], what: str) -> dict[str, Any]:
+    """Keyword arguments as config values, checked like a config file's: paths as text (~ expanded), lists as
+    given or as the command line's comma text."""
+    from .config import check_types
+
     values = {"data": str(data)}
     for name, value in options.items():
+        if value is None:  # not given
+            continue
         kind = table[name].kind
         if isinstance(value, Path) or (kind is Path and value is not None):
-            value = str(value)
+            value = str(Path(value).expanduser())
         elif kind in ("ints", "floats", "names"):
             value = schema.parse_list(value, kind, table[name].flag)
         values[name] = value
-    return values
+    return check_types(values, f"{what}()")
 
 
-def train(data: str | Path, model: str | None = "fast", out: str | Path | None = None, **options: Any) -> Run:
+def train(data: str | Path, model: str | None = None, out: str | Path | None = None, **options: Any) -> Run:
     """Train one model and evaluate it on the test split; everything lands in the run directory `out`.
 
     Args:
         data: digits, fashion-mnist, cifar10, hf:NAME, or a path (class folders, CSV, CIFAR batches, Parquet).
-        model: a custom preset (`fast`, `simple-2conv`...), a layer-spec file, or a pretrained backbone.
+        model: a custom preset (`fast`, `simple-2conv`...), a layer-spec file, or a pretrained backbone; `fast`
+            unless given here or in the `config` file.
         out: the run directory (default runs/DATA-MODEL-TIME); an unfinished run there resumes, a finished one
             with the same settings is returned as it is.
         **options: any option of `cnnarena train` (epochs=12, budget="5m", augment="flip"...), with the same
@@ -71,23 +80,33 @@ def train(data: str | Path, model: str | None = "fast", out: str | Path | None =
         >>> run = cnnarena.train("digits", model="fast", epochs=3)
         >>> run.metrics["test_accuracy"]
     """
+    cfg, mlflow = train_config(data, model, out, **options)
+    return train_resolved(cfg, mlflow)
+
+
+def train_config(data: str | Path, model: str | None = None, out: str | Path | None = None, *,
+                 default_model: str = "fast", **options: Any):
+    """The resolved config of a run (defaults < the model's recipe < a config file < these options), its run
+    directory decided and checked, and the --mlflow value: everything `train` checks before any data is read."""
     schema.check_names(options, TRAIN_KEYWORDS, "train")
-    values = _values(data, {"model": model, "out": out, **options}, TRAIN_KEYWORDS)
+    values = _values(data, {"model": model, "out": out, **options}, TRAIN_KEYWORDS, "train")
     config_file, mlflow = values.pop("config", None), values.pop("mlflow", None)
-    if out is not None:
-        rundir.check_out(out, "run")
+    from .config import build_config, load_config_file
+
+    file_values = load_config_file(config_file)
+    values["model"] = values.get("model") or file_values.get("model") or default_model
+    cfg = build_config(file_values, values)
+    cfg.out = str(Path(cfg.out).expanduser()) if cfg.out else str(rundir.default_run_dir(cfg.data, cfg.model))
+    rundir.check_out(cfg.out, "run")
+    return cfg, mlflow
+
+
+def train_resolved(cfg, mlflow: str | None = None) -> Run:
+    """Train a config `train_config` resolved; the finished Run."""
     with runtime.talking():
         if runtime.in_notebook():
-            log.info(f"cnnarena train: {values.get('model') or schema.RUN['model'].default} on {data}")
-        from .config import build_config, load_config_file
-
-        cfg = build_config(load_config_file(config_file), values)
+            log.info(f"cnnarena train: {cfg.model} on {cfg.data} -> {cfg.out}")
         return Run(_train(cfg, checked_uri(mlflow)))
-
-
-def default_run_dir(data: str | Path, model: str) -> Path:
-    """runs/DATA-MODEL-TIME, the run directory of a run that is not given one."""
-    return rundir.default_run_dir(str(data), model)
 
 
 def _train(cfg, uri: str | None) -> Path:
@@ -96,10 +115,11 @@ def _train(cfg, uri: str | None) -> Path:
     from .run import train_run
     from .train import distributed
 
-    check_model_name(cfg.model, weights=cfg.weights, pretrained=cfg.pretrained)
+    done = rundir.state(cfg.out) is rundir.State.FINISHED  # a finished run is returned as it is: nothing to load
+    check_model_name(cfg.model, weights=cfg.weights, pretrained=cfg.pretrained and not done)
     ranks = distributed.start(cfg.train.device)
     try:
-        run_dir = distributed.from_main(Path(cfg.out) if cfg.out else rundir.default_run_dir(cfg.data, cfg.model))
+        run_dir = distributed.from_main(Path(cfg.out))  # rank 0's clock names a default directory
         rundir.check_out(run_dir, "run")
         live = []
         if uri is not None:
@@ -136,7 +156,7 @@ def study(data: str | Path = "auto", models: list[str] | str | None = None, out:
         >>> s.winner.metrics["test_accuracy"], s.report_path
     """
     schema.check_names(options, STUDY_KEYWORDS, "study")
-    values = _values(data, {"models": models, "out": out, **options}, STUDY_KEYWORDS)
+    values = _values(data, {"models": models, "out": out, **options}, STUDY_KEYWORDS, "study")
     with runtime.talking():
         return Study(_study(values))
 
@@ -231,8 +251,10 @@ def doctor(data: str | Path, *, split: str | Path | None = None, run: str | Path
         manifest = Path(path) if name == "--split" else Path(path) / rundir.SPLIT
         if not manifest.is_file():
             raise UserError(f"{name} {path}: no split manifest at {manifest}")
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} is a file, not a directory: give a new or existing directory")
+    if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise UserError(f"--out {out} is a file, not a directory: give a new or existing directory")
+        rundir.check_parents(Path(out), "--out")
     if not 2 <= folds <= 20:
         raise UserError(f"--folds must be 2 to 20, got {folds}")
     with runtime.talking():
@@ -246,8 +268,8 @@ def doctor(data: str | Path, *, split: str | Path | None = None, run: str | Path
                          folds=folds)
         report["dataset"]["spec"] = str(data)
         target = Path(out) if out else runtime.cache_dir() / "doctor" / source.name
-        write_doctor_report(report, all_images(source)[0], target)
-        return DataReport(report, target)
+        files = write_doctor_report(report, all_images(source)[0], target)
+        return DataReport(report, target, files)
 
 
 def _read_split_ids(path: Path) -> dict[str, list[str]]:

@@ -39,8 +39,8 @@ def _param(o: schema.Option, help_for: Callable[[schema.Option], str]) -> click.
     if o.kind is bool:
         flag = o.cli or f"{o.flag}/--no-{o.flag[2:]}"
         return click.Option([flag, o.name], default=None if o.config else o.default, help=help_for(o))
-    return click.Option(decls, type=_type(o), default=None if o.config else o.default, required=o.required,
-                        help=help_for(o), show_default=False)
+    given = {"required": True} if o.required else {"default": None if o.config else o.default}  # see _param's args
+    return click.Option(decls, type=_type(o), help=help_for(o), show_default=False, **given)
 
 
 def _command_help(o: schema.Option) -> str:
@@ -50,7 +50,12 @@ def _command_help(o: schema.Option) -> str:
     return o.help if o.default is None or o.kind == "flag" else f"{o.help} [{shown}]"
 
 
-@click.group(context_settings={"help_option_names": ["--help"]},
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they are defined here: the common ones first
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["--help"]},
              help="Custom CNN from scratch vs ImageNet-pretrained fine-tuning: train, compare, deploy.")
 @click.version_option(__version__, "--version", message="cnnarena %(version)s", help="Print the version and exit.")
 def app() -> None:
@@ -83,12 +88,12 @@ def train(data: str, **options) -> None:
     Under `torchrun --nproc_per_node N -m cnnarena train ...` the N processes train one model data-parallel
     (DistributedDataParallel: gloo on CPUs, NCCL on GPUs); rank 0 writes the run directory."""
     options = _given(options)
-    model = options.pop("model", schema.RUN["model"].default)
-    out = options.pop("out", None) or api.default_run_dir(data, model)
-    if os.environ.get("RANK", "0") == "0":  # at once, before the libraries load: what trains, and where
-        print(f"cnnarena train: {model} on {data} -> {out}", flush=True)
-    run = api.train(data, model=model, out=out, **options)
-    if run.path.exists():  # under torchrun only rank 0 has a run to show
+    cfg, mlflow = api.train_config(data, default_model=schema.RUN["model"].default, **options)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
+    if main_rank:  # before the libraries load: what trains, and where
+        print(f"cnnarena train: {cfg.model} on {data} -> {cfg.out}", flush=True)
+    run = api.train_resolved(cfg, mlflow)
+    if main_rank:
         m = run.metrics
         print(api.per_class_text(m))
         print(f"\ntest accuracy {m['test_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  test loss "
@@ -144,9 +149,8 @@ def doctor(data: str, as_json: bool, strict: bool, **options) -> None:
     a class, across classes, across a split's parts) and mislabeled images."""
     report = api.doctor(data, **options)
     print(json.dumps(report.report) if as_json else report.summary)
-    files = sorted(p.name for p in report.path.iterdir() if p.name.startswith(("doctor.", "duplicates", "label")))
-    print(f"report: {report.path / 'doctor.md'} (and {', '.join(f for f in files if f != 'doctor.md')})",
-          file=sys.stderr)
+    others = ", ".join(f.name for f in report.files if f.name != "doctor.md")
+    print(f"report: {report.path / 'doctor.md'} (and {others})", file=sys.stderr)
     if strict and report.serious:
         print(f"error: serious findings (--strict): {'; '.join(report.serious)}", file=sys.stderr)
         raise click.exceptions.Exit(1)
@@ -228,8 +232,9 @@ def tune(data: str, model: str, **options) -> None:
     print(f"best trial {s['best_trial']}: validation accuracy {s['best_value']:.4f}, test accuracy "
           f"{s['best_test_accuracy']:.4f}; {', '.join(f'{k}={v}' for k, v in s['best_params'].items())}"
           f"\nrun directory: {s['best_run_dir']}\nreport: {s['report']}")
-    if "mlflow_parent" in s:
-        print(f"MLflow parent run {s['mlflow_parent']} at {options['mlflow']}", file=sys.stderr)
+    parent = api.log_tune_to_mlflow(s)
+    if parent is not None:
+        print(f"MLflow parent run {parent}", file=sys.stderr)
 
 
 @command("lr-find", "Example: cnnarena lr-find fashion-mnist --model simple-2conv --optimizer adam")

@@ -75,9 +75,10 @@ def tune(data: str, model: str, *, trials: int = 20, space: str | Path | None = 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # cnnarena says what each trial does
     uri = checked_uri(mlflow)
-    out = Path(out)
+    out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory: give a new or existing directory")
+    rundir.check_parents(out, "--out")
     tc = TuneConfig(data=data, model=model, trials=trials, out=out, storage=storage, study_name=study_name,
                     space=Path(space) if space else None, pruner=pruner, seed=seed, heartbeat=heartbeat,
                     common={"device": device} if device else None)
@@ -89,14 +90,25 @@ def tune(data: str, model: str, *, trials: int = 20, space: str | Path | None = 
         live = live_runs_under(lambda: start_tune(out, uri, tc.name()), uri)
     with runtime.talking():
         result = run_tune(tc, live)
-    if uri is not None:  # after the summary: a tracking server that fails now loses none of it
-        from .tracking.mlflow_log import log_tune, without_password
+    if uri is not None:  # what log_tune_to_mlflow needs, once the summary has been shown
+        from .tracking.mlflow_log import without_password
 
         # the trial target is left out: a later batch raises it, and MLflow's parameters cannot change
-        settings = {"data": data, "model": model, "space": str(space) if space else "default",
-                    "storage": without_password(storage) or "sqlite (OUT/optuna.db)", "pruner": pruner, "seed": seed}
-        result["mlflow_parent"] = log_tune(out, uri, settings, result)
+        result["mlflow"] = {"uri": uri, "out": str(out), "settings": {
+            "data": data, "model": model, "space": str(space) if space else "default",
+            "storage": without_password(storage) or "sqlite (OUT/optuna.db)", "pruner": pruner, "seed": seed}}
     return result
+
+
+def log_tune_to_mlflow(result: dict[str, Any]) -> str | None:
+    """Log a finished search as one MLflow parent run (after its summary is shown: a tracking server that fails
+    then loses none of it); the parent's id and the tracking URI, or None when --mlflow was not given."""
+    given = result.get("mlflow")
+    if given is None:
+        return None
+    from .tracking.mlflow_log import log_tune
+
+    return f"{log_tune(Path(given['out']), given['uri'], given['settings'], result)} at {given['uri']}"
 
 
 def per_class_text(metrics: dict[str, Any]) -> str:

@@ -133,7 +133,13 @@ class Study:
     @property
     def runs(self) -> dict[str, Run]:
         """The compared runs on the whole training set, by model, best first."""
-        return {row["model"]: Run(row["run_dir"]) for row in self.comparison["table"]}
+        return {row["model"]: Run(self._run_path(row["run_dir"])) for row in self.comparison["table"]}
+
+    def _run_path(self, recorded: str) -> Path:
+        """A run's directory as the comparison recorded it, relative to the folder the study ran in: found inside
+        this study directory (runs/MODEL/f=F-s=S) wherever it is opened from."""
+        path = Path(recorded)
+        return path if path.is_absolute() else self.path.joinpath(*path.parts[-3:])
 
     @property
     def winner(self) -> Run:
@@ -155,6 +161,8 @@ class Study:
         return self.path / rundir.REPORT
 
     def _repr_html_(self) -> str:
+        if not self.finished:
+            return display.section(f"cnnarena study {self.path}", "<p>not finished: no comparison yet</p>")
         c = self.comparison
         rows = [[r["model"], r["family"], display.percent(r.get("accuracy")), f"{r.get('macro_f1', 0):.4f}",
                  f"{r.get('train_seconds', 0):.0f} s", f"{r.get('params', 0):,}", f"{r.get('latency_ms', 0):.2f} ms"]
@@ -168,10 +176,11 @@ class Study:
 
 
 class DataReport:
-    """What `cnnarena.doctor` found in a dataset: `.report` (doctor.json's content), `.serious`, `.path`."""
+    """What `cnnarena.doctor` found in a dataset: `.report` (doctor.json's content), `.serious`, `.path` (the folder
+    of the report), `.files` (what this examination wrote there: doctor.md, doctor.json, the image grids)."""
 
-    def __init__(self, report: dict[str, Any], path: str | Path) -> None:
-        self.report, self.path = report, Path(path)
+    def __init__(self, report: dict[str, Any], path: str | Path, files: list[Path] | None = None) -> None:
+        self.report, self.path, self.files = report, Path(path), [Path(f) for f in files or []]
 
     def __repr__(self) -> str:
         return f"DataReport({str(self.path)!r}, {len(self.serious)} serious findings)"
@@ -193,5 +202,5 @@ class DataReport:
                    else "<p>Nothing serious found.</p>")
         name = self.report.get("dataset", {}).get("spec", "")
         return display.section(f"cnnarena doctor: {name}", serious, display.bullets(summary_lines(self.report)),
-                               display.row(display.image(self.path / "duplicates.png", "duplicates", 480, 560),
-                                           display.image(self.path / "label_issues.png", "label issues", 640, 560)))
+                               display.row(*(display.image(f, f.stem.replace("_", " "), 560, 560)
+                                             for f in self.files if f.suffix == ".png")))

@@ -131,13 +131,13 @@ def train_run(cfg: RunConfig, run_dir: Path | None = None, callbacks: Sequence[C
         return _train_run(cfg, run_dir, callbacks)
     rundir.check_out(run_dir, "run")
     created = not run_dir.exists()
-    try:
-        with rundir.sole_writer(run_dir, "run"):
+    with rundir.sole_writer(run_dir, "run"):  # another writer's directory is never touched: it holds the lock
+        try:
             return _train_run(cfg, run_dir, callbacks)
-    except BaseException:
-        if created and not rundir.has_trained(run_dir):  # a failed start leaves no directory behind
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        except BaseException:
+            if created and not rundir.has_trained(run_dir):  # a failed start leaves no directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
 has_trained = rundir.has_trained  # older callers import it from here
@@ -160,9 +160,9 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
         return rundir.read_metrics(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / rundir.CONFIG)  # first: it is what makes the directory a run of ours
         write_manifest(split, run_dir / rundir.SPLIT, source_name=prep.source.name, seed=cfg.split_seed,
                        groups=prep.groups)
-        cfg.save(run_dir / rundir.CONFIG)
         distributed.barrier()
     data_seconds = time.perf_counter() - t_start
 

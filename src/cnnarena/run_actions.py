@@ -34,7 +34,7 @@ def as_sources(images: Any) -> list[tuple[str, Any]]:
         from PIL import Image
 
         if isinstance(item, np.ndarray):
-            item = Image.fromarray(item.astype(np.uint8) if item.dtype != np.uint8 else item)
+            item = Image.fromarray(_as_uint8(item))
         if not isinstance(item, Image.Image):
             raise UserError(f"cannot predict {type(item).__name__}: give file paths, folders, PIL images or arrays")
         buffer = io.BytesIO()
@@ -44,15 +44,28 @@ def as_sources(images: Any) -> list[tuple[str, Any]]:
     return sources
 
 
+def _as_uint8(pixels):
+    """Pixels as uint8: floats in [0, 1] (as ToTensor gives them) are scaled to 0..255, other numbers clipped."""
+    import numpy as np
+
+    if pixels.dtype == np.uint8:
+        return pixels
+    if np.issubdtype(pixels.dtype, np.floating) and pixels.size and float(np.nanmax(pixels)) <= 1.0:
+        pixels = pixels * 255.0
+    return np.clip(np.nan_to_num(pixels), 0, 255).round().astype(np.uint8)
+
+
 def predict(run_dir: Path, images: Any, *, top_k: int = 5, batch_size: int = 64) -> list:
     """Top-k predictions (evaluate.predict.Prediction) for every image; unreadable ones carry their error."""
     from .evaluate.predict import load_run_model, predict_sources
 
+    rundir.check_run(run_dir)  # before the images: a mistyped run directory is the first thing to hear about
     if top_k < 1 or batch_size < 1:
         raise UserError(f"top_k and batch_size must be at least 1 (got {top_k}, {batch_size})")
     sources = as_sources(images)
     if not sources:
-        raise UserError(f"no image files found in {images}")
+        given = images if isinstance(images, list | tuple) else [images]
+        raise UserError(f"no image files found in {', '.join(map(str, given))}")
     return predict_sources(load_run_model(run_dir), sources, top=top_k, batch_size=batch_size)
 
 

@@ -45,7 +45,7 @@ REPORT = "report.html"
 LOCK = ".lock"
 
 # What cnnarena may find in a directory it is about to write: its own files, and what a user's tools leave.
-_HARMLESS = {LOCK, ".DS_Store", ".ipynb_checkpoints", "Thumbs.db"}
+_HARMLESS = {LOCK, ".DS_Store", ".ipynb_checkpoints", "Thumbs.db", ".gitkeep"}
 
 
 class State(enum.Enum):
@@ -73,8 +73,9 @@ def is_run_config(path: Path) -> bool:
 
 
 def is_study_file(path: Path) -> bool:
+    """A study.yaml cnnarena wrote: the resolved study, with the per-model overrides a user's own file lacks."""
     saved = _yaml_mapping(path) if path.is_file() else None
-    return saved is not None and {"data", "models"} <= saved.keys()
+    return saved is not None and {"data", "models", "overrides", "common"} <= saved.keys()
 
 
 def state(directory: str | Path) -> State:
@@ -132,8 +133,10 @@ def check_parents(path: Path, option: str) -> None:
 def check_run(directory: str | Path) -> Path:
     """A finished run to read from (predict, evaluate, explain, export, serve), or one UserError saying why not."""
     d = Path(directory)
+    if not d.exists():
+        raise UserError(f"run directory {directory} does not exist")
     if not d.is_dir():
-        raise UserError(f"{directory} is not a run directory (no such directory)")
+        raise UserError(f"{directory} is a file, not a run directory")
     if not (d / MODEL_META).is_file() or not (d / MODEL_WEIGHTS).is_file():
         found = state(d)
         why = "it has not finished training" if found is State.PARTIAL else (

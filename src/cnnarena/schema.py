@@ -217,8 +217,10 @@ def check_names(given: dict[str, Any], known: dict[str, Any], what: str) -> None
 
 def parse_list(value: str | list | None, kind: str, flag: str) -> list | None:
     """A comma list from the command line ('256,128') as numbers or names; a list is returned as it is."""
-    if value is None or isinstance(value, list):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        return list(value)
     items = [v.strip() for v in str(value).split(",") if v.strip()]
     if kind == "names":
         return items
@@ -285,7 +287,9 @@ def study_help(option: Option) -> str:
         return f"{option.help} [default study: {', '.join(runs)}]" if runs else option.help
     if option.shown is not None:
         return f"{option.help} [{option.shown}]".strip() if option.shown else option.help
-    configured = option.default if option.config else MISSING
+    if not option.config:  # a command's own option: its default as it is
+        return option.help if option.default in (None, False) else f"{option.help} [{_Shown()(option.default)}]"
+    configured = option.default
     default = DEFAULT_STUDY.get(option.name, configured)
     if default is MISSING or default is None:
         return option.help
