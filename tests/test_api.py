@@ -34,7 +34,8 @@ def test_the_verbs_stay_callable_after_their_subpackages_are_imported():
     import inspect
 
     assert list(inspect.signature(cnnarena.train).parameters)[:3] == ["data", "model", "out"]
-    assert "fast" in cnnarena.api.train.__doc__ and inspect.signature(cnnarena.train).parameters["model"].default is None
+    assert "fast" in cnnarena.api.train.__doc__
+    assert inspect.signature(cnnarena.train).parameters["model"].default is None
 
 
 @pytest.mark.parametrize("call, bad, close", [
@@ -144,14 +145,8 @@ def test_a_finished_run_as_a_run(digits_run, tmp_path):
 
 def test_a_run_shows_class_names_escaped(tmp_path):
     """A class folder named like markup is shown as text in the notebook display, never run."""
-    root = tmp_path / "photos"
-    rng = np.random.default_rng(0)
-    for name, tone in (("<img src=x onerror=alert(1)>", 40), ("plain", 200)):
-        (root / name).mkdir(parents=True)
-        for i in range(24):
-            pixels = np.clip(rng.normal(tone, 20, (16, 16)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    run = cnnarena.train(root, model="simple-2conv", epochs=1, image_size=16, out=tmp_path / "run")
+    photos = _hostile_folder(tmp_path / "photos")
+    run = cnnarena.train(photos, model="simple-2conv", epochs=1, image_size=16, out=tmp_path / "run")
     html = run._repr_html_()
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img src=x" not in html
 
@@ -169,9 +164,25 @@ def test_the_api_and_the_command_line_train_the_same_run(tmp_path, monkeypatch, 
     assert api_cfg == cli_cfg and api_cfg["train"]["optimizer"] == "sgd"  # fast's recipe, not the bare defaults
 
 
+def _hostile_folder(root, per_class: int = 24, side: int = 16):
+    """Two classes of noisy gray squares, one of them named like markup."""
+    rng = np.random.default_rng(0)
+    for name, tone in ((HOSTILE, 40), ("plain", 200)):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(tone, 20, (side, side)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
 @pytest.mark.slow  # a two-model study
 def test_a_study_as_a_study(tmp_path):
-    study = cnnarena.study("digits", models=["simple-2conv", "fast"], epochs=1, out=tmp_path / "study")
+    photos = _hostile_folder(tmp_path / "photos", per_class=40)
+    study = cnnarena.study(photos, models=["simple-2conv", "fast"], epochs=1, image_size=16, measure_seconds=0.2,
+                           out=tmp_path / "study")
     assert isinstance(study, cnnarena.Study) and study.finished
     table = study.table
     assert list(table["model"]) == [row["model"] for row in study.comparison["table"]]
@@ -182,6 +193,8 @@ def test_a_study_as_a_study(tmp_path):
     assert "Most accurate" in html and "data:image/png;base64," in html
     again = cnnarena.load(tmp_path / "study")
     assert isinstance(again, cnnarena.Study) and again.winner.path == study.winner.path
+    report = study.report_path.read_text()  # the file people share: a class name is text in it, never markup
+    assert "&lt;img src=x onerror=alert(1)&gt;" in report and "<img src=x" not in report
 
 
 @pytest.mark.slow  # a server process

@@ -6,7 +6,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 
 from .. import rundir
 from ..files import atomic_write_text
@@ -49,7 +49,8 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
                   "confusion": _embed(Path(r["run_dir"]) / "plots" / "confusion_matrix.png"),
                   "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png"),
                   "recall": _per_class_recall(Path(r["run_dir"]))} for r in table]
-    env = Environment(loader=PackageLoader("cnnarena.report", "templates"), autoescape=select_autoescape())
+    # every template escaped, whatever its name (select_autoescape() left study.html.j2 raw: class names ran as markup)
+    env = Environment(loader=PackageLoader("cnnarena.report", "templates"), autoescape=True)
     html = env.get_template("study.html.j2").render(
         c=comparison, columns=COLUMNS, fmt=fmt, figures=figures, lr_figures=lr_figures,
         fraction_figure=fraction_figure, per_model=per_model,
