@@ -189,3 +189,28 @@ def test_a_bad_class_weights_file_is_one_error_line(tmp_path, monkeypatch, capsy
                                          "(classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)")
     code, _, err = run_cli(["train", "digits", "--sampler", "sometimes"], monkeypatch, capsys)
     assert code == 2 and err.strip() == "error: --sampler must be one of shuffle, balanced (got 'sometimes')"
+
+
+def test_doctor_md_keeps_hostile_names_as_text(tmp_path):
+    """A class name with markup and a table pipe, and a file name with a newline, stay plain text in one table
+    cell of doctor.md."""
+    import numpy as np
+    from PIL import Image
+
+    import cnnarena
+
+    hostile = "<img src=x onerror=alert(1)>|x"
+    rng = np.random.default_rng(0)
+    for name, tone in ((hostile, 40), ("plain", 200)):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(tone, 20, (16, 16)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / name / f"{i}.png")
+    (tmp_path / "photos" / "plain" / "two\nlines.png").write_bytes(b"not an image")
+    report = cnnarena.doctor(tmp_path / "photos", label_issues=False, out=tmp_path / "doc")
+    text = (report.path / "doctor.md").read_text()
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;\\|x" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert all(line.endswith(" |") for line in rows)  # no row split by the newline
+    classes = [line for line in rows if "onerror" in line and line.count("|") - line.count("\\|") == 3]
+    assert classes, text  # class | images: the escaped pipe did not make a third cell

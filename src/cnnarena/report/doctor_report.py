@@ -66,13 +66,20 @@ def _label_grid(issues: list[dict], data: ImageSet, index: dict[str, int], path:
     return _save(fig, path)
 
 
+def md(value: Any) -> str:
+    """A name as Markdown text: one line, its table pipes and markup characters escaped, HTML as text."""
+    text = " ".join(str(value).splitlines())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join("\\" + c if c in "\\`*_[]|#" else c for c in text)
+
+
 def markdown(report: dict[str, Any]) -> str:
     from ..data.doctor import summary_lines
 
     d, dup = report["dataset"], report["duplicates"]
-    lines = [f"# cnnarena doctor: {d['name']}", "", *[f"- {line}" for line in summary_lines(report)], "",
+    lines = [f"# cnnarena doctor: {md(d['name'])}", "", *[f"- {md(line)}" for line in summary_lines(report)], "",
              "## Classes", "", "| class | images |", "|---|---|"]
-    lines += [f"| {c} | {n} |" for c, n in d["counts"].items()]
+    lines += [f"| {md(c)} | {n} |" for c, n in d["counts"].items()]
     sections = [
         ("Unreadable files", ["path", "reason"], report["unreadable"]),
         ("Unusual modes", ["id", "mode", "what"], (report["files"] or {}).get("unusual_modes", [])),
@@ -90,7 +97,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append("none")
             continue
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(str(r.get(k, "")) if r.get(k) is not None else "—" for k in keys) + " |"
+        lines += ["| " + " | ".join(md(r.get(k, "")) if r.get(k) is not None else "—" for k in keys) + " |"
                   for r in rows[:TABLE_ROWS]]
         if len(rows) > TABLE_ROWS:
             lines.append(f"\n... and {len(rows) - TABLE_ROWS} more (doctor.json has them all)")
