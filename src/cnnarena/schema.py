@@ -311,11 +311,3 @@ def study_run_option(name: str) -> Option:
              "device": ("auto | cpu | cuda", "auto")}
     text, shown = texts.get(name, (base.help, base.shown))
     return Option(name, base.kind, base.default, text, cli=base.cli, shown=shown)
-
-
-def data_path(value: str | Path | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def path_or_none(value: Any) -> Path | None:
-    return None if value is None else Path(value)

@@ -7,7 +7,6 @@ and the ranking at the time every model had (the shortest run's length).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,7 @@ def curve(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / rundir.HISTORY
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rundir.read_history(run_dir)
 
 
 def still_improving(points: list[tuple[float, float]]) -> bool:

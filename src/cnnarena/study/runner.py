@@ -184,7 +184,7 @@ def _lr_comparison(study: StudyConfig, jobs: list[Job], callbacks_for: Callbacks
         lr = job.cfg.train.lr
         _say(f"[{job.model}] learning-rate comparison: lr {lr:g}")
         spent[job.model] = spent.get(job.model, 0.0) + train_job(job, callbacks_for).get("wall_seconds", 0)
-        history = [json.loads(line) for line in (job.run_dir / rundir.HISTORY).read_text().splitlines()]
+        history = rundir.read_history(job.run_dir)
         curves.setdefault(job.model, {})[lr] = history
     for model, by_lr in curves.items():
         best = best_lr(by_lr)

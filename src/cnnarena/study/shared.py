@@ -10,7 +10,6 @@ done, the worker that finds it so writes the report with the ordinary study code
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -142,7 +141,7 @@ def run_shared_study(study: StudyConfig, storage: str, name: str | None = None, 
     _wait(optuna_study, "lr", first, callbacks_for)
     curves: dict[str, dict[float, list]] = {}
     for job in first:
-        history = [json.loads(x) for x in (job.run_dir / rundir.HISTORY).read_text().splitlines()]
+        history = rundir.read_history(job.run_dir)
         curves.setdefault(job.model, {})[job.cfg.train.lr] = history
     final = final_jobs(study, data, split_path, {m: best_lr(c) for m, c in curves.items()})
     _queue(optuna_study, "final", final)

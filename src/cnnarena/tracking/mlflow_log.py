@@ -237,8 +237,7 @@ def _unfinished_runs_of(client, experiment: str, run_dir: Path) -> set[str]:
 
 
 def history_rows(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / rundir.HISTORY
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return rundir.read_history(run_dir)
 
 
 def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
