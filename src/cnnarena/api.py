@@ -147,7 +147,8 @@ def study(data: str | Path = "auto", models: list[str] | str | None = None, out:
     Args:
         data: as for `train`; "auto" is Fashion-MNIST when installed, else digits (the default study).
         models: the models to compare, e.g. ["simple-2conv", "fast", "efficientnet_lite0"].
-        out: the study directory (default studies/default); rerunning resumes it.
+        out: the study directory (default studies/default for the default study, studies/DATA-NAME for your
+            data); rerunning resumes it.
         **options: any option of `cnnarena study` (budget="5m", seeds=3, fractions=[0.1, 1], lrs=...), and any
             run option, applied to every model (epochs=5, image_size=96...).
 
@@ -177,7 +178,10 @@ def _study(values: dict[str, Any]) -> Path:
         file_values = {k: v for k, v in file_values.items() if k not in ("budget", "budget_per_model")}
     cfg = build_study_config(file_values, values)
     out = rundir.check_out(cfg.out, "study")
+    from .study.config import check_same_study
     from .study.runner import check_models, missing_runs
+
+    check_same_study(cfg)
 
     check_models(cfg)
     uri = checked_uri(special["mlflow"])

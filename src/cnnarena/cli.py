@@ -117,7 +117,9 @@ def study(data: str, **options) -> None:
     options = _given(options)
     result = api.study(data, models=options.pop("models", None), out=options.pop("out", None), **options)
     if result.finished:
-        print(result.markdown)
+        from .report.comparison import terminal_summary
+
+        print(terminal_summary(result.comparison))
         print(f"report: {result.report_path}  ({result.comparison['study_seconds']:.0f} s)")
 
 

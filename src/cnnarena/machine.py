@@ -30,3 +30,26 @@ def available_bytes() -> int | None:
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
     except (OSError, StopIteration, ValueError):
         return None
+
+
+def describe(device: str) -> str:
+    """The machine a study ran on, as its report names it: 'cpu (AMD EPYC 7B13, 2 cores)', 'cuda (NVIDIA H100)'."""
+    import os
+
+    if str(device).startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{device} ({cpu_name()}, {cores} cores)"
+
+
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo; platform's answer elsewhere)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"

@@ -127,8 +127,20 @@ class Study:
 
     @property
     def verdict(self) -> str:
-        """The study's conclusions, one per line."""
-        return "\n".join(self.comparison.get("verdict", []))
+        """The answer: which approach won, by how much, how sure, at what cost, what could change it (a study
+        written before the answer paragraph existed gives its findings, one per line)."""
+        c = self.comparison
+        return c.get("answer") or "\n".join(c.get("verdict", []))
+
+    @property
+    def findings(self) -> list[str]:
+        """The study's other conclusions, one sentence each."""
+        return list(self.comparison.get("verdict", []))
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """Each model's recipe as it ran, a paragraph per model (the report's Methods)."""
+        return dict(self.comparison.get("methods", {}))
 
     @property
     def runs(self) -> dict[str, Run]:
@@ -170,7 +182,8 @@ class Study:
         table = display.table(rows, ["model", "family", "test accuracy", "macro F1", "training", "parameters",
                                      "latency (batch 1)"])
         report = f"<p>Full report: <code>{display.esc(self.report_path)}</code></p>"
-        return display.section(f"cnnarena study on {c.get('data')}", display.bullets(c.get("verdict", [])), table,
+        answer = f"<p>{display.esc(c['answer'])}</p>" if c.get("answer") else display.bullets(c.get("verdict", []))
+        return display.section(f"cnnarena study on {c.get('data')}", answer, table,
                                display.image(self.path / rundir.PLOTS / "accuracy_vs_time.png", "accuracy vs time",
                                              width=560), report)
 

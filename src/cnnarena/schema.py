@@ -110,7 +110,8 @@ STUDY = _opts(
     Option("budget", str, None, "wall-clock budget of the study's training on the whole training set, e.g. 20m, "
            "shared equally by the models (and seeds)", shown=""),
     Option("budget_per_model", str, None, "or this budget for each model's run, e.g. 5m"),
-    Option("out", Path, "studies/default", "study directory; rerun to resume", short="-o"),
+    Option("out", Path, None, "study directory; rerun to resume", short="-o",
+           shown="default study: studies/default; with your DATA: studies/DATA-NAME"),
 )
 STUDY_RUN_OPTIONS = ("epochs", "max_minutes", "max_memory", "tensorboard", "device", "data_dir", "image_size")
 STUDY_ONLY = _opts(
@@ -190,7 +191,7 @@ DEFAULT_STUDY = {
 
 # Sized for the built-in dataset: a study of the user's own data without --config compares the models on the whole
 # training set, each with its recipe (or --budget); --fractions and --lrs add learning curves and the LR comparison
-AUTO_DATA_ONLY = ("budget_per_model", "fractions", "lrs", "lr_epochs", "lr_fraction")
+AUTO_DATA_ONLY = ("budget_per_model", "fractions", "lrs", "lr_epochs", "lr_fraction", "out")
 
 
 def defaults(table: dict[str, Option], names: tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -17,6 +17,9 @@ COLUMNS = [("model", "model"), ("accuracy", "test acc"), ("accuracy_std", "± st
            ("model_file_mb", "file MB"), ("train_seconds", "train s"), ("seconds_per_epoch", "s/epoch"),
            ("epochs", "epochs"), ("latency_ms", "latency ms (b1)"), ("throughput", "img/s (b64)"),
            ("train_memory_mb", "train MB")]
+# the table split in two so that each fits a laptop's screen: how well each model does, and what it costs
+ACCURACY_COLUMNS = COLUMNS[:9]
+COST_COLUMNS = COLUMNS[:1] + [c for c in COLUMNS[9:] if c[0] != "params_trainable"] + [("input_px", "input px")]
 
 
 def fmt(key: str, value: Any) -> str:
@@ -39,11 +42,35 @@ def write_comparison(comparison: dict[str, Any], out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS] + ["family", "seeds"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table)
-    lines = [f"# cnnarena study on {comparison['data']}", "",
-             "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(k, r[k]) for k, _ in COLUMNS) + " |" for r in table]
-    lines += ["", "Accuracy, precision, recall and F1 in %, macro averages unless marked.", "", "## Verdict", ""]
+    lines = [f"# cnnarena study on {comparison['data']}", "", "## The answer", "", comparison.get("answer", ""), "",
+             "## Comparison", "", *tables_md(table), "## Findings", ""]
     lines += [f"- {s}" for s in comparison["verdict"]]
+    lines += ["", "## Methods", ""] + [f"**{m}.** {text}\n" for m, text in comparison.get("methods", {}).items()]
+    lines += ["## Next steps", "", *next_steps_md(comparison)]
     atomic_write_text(out / rundir.COMPARISON_MD, "\n".join(lines) + "\n")
+
+
+def tables_md(table: list[dict[str, Any]]) -> list[str]:
+    """The two comparison tables (accuracy, cost) in Markdown."""
+    lines = []
+    for columns in (ACCURACY_COLUMNS, COST_COLUMNS):
+        lines += ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(fmt(k, r.get(k)) for k, _ in columns) + " |" for r in table]
+        lines.append("")
+    return lines + ["Accuracy, precision, recall and F1 in %, macro averages unless marked.", ""]
+
+
+def next_steps_md(comparison: dict[str, Any]) -> list[str]:
+    steps = comparison.get("next_steps") or []
+    if not steps:
+        return []
+    return [f"The winner's run: `{comparison['table'][0]['run_dir']}`", ""] + [f"- {what}: `{cmd}`"
+                                                                              for what, cmd in steps]
+
+
+def terminal_summary(comparison: dict[str, Any]) -> str:
+    """What `cnnarena study` prints last: the tables, the answer, and the winner's next steps."""
+    lines = [*tables_md(comparison["table"]), comparison.get("answer", ""), "", *next_steps_md(comparison)]
+    return "\n".join(lines)
 
 

@@ -25,13 +25,16 @@ def _save(fig, path: Path) -> Path:
 def training_curves(history: list[dict[str, Any]], path: Path, phase_boundary: int | None = None,
                     title: str = "") -> Path:
     """Loss and accuracy, train vs validation; a dashed line where fine-tuning unfroze the backbone."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", ms=3, label="train")
-        ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", ms=3, label="validation")
+    for ax, key, label, scale in ((axes[0], "loss", "loss", 1), (axes[1], "accuracy", "accuracy (%)", 100)):
+        ax.plot(epochs, [scale * r[f"train_{key}"] for r in history], "o-", ms=3, label="train")
+        ax.plot(epochs, [scale * r[f"val_{key}"] for r in history], "o-", ms=3, label="validation")
         if phase_boundary is not None:
             ax.axvline(phase_boundary + 0.5, color="grey", ls="--", lw=1, label="unfreeze")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -59,7 +62,7 @@ def confusion_matrices(cm: list[list[int]], classes: list[str], path: Path) -> P
             limit = data.max() / 2 if data.size else 0
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
+                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=9 if n <= 12 else 7,
                             color="white" if data[i, j] > limit else "black")
     fig.tight_layout()
     return _save(fig, path)

@@ -5,19 +5,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
 from .plots import _save, plt
 
+Colors = dict[str, str]
 
-def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, log_x: bool = False) -> Path:
+
+def model_colors(models: list[str]) -> Colors:
+    """One colour per model, the same in every chart of the report (the table's order picks them)."""
+    palette = plt.get_cmap("tab10").colors
+    return {m: matplotlib_hex(palette[i % len(palette)]) for i, m in enumerate(models)}
+
+
+def matplotlib_hex(rgb) -> str:
+    return "#" + "".join(f"{round(255 * v):02x}" for v in rgb[:3])
+
+
+def _plain_count(x: float, _pos=None) -> str:
+    """1,000 -> '1k', 2,500,000 -> '2.5M': log-axis labels a reader can read."""
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:g}{unit}"
+    return f"{x:g}"
+
+
+def _log_counts(ax, values: list[float]) -> None:
+    """A log axis ticked at the values themselves (or at powers of ten when there are many), labelled plainly."""
+    ax.set_xscale("log")
+    ticks = sorted(set(values))
+    if len(ticks) <= 6:
+        ax.set_xticks(ticks)
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(_plain_count))
+
+
+def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, colors: Colors,
+             log_x: bool = False) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in table:
         marker = "o" if r["family"] == "custom" else "s"
         ax.errorbar(r[x_key], 100 * r["accuracy"], yerr=100 * (r["accuracy_std"] or 0), fmt=marker, ms=8, capsize=3,
-                    label=r["model"])
+                    label=r["model"], color=colors.get(r["model"]))
         ax.annotate(r["model"], (r[x_key], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
-                    fontsize=8)
+                    fontsize=9)
     if log_x:
-        ax.set_xscale("log")
+        _log_counts(ax, [r[x_key] for r in table])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.set_xlim(left=0, right=1.15 * max(r[x_key] for r in table))
     ax.set_xlabel(x_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -25,12 +61,12 @@ def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, 
     return _save(fig, path)
 
 
-def accuracy_vs_time(table, path: Path) -> Path:
-    return _scatter(table, "train_seconds", "training time (s)", path, log_x=True)
+def accuracy_vs_time(table, path: Path, colors: Colors) -> Path:
+    return _scatter(table, "train_seconds", "training time (s)", path, colors)
 
 
-def accuracy_vs_params(table, path: Path) -> Path:
-    return _scatter(table, "params", "parameters", path, log_x=True)
+def accuracy_vs_params(table, path: Path, colors: Colors) -> Path:
+    return _scatter(table, "params", "parameters", path, colors, log_x=True)
 
 
 def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: float, path: Path) -> Path:
@@ -41,8 +77,9 @@ def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: flo
         style = "-" if float(lr) == best else "--"
         label = f"lr {lr}" + (" (chosen)" if float(lr) == best else "")
         axes[0].plot(epochs, [r["val_loss"] for r in history], style, marker="o", ms=3, label=label)
-        axes[1].plot(epochs, [r["val_accuracy"] for r in history], style, marker="o", ms=3, label=label)
-    for ax, label in zip(axes, ("validation loss", "validation accuracy"), strict=True):
+        axes[1].plot(epochs, [100 * r["val_accuracy"] for r in history], style, marker="o", ms=3, label=label)
+    for ax, label in zip(axes, ("validation loss", "validation accuracy (%)"), strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -52,12 +89,13 @@ def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: flo
     return _save(fig, path)
 
 
-def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], path: Path) -> Path:
+def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], path: Path, colors: Colors) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, by_fraction in curves.items():
         fractions = sorted(by_fraction, key=float)
-        ax.plot([sizes[f] for f in fractions], [100 * by_fraction[f] for f in fractions], "o-", label=model)
-    ax.set_xscale("log")
+        ax.plot([sizes[f] for f in fractions], [100 * by_fraction[f] for f in fractions], "o-", label=model,
+                color=colors.get(model))
+    _log_counts(ax, list(sizes.values()))
     ax.set_xlabel("training images")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -66,12 +104,13 @@ def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], 
     return _save(fig, path)
 
 
-def anytime_curves(anytime: dict[str, Any], path: Path) -> Path:
+def anytime_curves(anytime: dict[str, Any], path: Path, colors: Colors) -> Path:
     """Validation accuracy against training wall-clock time, one line per model, its test accuracy at the end."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for model, points in anytime["curves"].items():
         t = [p[0] for p in points]
-        line, = ax.plot(t, [100 * p[1] for p in points], "o-", ms=3, label=f"{model} (validation)")
+        line, = ax.plot(t, [100 * p[1] for p in points], "o-", ms=3, label=f"{model} (validation)",
+                        color=colors.get(model))
         ax.plot([t[-1]], [100 * anytime["test_accuracy"][model]], "*", ms=12, color=line.get_color(),
                 label=f"{model} test: {100 * anytime['test_accuracy'][model]:.2f}%")
     if anytime.get("budget_seconds"):
@@ -79,6 +118,8 @@ def anytime_curves(anytime: dict[str, Any], path: Path) -> Path:
     for c in anytime.get("crossings", []):
         for t in c["seconds"]:
             ax.axvline(t, color="red", ls=":", lw=1)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(MaxNLocator(8))
     ax.set_xlabel("training wall-clock seconds (validation passes included)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)

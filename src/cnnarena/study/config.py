@@ -32,7 +32,7 @@ class StudyConfig:
     # model's (budget_per_model); runs on smaller fractions train their recipe's epochs
     budget: str | None = _DEFAULTS["budget"]
     budget_per_model: str | None = _DEFAULTS["budget_per_model"]
-    out: str = _DEFAULTS["out"]
+    out: str | None = _DEFAULTS["out"]  # None: studies/DATA-NAME (study_dir_for)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +114,8 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
     if "models" in kwargs:
         kwargs["models"], kwargs["overrides"] = parse_models(kwargs["models"])
     cfg = StudyConfig(**kwargs, common=common)
+    if cfg.out is None:
+        cfg.out = str(study_dir_for(cfg.data))
     if cfg.seeds < 1:
         raise UserError("--seeds must be at least 1")
     if not cfg.models:
@@ -138,6 +140,52 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
     for model in cfg.models:  # every run's options are checked before the first run trains
         build_config(None, {**cfg.common, **cfg.overrides.get(model, {}), "data": cfg.data, "model": model})
     return cfg
+
+
+def study_dir_for(data: str) -> Path:
+    """studies/NAME for a study of `data` given no --out: its folder's or file's name, so that studies of two
+    datasets never share a directory (the default study keeps studies/default: its settings are its own)."""
+    import re
+
+    if data == "auto":
+        return Path("studies") / "default"
+    path = Path(str(data).rstrip("/\\"))
+    name = path.stem if path.suffix.lower() in (".csv", ".yaml", ".yml") else path.name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "data"
+    return Path("studies") / name
+
+
+def check_same_study(cfg: StudyConfig) -> None:
+    """A study directory holds one study: refuse, before anything is written, one that holds another dataset's
+    or another set of models' study (rerunning the same study resumes it)."""
+    import yaml
+
+    saved_path = Path(cfg.out) / "study.yaml"
+    if not saved_path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise UserError(f"--out {cfg.out}: its study.yaml cannot be read; give another --out (nothing was written)")
+    data = resolve_data(cfg.data)
+    differs = []
+    if not _same_data(str(saved.get("data")), data):
+        differs.append(f"data {saved.get('data')!r}, not {data!r}")
+    if saved.get("models") != cfg.models or (saved.get("overrides") or {}) != cfg.overrides:
+        differs.append(f"models {', '.join(map(str, saved.get('models') or []))}, not {', '.join(cfg.models)}"
+                       if saved.get("models") != cfg.models else "other options for its models")
+    if differs:
+        raise UserError(f"--out {cfg.out} holds another study ({'; '.join(differs)}): give another --out, or "
+                        "leave it out for studies/DATA-NAME (nothing was written)")
+
+
+def _same_data(saved: str, data: str) -> bool:
+    if saved == data:
+        return True
+    a, b = Path(saved).expanduser(), Path(data).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
 def resolve_data(data: str) -> str:

@@ -34,7 +34,8 @@ from ..report.study_report import write_report
 from ..run import new_split, tell, train_run
 from ..train.callbacks import Callback
 from ..train.loop import resolve_device
-from . import anytime
+from ..machine import describe as describe_machine
+from . import answer, anytime, methods
 from .config import StudyConfig, resolve_data, run_budget
 from .measure import measure_model
 from .stats import fraction_winners, mcnemar_exact, mean_std, ranking_key, tradeoffs, verdict
@@ -217,6 +218,12 @@ def _table_row(model: str, full: list[dict[str, Any]], device, measure_seconds: 
         "run_dir": first["run_dir"],
     }
     model_obj = load_as_trained(Path(first["run_dir"]), first)
+    row["time_spent"] = answer.time_spent(rundir.read_history(Path(first["run_dir"])))
+    if model_obj.meta.is_pretrained:
+        from ..models.stages import backbone_stages, pretrained_net
+
+        row["input_px"] = int(model_obj.meta.input_size[0])
+        row["stages"] = len(backbone_stages(pretrained_net(model_obj).backbone))
     row.update(measure_model(model_obj, device=device, train_batch_size=first["batch_size"],
                              optimizer=first["optimizer"], seconds=measure_seconds))
     row["latency_ms"], row["throughput"] = row["latency_ms_b1"], row["throughput_b64"]
@@ -233,12 +240,14 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
     table.sort(key=lambda r: -r[ranking_key(imbalance)])
 
     test = None
-    if len(table) >= 2:
-        # a paired test compares two sets of predictions: each model's first run (seed 0, whole training set);
-        # the table ranks by the mean over seeds, and the seed table shows how far single runs spread
-        a, b = (_correct_by_id(r["run_dir"]) for r in table[:2])
+    best, other = answer.contenders(table)
+    if other is not None:
+        # a paired test compares two sets of predictions: each model's first run (seed 0, whole training set) of
+        # the question's contenders (the best of each approach); the table ranks by the mean over seeds, and the
+        # seed table shows how far single runs spread
+        a, b = (_correct_by_id(r["run_dir"]) for r in (best, other))
         ids = sorted(a)
-        test = {"a": table[0]["model"], "b": table[1]["model"], "runs": "seed 0, whole training set",
+        test = {"a": best["model"], "b": other["model"], "runs": "seed 0, whole training set",
                 **mcnemar_exact([a[i] for i in ids], [b[i] for i in ids])}
     curves = {m: {f: mean_std([r["test_accuracy"] for r in rs])[0] for f, rs in bf.items()} for m, bf in runs.items()}
     train_sizes = {f: rs[0]["train_samples"] for bf in runs.values() for f, rs in bf.items()}
@@ -248,8 +257,10 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         {m: {"history": anytime.read_history(Path(r["run_dir"])), "test_accuracy": r["test_accuracy"]}
          for m, r in firsts.items()},
         next((r.get("budget_seconds") for r in firsts.values() if r.get("budget_seconds")), None))
-    return {
+    budget_seconds = next((r.get("budget_seconds") for r in firsts.values() if r.get("budget_seconds")), None)
+    comparison = {
         "data": data,
+        "machine": describe_machine(str(device)),
         "dataset": dataset,
         "data_health": data_health(source, out / rundir.SPLIT),
         "split_sizes": json.loads((out / rundir.SPLIT).read_text())["sizes"],
@@ -257,7 +268,8 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         "tradeoffs": tradeoffs(table),
         "mcnemar": test,
         "seed_spread": seed_spread,
-        "verdict": verdict(table, test, imbalance) + anytime.verdict_lines(anytime_summary, str(device)),
+        "verdict": verdict(table, test, imbalance, equal_budget=budget_seconds is not None)
+        + anytime.verdict_lines(anytime_summary, str(device)),
         "anytime": anytime_summary,
         "ranked_by": ranking_key(imbalance),
         "lr_comparison": lr_results,
@@ -267,7 +279,12 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         "device": str(device),
         "data_options": {k: study.common[k] for k in ("data_dir", "image_size", "grayscale", "class_map", "strict")
                          if k in study.common},
+        "next_steps": answer.next_steps(best["run_dir"]),
     }
+    comparison["methods"] = {r["model"]: methods.model_methods(r, lr_results.get(r["model"]), study.to_dict())
+                             for r in table}
+    comparison["answer"] = answer.paragraph(comparison)
+    return comparison
 
 
 def explanations(table: list[dict[str, Any]], source, out: Path) -> dict[str, Any]:

@@ -58,7 +58,6 @@ def tradeoffs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "train_time_x_fastest": round(r["train_seconds"] / max(fastest, 1e-9), 2),
             "params_x_smallest": round(r["params"] / max(smallest, 1), 2),
             "latency_x_quickest": round(r["latency_ms"] / max(quickest, 1e-9), 2),
-            "accuracy_points_per_minute": round(100 * r["accuracy"] / max(r["train_seconds"] / 60, 1e-9), 2),
             "pareto_optimal": not dominated_by,
             "dominated_by": dominated_by,
         })
@@ -73,8 +72,10 @@ def ranking_key(imbalance_ratio: float | None) -> str:
     return "macro_f1" if imbalance_ratio is not None and imbalance_ratio > IMBALANCED else "accuracy"
 
 
-def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None, imbalance_ratio: float | None = None) -> list[str]:
-    """Sentences built from the measured numbers (what a report's conclusion would say)."""
+def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None, imbalance_ratio: float | None = None,
+            equal_budget: bool = False) -> list[str]:
+    """Sentences built from the measured numbers (what a report's conclusion would say). Under an equal budget
+    training times differ only by when a run stopped, so no line compares them."""
     if not rows:
         return []
     key = ranking_key(imbalance_ratio)
@@ -91,17 +92,18 @@ def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None, imbalance_r
         second = by_acc[1]
         gap = 100 * (best[key] - second[key])
         ratio = best["train_seconds"] / max(second["train_seconds"], 1e-9)
-        lines.append(f"It beats {second['model']} by {gap:.2f} points, training {ratio:.2f}× as long "
-                     f"({seconds(best['train_seconds'])} vs {seconds(second['train_seconds'])}).")
+        lines.append(f"It beats {second['model']} by {gap:.2f} points" + ("." if equal_budget else
+                     f", training {ratio:.2f}× as long ({seconds(best['train_seconds'])} vs "
+                     f"{seconds(second['train_seconds'])})."))
         if test is not None:
             significant = test["p_value"] < 0.05
             runs = test.get("runs", "one run each")
-            lines.append(f"McNemar's exact test on the same {test['n']} test images ({runs}): "
+            lines.append(f"McNemar's exact test, {test['a']} vs {test['b']}, on the same {test['n']} test images ({runs}): "
                          f"p = {test['p_value']:.3g} ({test['a_right_b_wrong']} vs {test['a_wrong_b_right']} "
                          "discordant images) — the "
                          f"difference is {'' if significant else 'not '}significant at the 5% level.")
     fastest = min(rows, key=lambda r: r["train_seconds"])
-    if fastest is not best:
+    if fastest is not best and not equal_budget:
         lines.append(f"Fastest to train: {fastest['model']} ({seconds(fastest['train_seconds'])}, "
                      f"{100 * fastest['accuracy']:.2f}%).")
     smallest = min(rows, key=lambda r: r["params"])
