@@ -92,18 +92,27 @@ class Prepared:
     train: ImageSet
     groups: list[list[str]] | None = None  # duplicate groups a new split kept on one side (ids)
     messages: list[str] = field(default_factory=list)
+    resolution: str | None = None  # why a backbone runs at the size it does on photos (None: the usual rule)
 
 
 def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     """Data, split, training fraction and the recipe fitted to the data: the pipeline `train` and `lr-find`
     share. The config is copied, not changed."""
+    from .data.sources import file_listing
+    from .models import photo_resolution
+
     cfg = copy.deepcopy(cfg)
+    saved = rundir.read_config(run_dir).get("image_size") if run_dir is not None else None
+    choice = photo_resolution.for_run(cfg, lambda: file_listing(cfg.data), saved)
+    if choice is not None:  # the photos are decoded at the size the backbone runs at, and config.yaml says so
+        cfg.image_size = choice.size
     source = load_data(cfg)
     split, groups, messages = resolve_split(cfg, source, run_dir)
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
     cfg.train, note = cfg.train.fit_to_data(len(train_set))
     cfg.train = cfg.train.resolve_class_weights(train_set.class_counts(), train_set.classes)
-    return Prepared(cfg, source, split, train_set, groups, [*messages, *([note] if note else [])])
+    return Prepared(cfg, source, split, train_set, groups, [*messages, *([note] if note else [])],
+                    choice.reason if choice is not None else None)
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -174,20 +183,22 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
         cfg.train = dataclasses.replace(cfg.train, micro_batch=memory.micro_batch if memory.micro_batch <
                                         cfg.train.batch_size else None, eval_batch_size=memory.eval_batch)
     if main:
-        _say_what_trains(model, cfg, prep.messages, memory, ranks, device)
+        _say_what_trains(model, cfg, prep.messages, memory, ranks, device, prep.resolution)
     result = _train_model(model, cfg, *_loaders(cfg, train_set, split, device, ranks), run_dir, extra)
     if not main:  # rank 0 evaluates and writes the run; the others are done
         distributed.barrier()
         return {"rank": ranks.rank, "epochs_run": len(result.history)}
     with distributed.alone():  # the test evaluation is rank 0's alone: no collective waits for the others
         metrics = finish_run(model, cfg, split, train_set, result, run_dir, data_seconds=data_seconds,
-                             wall_seconds=time.perf_counter() - t_start, memory=memory)
+                             wall_seconds=time.perf_counter() - t_start, memory=memory,
+                             input_size_reason=input_size_reason(model, cfg, prep.resolution))
     distributed.barrier()
     return metrics
 
 
-def _say_what_trains(model: Classifier, cfg: RunConfig, messages: list[str], memory, ranks, device) -> None:
-    tell([*model_lines(model, cfg), *messages, *([memory.note] if memory and memory.note else [])])
+def _say_what_trains(model: Classifier, cfg: RunConfig, messages: list[str], memory, ranks, device,
+                     resolution: str | None = None) -> None:
+    tell([*model_lines(model, cfg, resolution), *messages, *([memory.note] if memory and memory.note else [])])
     if ranks is not None:
         log.info(f"data parallel: {ranks.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), each "
                  f"with 1/{ranks.size} of every batch of {cfg.train.batch_size}")
@@ -227,15 +238,27 @@ def _train_model(model: Classifier, cfg: RunConfig, train_loader: BatchLoader, v
                callbacks=[*standard_callbacks(cfg.train, run_dir), *extra], resume=resume).result()
 
 
-def model_lines(model: Classifier, cfg: RunConfig) -> list[str]:
+def model_lines(model: Classifier, cfg: RunConfig, resolution: str | None = None) -> list[str]:
     """The run's first line: what trains, and at which resolution a backbone runs (chosen from the data unless
     --input-size says)."""
     meta = model.meta
     if not meta.is_pretrained:
         return [f"model: {meta.name} (custom CNN) on {meta.data_size[0]}x{meta.data_size[1]} images"]
-    how = "--input-size" if cfg.input_size else f"chosen for {meta.data_size[0]}x{meta.data_size[1]} images; " \
-                                                 "--input-size overrides"
-    return [f"model: {meta.name} (pretrained) at {meta.input_size[0]}x{meta.input_size[1]} px ({how})"]
+    how = input_size_reason(model, cfg, resolution)
+    return [f"model: {meta.name} (pretrained) at {meta.input_size[0]}x{meta.input_size[1]} px ({how}"
+            + ("" if cfg.input_size else "; --input-size overrides") + ")"]
+
+
+def input_size_reason(model: Classifier, cfg: RunConfig, resolution: str | None) -> str | None:
+    """Why a backbone runs at its input size (None for a custom CNN): metrics.json and the study's Methods say it."""
+    meta = model.meta
+    if not meta.is_pretrained:
+        return None
+    if resolution is not None:
+        return resolution
+    if cfg.input_size:
+        return "--input-size"
+    return f"chosen for {meta.data_size[0]}x{meta.data_size[1]} images"
 
 
 def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.device):
@@ -261,7 +284,8 @@ def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.d
 
 
 def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, result: TrainResult, run_dir: Path, *,
-               data_seconds: float, wall_seconds: float, memory=None) -> dict[str, Any]:
+               data_seconds: float, wall_seconds: float, memory=None,
+               input_size_reason: str | None = None) -> dict[str, Any]:
     """Evaluate the best weights on the test split and write model, metrics, predictions and plots."""
     save_model(model, run_dir / "model", {"epoch": result.best_epoch})
     test = split.test
@@ -295,6 +319,8 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "device": str(next(model.parameters()).device),
         "tta": cfg.train.tta,
         "phase_boundary": result.phase_boundary,
+        "input_size": list(model.meta.input_size),
+        "input_size_reason": input_size_reason,
         "budget_seconds": cfg.train.budget_seconds,
         "micro_batch": cfg.train.micro_batch,
         "memory_budget_gb": round(memory.budget / 2**30, 2) if memory else None,

@@ -103,6 +103,8 @@ STUDY = _opts(
     Option("seeds", int, 1, "train every model with this many seeds"),
     Option("fractions", "floats", [1.0], "training-set fractions for learning curves, e.g. 0.1,0.5,1"),
     Option("lrs", "floats", [], "learning-rate comparison"),
+    Option("input_sizes", "ints", [], "also run each pretrained model at these resolutions under the same budget, "
+           "e.g. 96,160,224 (a chart of accuracy against cost)", shown=""),
     Option("lr_models", "names", None, "models that get the LR comparison", shown="the first"),
     Option("lr_epochs", int, 2, "epochs per LR-comparison run"),
     Option("lr_fraction", float, 1.0, "share of the training set for the LR comparison"),

@@ -95,6 +95,19 @@ def load_source(spec: str, *, data_dir: Path | None = None, image_size: int | No
     return _adapt(source, image_size, grayscale)
 
 
+def file_listing(spec: str) -> Listing | None:
+    """The image files of a class-folder directory or a CSV file (None for built-in, CIFAR and Hugging Face data:
+    their images come in one size)."""
+    path = Path(spec).expanduser()
+    if spec in BUILTIN or is_hf_spec(spec):
+        return None
+    if path.is_dir() and find_cifar_dir(path) is None:
+        return list_class_folders(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return list_csv(path)
+    return None
+
+
 def _files_source(name: str, listing: Listing, mapping: dict[str, str] | None, image_size: int | None,
                   grayscale: bool | None, strict: bool, cache_dir: Path | None, *,
                   one_class_hint: str = "point at the folder whose subfolders are the classes") -> Source:

@@ -54,6 +54,7 @@ def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, 
     else:
         ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.set_xlim(left=0, right=1.15 * max(r[x_key] for r in table))
+    ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))
     ax.set_xlabel(x_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -125,4 +126,30 @@ def anytime_curves(anytime: dict[str, Any], path: Path, colors: Colors) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("anytime curves: accuracy vs time on this machine")
+    return _save(fig, path)
+
+
+def resolution_tradeoff(table: list[dict[str, Any]], path: Path, colors: Colors) -> Path:
+    """--input-sizes: test accuracy against the cost of one image (latency at batch 1), a line through each
+    pretrained model's resolutions, the custom CNNs as points for reference."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    by_base: dict[str, list[dict[str, Any]]] = {}
+    for r in table:
+        by_base.setdefault(r["model"].split("@")[0] if "@" in r["model"] else r["model"], []).append(r)
+    for base, rows in by_base.items():
+        rows = sorted(rows, key=lambda r: r.get("input_px") or 0)
+        color = colors.get(rows[0]["model"])
+        ax.plot([r["latency_ms"] for r in rows], [100 * r["accuracy"] for r in rows],
+                "s-" if rows[0]["family"] == "pretrained" else "o", color=color, ms=7, label=base)
+        for r in rows:
+            label = f"{r['input_px']} px" if r.get("input_px") else r["model"]
+            ax.annotate(label, (r["latency_ms"], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
+                        fontsize=9)
+    ax.set_xlim(left=0)
+    ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))
+    ax.set_xlabel("latency: ms per image at batch 1 on this machine")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("input resolution: accuracy against cost, same training budget")
     return _save(fig, path)

@@ -34,6 +34,8 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
     figures["accuracy_vs_time"] = _embed(study_plots.accuracy_vs_time(table, plots / "accuracy_vs_time.png", colors))
     figures["accuracy_vs_params"] = _embed(study_plots.accuracy_vs_params(table, plots / "accuracy_vs_params.png",
                                                                           colors))
+    if any("@" in r["model"] for r in table):
+        figures["resolutions"] = _embed(study_plots.resolution_tradeoff(table, plots / "input_sizes.png", colors))
     lr_figures = {m: _embed(study_plots.lr_comparison(m, r["curves"], r["best_lr"], plots / f"lr_{m}.png"))
                   for m, r in comparison["lr_comparison"].items()}
     fraction_figure = None

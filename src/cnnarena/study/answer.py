@@ -62,8 +62,15 @@ def _headline(best: dict[str, Any], other: dict[str, Any] | None, c: dict[str, A
     if best["family"] == other["family"]:
         return (f"Only {APPROACH[best['family']]} was compared: {best['model']} reached {_score(best, key)} {what}, "
                 f"{gap:.2f} points above {other['model']} ({_score(other, key)}).")
-    return (f"{WON[best['family']]}: {best['model']} reached {_score(best, key)} {what}, {gap:.2f} points above "
-            f"{other['model']} ({APPROACH[other['family']]}, {_score(other, key)}).")
+    scores = (f"{best['model']} reached {_score(best, key)} {what}, {gap:.2f} points above {other['model']} "
+              f"({APPROACH[other['family']]}, {_score(other, key)})")
+    if round(gap, 2) == 0:
+        return (f"A tie: {best['model']} ({APPROACH[best['family']]}) and {other['model']} "
+                f"({APPROACH[other['family']]}) both reached {_score(best, key)} {what}.")
+    test = c.get("mcnemar") or {}
+    if test.get("p_value", 1.0) < 0.05:
+        return f"{WON[best['family']]}: {scores}."
+    return (f"No clear winner: {APPROACH[best['family']]} led, but not significantly: {scores}.")
 
 
 def _significance(best: dict[str, Any], other: dict[str, Any] | None, c: dict[str, Any]) -> str:

@@ -23,6 +23,8 @@ class StudyConfig:
     seeds: int = _DEFAULTS["seeds"]
     fractions: list[float] = field(default_factory=lambda: list(_DEFAULTS["fractions"]))
     lrs: list[float] = field(default_factory=lambda: list(_DEFAULTS["lrs"]))  # learning-rate comparison; empty = skip
+    # each pretrained model also at these resolutions (runs named MODEL@SIZEpx), under the same budget
+    input_sizes: list[int] = field(default_factory=lambda: list(_DEFAULTS["input_sizes"]))
     lr_models: list[str] | None = _DEFAULTS["lr_models"]  # which models get the LR comparison (default: the first one)
     lr_epochs: int = _DEFAULTS["lr_epochs"]
     lr_fraction: float = _DEFAULTS["lr_fraction"]  # share of the training set the LR comparison trains on
@@ -97,7 +99,8 @@ def check_study_types(data: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "lr_models", "lr_epochs", "lr_fraction", "out",
+STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "input_sizes", "lr_models", "lr_epochs", "lr_fraction",
+              "out",
               "measure_seconds", "budget", "budget_per_model"}
 
 
@@ -116,6 +119,8 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
     cfg = StudyConfig(**kwargs, common=common)
     if cfg.out is None:
         cfg.out = str(study_dir_for(cfg.data))
+    if cfg.input_sizes:
+        _add_resolutions(cfg)
     if cfg.seeds < 1:
         raise UserError("--seeds must be at least 1")
     if not cfg.models:
@@ -138,8 +143,41 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
     from ..config import build_config
 
     for model in cfg.models:  # every run's options are checked before the first run trains
-        build_config(None, {**cfg.common, **cfg.overrides.get(model, {}), "data": cfg.data, "model": model})
+        build_config(None, {**cfg.common, **cfg.overrides.get(model, {}), "data": cfg.data,
+                            "model": base_model(model)})
     return cfg
+
+
+AT = "@"  # MODEL@SIZEpx: a pretrained model run at one of --input-sizes
+
+
+def base_model(name: str) -> str:
+    """The model a study's run trains: 'efficientnet_lite0@96px' -> 'efficientnet_lite0'."""
+    return name.split(AT, 1)[0] if name.endswith("px") and AT in name else name
+
+
+def _add_resolutions(cfg: StudyConfig) -> None:
+    """Each pretrained model becomes one run per size of --input-sizes (photos decoded at that size), in place."""
+    from ..data.sources import file_listing
+    from ..models.registry import is_custom
+
+    if any(not 16 <= s <= 1024 for s in cfg.input_sizes):
+        raise UserError(f"--input-sizes must be between 16 and 1024 pixels, got {cfg.input_sizes}")
+    files = file_listing(resolve_data(cfg.data)) is not None
+    models = []
+    for model in cfg.models:
+        if is_custom(model):
+            models.append(model)
+            continue
+        for size in sorted(set(cfg.input_sizes)):
+            name = f"{model}{AT}{size}px"
+            models.append(name)
+            cfg.overrides[name] = {**cfg.overrides.get(model, {}), "input_size": size,
+                                   **({"image_size": size} if files else {})}
+        cfg.overrides.pop(model, None)
+    cfg.models = models
+    if cfg.lr_models:
+        cfg.lr_models = [m for m in cfg.models if base_model(m) in cfg.lr_models][:len(cfg.lr_models)]
 
 
 def study_dir_for(data: str) -> Path:

@@ -36,13 +36,13 @@ from ..train.callbacks import Callback
 from ..train.loop import resolve_device
 from ..machine import describe as describe_machine
 from . import answer, anytime, methods
-from .config import StudyConfig, resolve_data, run_budget
+from .config import StudyConfig, base_model, resolve_data, run_budget
 from .measure import measure_model
 from .stats import fraction_winners, mcnemar_exact, mean_std, ranking_key, tradeoffs, verdict
 
 
 def _run_config(study: StudyConfig, data: str, model: str, split: Path, **extra: Any):
-    values = {**study.common, **study.overrides.get(model, {}), "data": data, "model": model,
+    values = {**study.common, **study.overrides.get(model, {}), "data": data, "model": base_model(model),
               "split": str(split), **extra}
     return build_config(None, values)
 
@@ -355,7 +355,7 @@ def _trainable_during_training(metrics: dict[str, Any]) -> int:
 def check_models(study: StudyConfig) -> None:
     from ..models.registry import is_custom
 
-    for model in study.models:
+    for model in map(base_model, study.models):
         if not is_custom(model):
             from ..models.pretrained import is_pretrained_name
 
