@@ -86,3 +86,57 @@ def test_the_default_study_report_shows_the_anytime_chart_and_fraction_curves(de
         page.screenshot(path=str(Path(artifacts_dir) / "default_study_report.png"), full_page=True)
         browser.close()
     assert (Path(artifacts_dir) / "default_study_report.png").stat().st_size > 50_000
+
+
+def _colour_in(png: Path, hex_colour: str) -> bool:
+    """Whether any pixel of the PNG is this colour (within rounding)."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(int)
+    want = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return bool((np.abs(rgb - want).sum(1) <= 6).any())
+
+
+@pytest.mark.slow  # a browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt)")
+def test_the_report_opens_with_the_answer_and_reads_on_a_laptop_and_a_phone(default_study_on_digits, artifacts_dir):
+    from playwright.sync_api import sync_playwright
+
+    from cnnarena.report.study_plots import model_colors
+
+    out, comparison = default_study_on_digits
+    colors = model_colors([r["model"] for r in comparison["table"]])
+    for model, colour in colors.items():  # one colour per model in every chart
+        for chart in ("accuracy_vs_time", "anytime", "fraction_curves"):
+            assert _colour_in(out / "plots" / f"{chart}.png", colour), (model, chart)
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto((out / "report.html").resolve().as_uri())
+        assert page.locator("h2").first.get_attribute("id") is None and page.locator("h2").first.inner_text() == \
+            "The answer"
+        answer = page.locator("#answer .answer").inner_text()
+        assert answer.split(":")[0] in ("Training from scratch won", "Fine-tuning a pretrained network won",
+                                        "No clear winner", "A tie")
+        assert "Each model had 5.0 s of training" in answer and "Cost:" in answer
+        winner = comparison["table"][0]["run_dir"]
+        assert f"cnnarena serve {winner}" in page.locator("#next-steps + p + ul").inner_text()
+        assert page.locator(".method").count() == 3 and "Optimizer" in page.locator(".method").first.inner_text()
+        findings = page.locator("#verdict + ul").inner_text()
+        assert "as long" not in findings and "Fastest to train" not in findings
+        assert "per training minute" not in page.locator("#tradeoffs-table").inner_text()
+        for table in ("#comparison-table", "#cost-table"):  # each table fits a laptop's width, nothing scrolled
+            assert page.locator(table).evaluate("t => t.scrollWidth <= t.clientWidth + 1"), table
+        swatch = page.locator("#comparison-table tr.best .swatch").evaluate("s => getComputedStyle(s).backgroundColor")
+        r, g, b = (int(v) for v in swatch[swatch.index("(") + 1:-1].split(",")[:3])
+        assert f"#{r:02x}{g:02x}{b:02x}" == colors[comparison["table"][0]["model"]]
+        cells = page.locator("table.confusion td")
+        assert cells.count() == 3 * 10 * 10 and "image(s)" in cells.first.get_attribute("title")  # counts on hover
+        sizes = cells.evaluate_all("cs => cs.map(c => parseFloat(getComputedStyle(c).fontSize))")
+        assert min(sizes) >= 12  # 9 pt
+        page.screenshot(path=str(Path(artifacts_dir) / "study_report_top_1366.png"))
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than a phone
+        page.screenshot(path=str(Path(artifacts_dir) / "study_report_top_390.png"))
+        browser.close()

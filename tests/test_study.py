@@ -48,7 +48,7 @@ def test_tradeoffs_follow_the_measured_numbers():
     assert t["big"]["train_time_x_fastest"] == 4.0
     assert t["big"]["params_x_smallest"] == 40.0
     assert t["bad"]["latency_x_quickest"] == 2.0
-    assert t["small"]["accuracy_points_per_minute"] == pytest.approx(92 / (100 / 60), abs=0.01)
+    assert "accuracy_points_per_minute" not in t["small"]  # a ratio that rewards stopping early: gone
     assert t["big"]["pareto_optimal"] and t["small"]["pareto_optimal"]
     assert not t["bad"]["pareto_optimal"] and t["bad"]["dominated_by"] == ["small"]
 
