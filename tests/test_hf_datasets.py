@@ -196,3 +196,15 @@ def test_a_shuffled_split_keeps_each_image_with_its_label(tmp_path):
     for k in (0, 77, len(rows) - 1):
         want = np.asarray(images[rows[k]].resize((16, 16), Image.Resampling.LANCZOS, reducing_gap=3.0))
         assert pixels[k, 0].tolist() == want.tolist()
+
+
+def test_rows_without_a_label_are_left_out_not_made_a_class(tmp_path):
+    images, labels = digit_images(300)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
+    train = datasets.Dataset.from_dict({"image": images[:200], "label": labels[:190] + [-1] * 10}, features=features)
+    test = datasets.Dataset.from_dict({"image": images[200:], "label": [-1] * 100}, features=features)  # unlabeled
+    path = tmp_path / "competition"
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(path))
+    source = load_source(str(path), cache_dir=tmp_path / "cache")
+    assert "-1" not in source.classes and source.classes == sorted(set(source.classes), key=NAMES.index)
+    assert len(source.pool) == 190 and source.test is None  # the unlabeled test split: left out, not a class

@@ -101,3 +101,22 @@ def test_a_study_goes_to_studies_data_name_and_refuses_another_studys_directory(
         check_same_study(build_study_config({}, {"data": "fashion-mnist", "models": ["simple-2conv"],
                                                  "out": str(out)}))
     assert (out / "study.yaml").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["study.yaml"]
+
+
+def test_a_layer_spec_given_by_absolute_path_gets_a_safe_folder_inside_the_study(tmp_path):
+    from cnnarena.study.runner import final_jobs, lr_jobs
+
+    spec = tmp_path / "specs" / "net.yaml"
+    spec.parent.mkdir()
+    spec.write_text("layers:\n  - conv: 8\n  - flatten\n")
+    out = tmp_path / "study"
+    cfg = build_study_config({}, {"data": "digits", "models": [str(spec), "fast"], "lrs": [0.01], "out": str(out)})
+    dirs = [job.run_dir for job in final_jobs(cfg, "digits", out / "split.json", {})]
+    dirs += [job.run_dir for job in lr_jobs(cfg, "digits", out / "split.json")]
+    assert sorted(str(d.relative_to(out)) for d in dirs) == ["lr/net/lr=0.01", "runs/fast/f=1-s=0",
+                                                             "runs/net/f=1-s=0"]
+    other = tmp_path / "other" / "net.yaml"
+    other.parent.mkdir()
+    other.write_text(spec.read_text())
+    with pytest.raises(UserError, match="would share the folder runs/net"):
+        build_study_config({}, {"data": "digits", "models": [str(spec), str(other)]})

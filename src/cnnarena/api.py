@@ -33,7 +33,7 @@ from .commands import (  # noqa: F401 - the CLI's other commands, and what it pr
 from .errors import UserError
 from .results import DataReport, Run, Study
 from .run_actions import evaluate, explain, export, predict, serve  # noqa: F401 - the CLI's commands on a run
-from .tracking.checked_uri import checked_uri
+from .tracking.checked_uri import checked_uri, mask_secrets
 
 log = logging.getLogger("cnnarena")
 
@@ -136,7 +136,7 @@ def _train(cfg, uri: str | None) -> Path:
     if uri is not None and (ranks is None or ranks.is_main):
         from .tracking.mlflow_log import log_run
 
-        log.info(f"MLflow run {log_run(run_dir, uri)} at {uri}")
+        log.info(mask_secrets(f"MLflow run {log_run(run_dir, uri)} at {uri}"))
     return run_dir
 
 
@@ -215,7 +215,7 @@ def _run_study(cfg, uri: str | None, special: dict[str, Any]) -> None:
     if uri is not None:
         from .tracking.mlflow_log import log_study
 
-        log.info(f"MLflow parent run {log_study(Path(cfg.out), uri, cfg.to_dict(), comparison)} at {uri}")
+        log.info(mask_secrets(f"MLflow parent run {log_study(Path(cfg.out), uri, cfg.to_dict(), comparison)} at {uri}"))
 
 
 def load(path: str | Path) -> Run | Study:

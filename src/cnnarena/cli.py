@@ -18,12 +18,32 @@ import click
 from . import __version__, api, schema
 from .errors import UserError
 
-TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING, Path: click.Path(path_type=Path)}
+TYPES = {str: click.STRING, Path: click.Path(path_type=Path)}
+
+
+class _Number(click.ParamType):
+    """A number within the option's range that is finite and of a sensible size (inf, nan and 400-digit numbers
+    are one error line, not a traceback later)."""
+
+    def __init__(self, base: click.ParamType) -> None:
+        self.base, self.name = base, base.name
+
+    def convert(self, value, param, ctx):
+        from .option import number_problem
+
+        number = self.base.convert(value, param, ctx)
+        problem = number_problem(number)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number
 
 
 def _type(o: schema.Option) -> click.ParamType:
-    if o.kind in (int, float) and (o.low is not None or o.high is not None):
-        return (click.IntRange if o.kind is int else click.FloatRange)(o.low, o.high)
+    if o.kind in (int, float):
+        base = click.INT if o.kind is int else click.FLOAT
+        if o.low is not None or o.high is not None:
+            base = (click.IntRange if o.kind is int else click.FloatRange)(o.low, o.high)
+        return _Number(base)
     return TYPES.get(o.kind, click.STRING)
 
 
@@ -117,9 +137,7 @@ def study(data: str, **options) -> None:
     options = _given(options)
     result = api.study(data, models=options.pop("models", None), out=options.pop("out", None), **options)
     if result.finished:
-        from .report.comparison import terminal_summary
-
-        print(terminal_summary(result.comparison))
+        print(result.summary_text)
         print(f"report: {result.report_path}  ({result.comparison['study_seconds']:.0f} s)")
 
 
@@ -217,9 +235,10 @@ def serve(run_dir: Path, **options) -> None:
     mode and heat maps at /.
 
     Limits: a request body of at most --max-body-mb (413, refused from Content-Length before any byte is read),
-    --max-files images of at most --max-pixels each (413), headers of at most 16 KiB (uvicorn's h11 limit, 400),
-    an upload that stalls for --body-timeout seconds (408), --max-connections requests at once (503), idle
-    keep-alive connections closed after 5 s. /v1/model names the run and data without their paths.
+    --max-files images of at most --max-pixels each (413), headers of at most 16 KiB (400), an upload that stalls
+    for --body-timeout seconds (408), --max-connections requests at once (503); a connection that has not sent a
+    whole request head --head-timeout seconds after opening (or after its last answer) is closed, so idle sockets
+    cannot take the server down. /v1/model names the run and data without their paths.
     """
     api.serve(run_dir, **options)
 

@@ -69,6 +69,8 @@ class RunConfig:
              f"--val-frac and --test-frac must be in [0, 1) with a sum below 1 (got {self.val_frac}, "
              f"{self.test_frac})"),
             (self.freeze_epochs >= 0, f"--freeze-epochs must be >= 0 (got {self.freeze_epochs})"),
+            (0 <= self.split_seed <= 2**32 - 1, f"--split-seed must be between 0 and {2**32 - 1} "
+                                                f"(got {self.split_seed})"),
             (self.finetune_lr_scale > 0, f"--finetune-lr-scale must be positive (got {self.finetune_lr_scale})"),
             (self.layer_decay is None or 0 < self.layer_decay <= 1,
              f"--layer-decay must be in (0, 1] (got {self.layer_decay})"),
@@ -161,8 +163,14 @@ def check_types(values: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def expect(value: Any, hint: Any, key: str, where: str) -> Any:
-    """`value` if it fits the type `hint` (numbers given for text become text), else one UserError."""
+    """`value` if it fits the type `hint` (numbers given for text become text), else one UserError; a number must
+    be finite and of a sensible size whatever the option."""
+    from .option import number_problem
+
     if _fits(value, hint):
+        problem = number_problem(value)
+        if problem is not None:
+            raise UserError(f"{where}: {key} {problem}")
         return value
     if _allows(hint, str) and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)

@@ -21,6 +21,7 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        as_umask_allows(tmp)
         os.replace(tmp, path)
     except OSError:
         raise
@@ -31,6 +32,22 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def as_umask_allows(path: str | Path) -> None:
+    """The mode a plain open() would have given the file (mkstemp makes it private: a shared study's report and
+    models were unreadable to the rest of the group)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it, which races with
+    other threads); 0o022 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0o022
 
 
 def atomic_write_text(path: Path, text: str) -> None:

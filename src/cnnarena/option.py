@@ -7,6 +7,21 @@ from pathlib import Path  # noqa: F401 - kinds name it
 from typing import Any
 
 MISSING = object()  # not an option of the run's config (a command's own option)
+LARGEST_WHOLE = 2**31 - 1  # no count, size or seed a user types is larger; beyond it libraries overflow
+SEED_RANGE = (0, 2**32 - 1)  # what NumPy and PyTorch accept as a seed
+
+
+def number_problem(value: Any) -> str | None:
+    """Why a number a user gave cannot be used whatever the option (not finite, or too large), or None."""
+    import math
+
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if isinstance(value, int) and abs(value) > LARGEST_WHOLE:
+        return f"must be at most {LARGEST_WHOLE:,} in size, got a {len(str(abs(value)))}-digit number"
+    return None
 
 
 @dataclass(frozen=True)

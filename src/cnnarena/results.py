@@ -172,6 +172,13 @@ class Study:
     def report_path(self) -> Path:
         return self.path / rundir.REPORT
 
+    @property
+    def summary_text(self) -> str:
+        """What `cnnarena study` prints last: the tables, the answer and the winner's next steps."""
+        from .report.comparison import terminal_summary
+
+        return terminal_summary(self.comparison)
+
     def _repr_html_(self) -> str:
         if not self.finished:
             return display.section(f"cnnarena study {self.path}", "<p>not finished: no comparison yet</p>")

@@ -24,6 +24,7 @@ import torch
 from . import rundir
 from .config import RunConfig
 from .data.augment import build_augment
+from .data.augment_spec import check_fits
 from .data.dataset import ImageSet, Source
 from .data.health import check as check_health
 from .data.health import leaked_pairs
@@ -107,6 +108,7 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     if choice is not None:  # the photos are decoded at the size the backbone runs at, and config.yaml says so
         cfg.image_size = choice.size
     source = load_data(cfg)
+    check_fits(cfg.train.augment, min(source.pool.size))
     split, groups, messages = resolve_split(cfg, source, run_dir)
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
     cfg.train, note = cfg.train.fit_to_data(len(train_set))

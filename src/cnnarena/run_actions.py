@@ -177,7 +177,7 @@ def _threads(count: int) -> str:
 
 
 SERVE_DEFAULTS = {"backend": "onnx", "max_batch": 32, "max_wait_ms": 2.0, "max_body_mb": 10.0,
-                  "max_pixels": 40_000_000, "max_files": 16, "top_k": 5, "body_timeout": 15.0}
+                  "max_pixels": 40_000_000, "max_files": 16, "top_k": 5, "body_timeout": 15.0, "head_timeout": 10.0}
 
 
 def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, max_connections: int = 64,
@@ -196,12 +196,14 @@ def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, max_conne
     web = create_app(run_dir, backend=settings["backend"], max_batch=settings["max_batch"],
                      max_wait_ms=settings["max_wait_ms"], max_body_bytes=int(settings["max_body_mb"] * 1024 * 1024),
                      max_pixels=settings["max_pixels"], max_files=settings["max_files"], top_k=settings["top_k"],
-                     body_timeout_s=settings["body_timeout"])
+                     body_timeout_s=settings["body_timeout"], max_in_flight=max_connections)
     import sys
 
     print(f"serving {run_dir} with {settings['backend']} at http://{host}:{port}/ (Ctrl+C stops)", file=sys.stderr)
-    uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=False, limit_concurrency=max_connections,
-                timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+    from .serve.protocol import HEADER_BYTES, protocol_with
+
+    uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=False, http=protocol_with(
+        settings["head_timeout"]), timeout_keep_alive=5, h11_max_incomplete_event_size=HEADER_BYTES)
 
 
 def serve_in_background(run_dir: Path, host: str = "127.0.0.1", **options: Any):

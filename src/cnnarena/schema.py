@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .option import DATA, DATA_HELP, MISSING, Option, _opts  # noqa: F401 - re-exported
+from .option import DATA, DATA_HELP, MISSING, SEED_RANGE, Option, _opts  # noqa: F401 - re-exported
 
 AUGMENT_HELP = "none | flip | light | standard | strong, or a list like 'flip,translate=2,rotation=10'"
 
@@ -41,7 +41,7 @@ RUN = _opts(
     Option("monitor", str, "val_loss", "val_loss | val_accuracy: what 'best epoch' means"),
     Option("augment", str, "none", AUGMENT_HELP),
     Option("tta", bool, False, "flip test-time augmentation"),
-    Option("seed", int, 0, "training seed"),
+    Option("seed", int, 0, "training seed", low=SEED_RANGE[0], high=SEED_RANGE[1]),
     Option("deterministic", bool, False, "deterministic algorithms (bit-identical reruns, slower)"),
     Option("sync_bn", bool, False, "under torchrun on GPUs: BatchNorm statistics over the whole batch (SyncBatchNorm)"),
     Option("amp", bool, None, "bf16 autocast", shown="on CUDA only"),
@@ -80,7 +80,7 @@ RUN = _opts(
     Option("split", Path, None, "reuse this split manifest (split.json of another run)", shown=""),
     Option("val_frac", float, 0.2, "validation share"),
     Option("test_frac", float, 0.2, "test share when there is no official test set"),
-    Option("split_seed", int, 0),
+    Option("split_seed", int, 0, low=SEED_RANGE[0], high=SEED_RANGE[1]),
     Option("fraction", float, 1.0, "train on this stratified share of the training set"),
     Option("out", Path, None, "run directory; an unfinished one is resumed", short="-o",
            shown="runs/DATA-MODEL-TIME"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .option import DATA, Option, _opts
+from .option import DATA, SEED_RANGE, Option, _opts
 
 RUN_DIR = Option("run_dir", Path, None, "a finished run directory", argument=True, required=True, config=False)
 PATHS = Option("paths", Path, None, "image files and/or folders (searched recursively)", argument=True, many=True,
@@ -103,6 +103,8 @@ SERVE = _c(
     Option("max_files", int, 16, "most images per request", low=1),
     Option("top_k", int, 5, "classes returned per image unless ?top_k= says otherwise", low=1),
     Option("body_timeout", float, 15.0, "seconds an upload may send nothing before it is cut off (408)", low=0.1),
+    Option("head_timeout", float, 10.0, "seconds a connection has to send a whole request head (after opening, and "
+           "after each answer) before it is closed", low=0.1),
     Option("max_connections", int, 64, "requests handled at once; more get 503 at once", low=1),
     Option("log_level", str, "info", "uvicorn log level: critical | error | warning | info | debug"),
 )
@@ -117,7 +119,7 @@ TUNE = _c(
            shown="sqlite:///OUT/optuna.db"),
     Option("study_name", str, None, "Optuna study name", shown="DATA-MODEL"),
     Option("pruner", str, "median", "median | halving | none: stop trials that trail, epoch by epoch"),
-    Option("seed", int, 0, "the sampler's seed"),
+    Option("seed", int, 0, "the sampler's seed", low=SEED_RANGE[0], high=SEED_RANGE[1]),
     Option("heartbeat", float, 10.0, "seconds between a worker's heartbeats; a trial silent for 3 of them (its "
            "worker died) is retried by another worker", low=1),
     Option("device", str, None, "auto | cpu | cuda | mps", shown="auto"),

@@ -45,7 +45,7 @@ def parse_augment(value: str | dict | AugmentConfig | None) -> AugmentConfig:
         unknown = set(value) - set(fields)
         if unknown:
             raise UserError(f"unknown augmentation {sorted(unknown)[0]!r}; known: {', '.join(fields)}")
-        return AugmentConfig(**value)
+        return _checked(AugmentConfig(**value))
     if value in PRESETS:
         return PRESETS[value]
     out: dict[str, object] = {}
@@ -58,4 +58,27 @@ def parse_augment(value: str | dict | AugmentConfig | None) -> AugmentConfig:
             out[name] = True if name == "flip" else (int(num) if name == "translate" else float(num))
         except ValueError:
             raise UserError(f"augmentation {name!r} needs a number, e.g. {name}=2") from None
-    return AugmentConfig(**out)
+    return _checked(AugmentConfig(**out))
+
+
+# the largest sensible value of each strength (a NaN or an infinite one trained to chance level, silently)
+LIMITS = {"translate": 512, "rotation": 180.0, "zoom": 0.9, "shear": 45.0, "brightness": 1.0, "contrast": 1.0,
+          "saturation": 1.0}
+
+
+def _checked(cfg: AugmentConfig) -> AugmentConfig:
+    import math
+
+    for name, top in LIMITS.items():
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or not 0 <= value <= top:
+            raise UserError(f"augmentation {name} must be a number from 0 to {top:g}, got {value!r}")
+    return cfg
+
+
+def check_fits(cfg: AugmentConfig, image_side: int) -> None:
+    """A shift as large as the image has nothing to reflect into."""
+    if cfg.translate and cfg.translate >= image_side:
+        raise UserError(f"--augment translate={cfg.translate} needs images larger than {cfg.translate} px; these are "
+                        f"{image_side} px: use translate={max(1, image_side // 4)} or less")

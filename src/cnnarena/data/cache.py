@@ -98,6 +98,7 @@ def decode_into_cache(directory: Path, key: str, ids: list[str], labels: list, i
     except OSError as e:
         raise UserError(f"cannot create the image cache {directory} ({e.strerror}): "
                         "set $CNNARENA_CACHE to a writable folder (decoded images go to its images/ folder)") from None
+    remove_orphans(directory)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     raw_path, npy_tmp, json_tmp = (directory / f".{key}.{tag}.{part}" for part in ("raw.npy", "npy", "json"))
     try:
@@ -118,6 +119,24 @@ def decode_into_cache(directory: Path, key: str, ids: list[str], labels: list, i
     finally:
         for path in (raw_path, npy_tmp, json_tmp):
             path.unlink(missing_ok=True)
+
+
+def remove_orphans(directory: Path) -> None:
+    """Temporary files of decodes whose process is gone (killed: its `finally` never ran), named .KEY.PID-TAG.*."""
+    for path in directory.glob(".*.*-*.*"):
+        pid = path.name.split(".")[2].split("-")[0] if path.name.count(".") >= 3 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _compact(raw_path: Path, out_path: Path, keep: list[int], channels: int) -> None:

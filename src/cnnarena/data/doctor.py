@@ -6,7 +6,7 @@ One JSON-ready report of findings:
 - classes: counts, the imbalance ratio, near-empty classes;
 - duplicates: exact (same decoded pixels) and near (duplicates.py), within a class, across classes (a label
   conflict), and, given a split, across train / validation / test (leakage), counted per pair of splits;
-- label issues: images whose given label out-of-sample predictions disagree with (label_issues.py).
+- label issues: images whose out-of-sample predictions disagree with their given label (label_issues.py).
 `serious` lists what --strict fails on: leakage, label conflicts, unreadable files.
 """
 
@@ -189,7 +189,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         leaks = ", ".join(f"{k}: {n}" for k, n in dup["leakage"].items()) or "none"
         lines.append(f"leakage across splits (duplicate pairs): {leaks}")
     if report["label_issues"] is not None:
-        lines.append(f"label issues: {len(report['label_issues'])} image(s) whose label out-of-sample "
-                     "predictions disagree with")
+        lines.append(f"label issues: {len(report['label_issues'])} image(s) whose out-of-sample predictions "
+                     "disagree with their label")
     lines.append("serious: " + ("; ".join(report["serious"]) if report["serious"] else "nothing"))
     return lines

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from .imageio import is_image_name
+from .imageio import is_image_name, is_regular_file
 
 # Never classes or samples: OS and tool debris that travels inside zip files.
 _JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
@@ -40,7 +40,8 @@ def list_class_folders(root: Path) -> Listing:
             if is_image_name(entry.name):
                 skipped.append((entry.name, "outside any class folder"))
             continue
-        found = _images_under(Path(entry.path), entry.name)
+        found, odd = _images_under(Path(entry.path), entry.name)
+        skipped += odd
         if not found:
             empty.append(entry.name)
         ids += found
@@ -54,11 +55,19 @@ def list_class_folders(root: Path) -> Listing:
     return Listing(root, ids, labels, skipped)
 
 
-def _images_under(folder: Path, prefix: str) -> list[str]:
-    found = []
+def _images_under(folder: Path, prefix: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(image ids, skipped): what is not a regular file (a FIFO blocks whoever opens it; a socket, a device, a
+    broken or looping link cannot be read) is skipped and reported, never opened."""
+    found, skipped = [], []
     for directory, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))  # pruned: never descended into
         rel = Path(directory).relative_to(folder).as_posix()
         base = prefix if rel == "." else f"{prefix}/{rel}"
-        found += [f"{base}/{f}" for f in sorted(files) if not is_hidden(f) and is_image_name(f)]
-    return found
+        for f in sorted(files):
+            if is_hidden(f) or not is_image_name(f):
+                continue
+            if is_regular_file(os.path.join(directory, f)):
+                found.append(f"{base}/{f}")
+            else:
+                skipped.append((f"{base}/{f}", "not a regular file (a FIFO, socket, device or broken link)"))
+    return found, skipped

@@ -138,6 +138,29 @@ def _decode_split(ds, image: str, label: str, size: int, grayscale: bool | None,
     return cached
 
 
+def _labelled(decoded: dict[str, tuple[Any, dict]], names: list[str] | None, spec: str) -> dict[str, tuple]:
+    """The rows that have a label: a ClassLabel's -1 (and a missing value) means "no label" (a competition's test
+    split), not a class named -1. A split with no labelled row is left out; the training split must have some."""
+    out = {}
+    for part, (pixels, meta) in decoded.items():
+        keep = [i for i, v in enumerate(meta["labels"]) if v is not None and not (names is not None and v == -1)]
+        if len(keep) == len(meta["labels"]):
+            out[part] = (pixels, meta)
+            continue
+        what = {"pool": "training", "test": "test", "val": "validation"}[part]
+        if not keep:
+            if part == "pool":
+                raise UserError(f"{spec}: no image of its {what} split has a label (all are -1 or empty)")
+            log.warning(f"warning: {spec}'s {what} split has no labels (-1): left out")
+            continue
+        log.warning(f"warning: {len(meta['labels']) - len(keep)} image(s) of {spec}'s {what} split have no label "
+                    "(-1): left out")
+        chosen = {k: [v[i] for i in keep] for k, v in meta.items() if k in ("labels", "ids", "original_sizes",
+                                                                             "single")}
+        out[part] = (pixels[keep], {**meta, **chosen})
+    return out
+
+
 def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_column: str | None = None,
                    label_column: str | None = None, cache_dir: Path | None = None, strict: bool = False) -> Source:
     opened = open_dataset(spec)
@@ -154,8 +177,8 @@ def load_hf_source(spec: str, *, image_size: int, grayscale: bool | None, image_
     image, label = find_columns(splits[train_name].features, image_column, label_column)
     names = _class_names(splits, label)
     directory = image_cache_dir(cache_dir)
-    decoded = {part: _decode_split(splits[name], image, label, image_size, grayscale, directory, name, spec)
-               for part, name in chosen.items() if name is not None}
+    decoded = _labelled({part: _decode_split(splits[name], image, label, image_size, grayscale, directory, name,
+                                             spec) for part, name in chosen.items() if name is not None}, names, spec)
     raw_labels = [v for _, meta in decoded.values() for v in meta["labels"]]
     if names is not None:
         to_name = [names[v] if isinstance(v, int) and 0 <= v < len(names) else str(v) for v in raw_labels]

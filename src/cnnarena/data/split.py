@@ -127,6 +127,16 @@ def load_manifest(path: Path, source: Source) -> Split:
         raise UserError(f"split manifest not found: {path}") from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, IsADirectoryError):
         raise UserError(f"{path} is not a cnnarena split manifest (needs train/val/test id lists)") from None
+    if not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in parts.values()):
+        raise UserError(f"{path}: train, val and test must be lists of image ids")
+    empty = [k for k in ("train", "val") if not parts[k]]
+    if empty:  # no validation images: the "best" epoch would be picked on nothing
+        raise UserError(f"split {path}: the {' and '.join(empty)} list is empty: every run needs training and "
+                        "validation images")
+    overlap = set(parts["train"]) & (set(parts["val"]) | set(parts["test"]))
+    if overlap:
+        raise UserError(f"split {path}: {len(overlap)} id(s) are in train and in val or test (first: "
+                        f"{sorted(overlap)[0]})")
     if manifest.get("classes") not in (None, source.classes):
         raise UserError(f"split {path} was made for classes {manifest['classes']}, data has {source.classes}")
     sets = source.official()

@@ -143,7 +143,7 @@ def class_index(classes: list[str], target: str) -> int:
     """--target CLASS: a class name (or its index) -> its index; a clear error listing the classes otherwise."""
     if target in classes:
         return classes.index(target)
-    if target.isdigit() and int(target) < len(classes):
+    if target.isascii() and target.isdigit() and int(target) < len(classes):  # "²" is a digit to str.isdigit
         return int(target)
     shown = ", ".join(classes[:20]) + (", …" if len(classes) > 20 else "")
     raise UserError(f"--target {target!r} is not a class of this model: {shown}")

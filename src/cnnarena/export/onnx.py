@@ -205,7 +205,7 @@ def export_onnx(run_dir: Path, output: Path | None = None, *, exporter: str = "t
     run_dir = check_run_dir(run_dir)  # before importing torch: a mistyped path fails in a blink
     import torch
 
-    from ..files import atomic_write_text
+    from ..files import as_umask_allows, atomic_write_text
 
     model = (model or load_run_model(run_dir)).cpu().eval()
     output = Path(output) if output else run_dir / "model.onnx"
@@ -229,13 +229,13 @@ def export_onnx(run_dir: Path, output: Path | None = None, *, exporter: str = "t
             "opset": _opset_of(tmp), "exporter": f"torch.onnx ({exporter}), torch {torch.__version__}",
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"), "check": check,
         })
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an exported model is meant to be shared
+        as_umask_allows(tmp)  # mkstemp makes it private; an exported model is meant to be shared
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
     card_path = card_path_for(output)
     atomic_write_text(card_path, json.dumps(card, indent=1))
-    os.chmod(card_path, 0o644)
+    as_umask_allows(card_path)
     return ExportResult(output, card_path, card)
 
 

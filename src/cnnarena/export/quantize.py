@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import rundir
 from ..errors import UserError
-from ..files import atomic_write_text
+from ..files import as_umask_allows, atomic_write_text
 from .int8_rewrites import flatten_channels_last, float_logits, float_stem, relu_before_max_pool
 from .onnx import INPUT_NAME, OUTPUT_NAME, card_path_for
 from .speed import DEFAULT_THREADS, compare_speed, session
@@ -234,7 +234,7 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
             "file_bytes": {"float": float_path.stat().st_size, "int8": tmp.stat().st_size}}
         card.pop("check", None)  # the float export's exactness check: an int8 model is judged by its accuracy
         card.pop("onnx_sha256", None)
-        os.chmod(tmp, 0o644)
+        as_umask_allows(tmp)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import atomic_write_text
+from ..files import as_umask_allows, atomic_write_text
 from .onnx import CHECK_BATCHES, model_card
 
 FORMATS = {"torchscript": ".pt", "pt2": ".pt2"}
@@ -81,7 +81,7 @@ def export_pytorch(run_dir: Path, output: Path | None, fmt: str) -> tuple[Path, 
                 raise UserError(f"{fmt} export check failed: logits differ from the run's model by {diff:.2e} at "
                                 f"batch {n} (tolerance {TOLERANCE:.0e})")
             diffs[str(n)] = diff
-        os.chmod(tmp, 0o644)
+        as_umask_allows(tmp)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

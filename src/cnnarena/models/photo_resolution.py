@@ -56,9 +56,13 @@ def median_short_side(root: Path, ids: list[str]) -> int:
     """The median short side of up to SAMPLE images spread over the listing (headers only: no decoding)."""
     from PIL import Image
 
+    from ..data.imageio import is_regular_file
+
     step = max(1, len(ids) // SAMPLE)
     sides = []
     for image_id in ids[::step][:SAMPLE]:
+        if not is_regular_file(root / image_id):
+            continue
         try:
             with Image.open(root / image_id) as im:
                 sides.append(min(im.size))

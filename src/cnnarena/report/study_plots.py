@@ -26,8 +26,8 @@ def _plain_count(x: float, _pos=None) -> str:
     """1,000 -> '1k', 2,500,000 -> '2.5M': log-axis labels a reader can read."""
     for div, unit in ((1e6, "M"), (1e3, "k")):
         if x >= div:
-            return f"{x / div:g}{unit}"
-    return f"{x:g}"
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
 
 
 def _log_counts(ax, values: list[float]) -> None:
@@ -85,7 +85,6 @@ def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: flo
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_yscale("log")
     fig.suptitle(f"learning-rate comparison: {model}")
     return _save(fig, path)
 

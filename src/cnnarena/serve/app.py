@@ -30,6 +30,7 @@ from .backend import Backend, load_backend
 from .batcher import Busy, InferenceFailed, MicroBatcher
 from .decode import MAX_PIXELS, BadImage, decode_pixels, open_upload
 from .explainer import ExplainBusy, Explainer
+from .protocol import HEADER_BYTES
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -59,6 +60,43 @@ class _BodyStalled(Exception):
 
 
 BODY_STALL_SECONDS = 15.0  # a client that sends nothing for this long mid-upload is cut off (408)
+
+
+class HeaderLimit:
+    """431 for request headers over `max_bytes` in all: h11 refuses larger ones only while they are incomplete, so a
+    head that arrives in one read passed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > self.max_bytes:
+            await _error(431, f"request headers too large: the limit is {self.max_bytes:,} bytes",
+                         {"Connection": "close"})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class InFlightLimit:
+    """503 at once for a request beyond `limit` being handled (idle connections count for nothing: they are the
+    protocol's to close)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit, self.active = app, limit, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await _error(503, f"busy: {self.limit} requests are being handled; try again",
+                         {"Retry-After": "1"})(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 class BodyLimit:
@@ -150,7 +188,7 @@ class Server:
 
 def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max_wait_ms: float = 2.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS, max_files: int = MAX_FILES,
-               top_k: int = 5, body_timeout_s: float = BODY_STALL_SECONDS) -> FastAPI:
+               top_k: int = 5, body_timeout_s: float = BODY_STALL_SECONDS, max_in_flight: int = 64) -> FastAPI:
     """Load the model now (a bad run directory fails here, before any port is opened)."""
     server = Server(load_backend(Path(run_dir), backend), max_batch=max_batch, max_wait_ms=max_wait_ms,
                     max_pixels=max_pixels, max_files=max_files, top_k=top_k)
@@ -168,6 +206,8 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
     app.state.server = server
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, on_reject=server.count_rejected,
                        stall_seconds=body_timeout_s)
+    app.add_middleware(InFlightLimit, limit=max_in_flight)
+    app.add_middleware(HeaderLimit, max_bytes=HEADER_BYTES)  # added last: the outermost
     _install_error_handlers(app, server)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_info_routes(app, server)

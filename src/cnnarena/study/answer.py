@@ -79,8 +79,8 @@ def _significance(best: dict[str, Any], other: dict[str, Any] | None, c: dict[st
         return ""
     p = test["p_value"]
     shown = "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
-    line = (f"McNemar's exact test on the same {test['n']:,} test images ({test['a_right_b_wrong']} vs "
-            f"{test['a_wrong_b_right']} images only one of them got right): {shown}, "
+    line = (f"McNemar's exact test on the same {test['n']:,} test images ({test['a_right_b_wrong']:,} only "
+            f"{test['a']} got right, {test['a_wrong_b_right']:,} only {test['b']}): {shown}, "
             f"{'significant' if p < 0.05 else 'not significant'} at the 5% level.")
     if best.get("accuracy_std") and other.get("accuracy_std"):
         overlap = abs(best["accuracy"] - other["accuracy"]) < best["accuracy_std"] + other["accuracy_std"]

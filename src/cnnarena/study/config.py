@@ -121,6 +121,11 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
         cfg.out = str(study_dir_for(cfg.data))
     if cfg.input_sizes:
         _add_resolutions(cfg)
+    folders = [model_dir(m) for m in cfg.models]
+    clash = next((m for m in cfg.models if folders.count(model_dir(m)) > 1), None)
+    if clash is not None:
+        raise UserError(f"two models of the study would share the folder runs/{model_dir(clash)}: rename one "
+                        "layer-spec file")
     if cfg.seeds < 1:
         raise UserError("--seeds must be at least 1")
     if not cfg.models:
@@ -149,6 +154,15 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
 
 
 AT = "@"  # MODEL@SIZEpx: a pretrained model run at one of --input-sizes
+
+
+def model_dir(model: str) -> str:
+    """A model's folder in a study (runs/DIR/, lr/DIR/): its name, or a layer-spec file's name, made safe: never a
+    path join (an absolute spec path once put the runs beside the spec)."""
+    import re
+
+    name = Path(model).stem if model.lower().endswith((".yaml", ".yml", ".json")) else model
+    return re.sub(r"[^A-Za-z0-9._@=+-]+", "-", name).strip("-.") or "model"
 
 
 def base_model(name: str) -> str:
@@ -198,7 +212,9 @@ def check_same_study(cfg: StudyConfig) -> None:
     or another set of models' study (rerunning the same study resumes it)."""
     import yaml
 
-    saved_path = Path(cfg.out) / "study.yaml"
+    from .. import rundir
+
+    saved_path = Path(cfg.out) / rundir.STUDY
     if not saved_path.is_file():
         return
     try:

@@ -37,8 +37,12 @@ def _architecture(row: dict[str, Any], cfg: dict[str, Any], meta: dict[str, Any]
     h, w = (meta.get("data_size") or [0, 0])[:2]
     chans = "grayscale" if meta.get("in_chans") == 1 else "RGB"
     if row["family"] == "custom":
+        from ..data.sources import BUILTIN
+
+        why = ("--image-size" if cfg.get("image_size") else "the images' own size" if cfg.get("data") in BUILTIN
+               else "files decoded at 64 px, the default --image-size, for speed")
         return (f"{row['model']} is a custom CNN ({row['params']:,} parameters) trained from random initialisation "
-                f"on {h}×{w} px {chans} images.")
+                f"on {h}×{w} px {chans} images ({why}).")
     extra = meta.get("extra") or {}
     source = extra.get("weights_source", "ImageNet weights") if cfg.get("pretrained", True) else "random weights"
     ih, iw = (meta.get("input_size") or [h, w])[:2]
@@ -59,7 +63,7 @@ def _optimizer(t: dict[str, Any], lr_result: dict[str, Any] | None, study: dict[
         details.append(f"label smoothing {t['label_smoothing']:g}")
     if t.get("grad_clip"):
         details.append(f"gradients clipped at {t['grad_clip']:g}")
-    shown = opt.upper() if opt in ("sgd", "adam") else opt.capitalize()
+    shown = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}.get(opt, opt)
     how = "the recipe's"
     if lr_result:
         tried = ", ".join(lr_result["curves"])
@@ -76,7 +80,8 @@ def _length(t: dict[str, Any], metrics: dict[str, Any], row: dict[str, Any]) -> 
     budget = metrics.get("budget_seconds")
     limit = f"a {budget:g} s wall-clock budget (epochs planned to fit it)" if budget else \
         f"{t.get('epochs')} epochs"
-    early = f", early stopping after {t['early_stopping']} epochs without improvement" if t.get("early_stopping") else ""
+    patience = t.get("early_stopping")
+    early = f", early stopping after {patience} epochs without improvement" if patience else ""
     return (f"It trained under {limit}{early}: {metrics.get('epochs_run')} epochs in {row['train_seconds']:.0f} s "
             f"({metrics.get('stop_reason', 'completed')}), keeping the weights of epoch {metrics.get('best_epoch')} "
             f"(best {t.get('monitor', 'val_loss').replace('_', ' ')}).")

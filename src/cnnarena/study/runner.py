@@ -27,6 +27,7 @@ from ..data.sources import load_data
 from ..data.split import load_manifest, write_manifest
 from ..errors import UserError
 from ..files import atomic_write_text
+from ..machine import describe as describe_machine
 from ..models.artefacts import load_model, saved_freeze_state
 from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
@@ -34,9 +35,8 @@ from ..report.study_report import write_report
 from ..run import new_split, tell, train_run
 from ..train.callbacks import Callback
 from ..train.loop import resolve_device
-from ..machine import describe as describe_machine
 from . import answer, anytime, methods
-from .config import StudyConfig, base_model, resolve_data, run_budget
+from .config import StudyConfig, base_model, model_dir, resolve_data, run_budget
 from .measure import measure_model
 from .stats import fraction_winners, mcnemar_exact, mean_std, ranking_key, tradeoffs, verdict
 
@@ -103,7 +103,7 @@ def lr_jobs(study: StudyConfig, data: str, split_path: Path) -> list[Job]:
     out = Path(study.out)
     return [Job(f"lr {model} {lr:g}", _run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
                                                    fraction=study.lr_fraction, early_stopping=None),
-                out / "lr" / model / f"lr={lr:g}", model)
+                out / "lr" / model_dir(model) / f"lr={lr:g}", model)
             for model in (study.lr_models or study.models[:1]) if study.lrs for lr in study.lrs]
 
 
@@ -121,16 +121,17 @@ def final_jobs(study: StudyConfig, data: str, split_path: Path, chosen_lr: dict[
                     extra["budget"] = budget
                 jobs.append(Job(f"{model} f={fraction:g} s={seed}", _run_config(study, data, model, split_path,
                                                                               **extra),
-                                out / "runs" / model / f"f={fraction:g}-s={seed}", model, fraction, seed))
+                                out / "runs" / model_dir(model) / f"f={fraction:g}-s={seed}", model, fraction,
+                                seed))
     return jobs
 
 
 def missing_runs(study: StudyConfig) -> list[str]:
     """The run directories of the study that hold no finished run (the LR comparison's and the final ones)."""
     out = Path(study.out)
-    dirs = [out / "lr" / m / f"lr={lr:g}" for m in (study.lr_models or study.models[:1]) if study.lrs
+    dirs = [out / "lr" / model_dir(m) / f"lr={lr:g}" for m in (study.lr_models or study.models[:1]) if study.lrs
             for lr in study.lrs]
-    dirs += [out / "runs" / m / f"f={f:g}-s={s}" for m in study.models for f in study.fractions
+    dirs += [out / "runs" / model_dir(m) / f"f={f:g}-s={s}" for m in study.models for f in study.fractions
              for s in range(study.seeds)]
     return [str(d) for d in dirs if not (d / rundir.METRICS).exists()]
 

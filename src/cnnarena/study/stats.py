@@ -98,7 +98,8 @@ def verdict(rows: list[dict[str, Any]], test: dict[str, Any] | None, imbalance_r
         if test is not None:
             significant = test["p_value"] < 0.05
             runs = test.get("runs", "one run each")
-            lines.append(f"McNemar's exact test, {test['a']} vs {test['b']}, on the same {test['n']} test images ({runs}): "
+            lines.append(f"McNemar's exact test, {test['a']} vs {test['b']}, on the same {test['n']} test images "
+                         f"({runs}): "
                          f"p = {test['p_value']:.3g} ({test['a_right_b_wrong']} vs {test['a_wrong_b_right']} "
                          "discordant images) — the "
                          f"difference is {'' if significant else 'not '}significant at the 5% level.")

@@ -113,11 +113,24 @@ class TuneConfig:
         return self.storage or f"sqlite:///{(Path(self.out) / 'optuna.db').resolve()}"
 
 
+def with_installed_driver(url: str) -> str:
+    """postgresql://... with the PostgreSQL driver that is installed: SQLAlchemy 2.1 takes psycopg 3 for a URL that
+    names none, and cnnarena installs psycopg2."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def _storage(url: str, heartbeat: float):
     import inspect
 
     import optuna
 
+    url = with_installed_driver(url)
     beat = max(1, round(heartbeat))
     options = {"heartbeat_interval": beat, "grace_period": 3 * beat}
     with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna's words since 2.9
@@ -137,7 +150,9 @@ def _storage(url: str, heartbeat: float):
         except Exception as e:  # noqa: BLE001 - a bad URL, a server that is down, a missing driver: one line
             # workers starting together on a new database race to create Optuna's tables: the loser tries again
             if attempt == 2 or "already exists" not in str(e) and "duplicate key" not in str(e):
-                raise UserError(f"--storage {url.split('@')[-1]}: {str(e).splitlines()[0][:200]}") from None
+                from ..tracking.checked_uri import mask_secrets
+
+                raise UserError(mask_secrets(f"--storage {url}: {str(e).splitlines()[0][:200]}")) from None
             time.sleep(1 + attempt)
 
 

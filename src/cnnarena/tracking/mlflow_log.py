@@ -27,6 +27,7 @@ from .. import rundir
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..rundir import flatten_settings
+from .checked_uri import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def open_store(uri: str) -> None:
             _experiment_id(tracking_client(uri), EXPERIMENT)
     except Exception as e:  # unreachable, refused, not a store
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"--mlflow: the tracking store at {uri} cannot be used: {type(e).__name__}: {first}") from e
+        raise UserError(mask_secrets(f"--mlflow: the tracking store at {uri} cannot be used: {type(e).__name__}: "
+                                     f"{first}")) from e
 
 
 SERVER_CONNECT_SECONDS = 10
@@ -89,7 +91,24 @@ def _check_server_answers(uri: str) -> None:
     except (OSError, ValueError) as e:  # refused, no such host, timed out (the name lookup has no timeout of its
         # own); a port out of range
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        raise UserError(f"--mlflow: no tracking server answers at {uri}: {reason}") from None
+        raise UserError(mask_secrets(f"--mlflow: no tracking server answers at {uri}: {reason}")) from None
+    if parts.scheme == "http" and not _answers_http(parts.hostname, port):
+        raise UserError(mask_secrets(f"--mlflow: the server at {uri} accepted the connection but sent nothing in "
+                                     f"{SERVER_ANSWER_SECONDS} s: is it a tracking server?")) from None
+
+
+SERVER_ANSWER_SECONDS = 5
+
+
+def _answers_http(host: str, port: int) -> bool:
+    """Whether anything comes back to a plain GET /health within SERVER_ANSWER_SECONDS (a server that accepts and
+    never answers held `train` silent for minutes: MLflow's client retries with long timeouts)."""
+    try:
+        with socket.create_connection((host, port), timeout=SERVER_ANSWER_SECONDS) as sock:
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            return bool(sock.recv(1))
+    except OSError:  # timed out, reset
+        return False
 
 
 def _creating_alone(uri: str):

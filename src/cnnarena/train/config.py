@@ -98,6 +98,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+            (0 <= self.seed <= 2**32 - 1, f"--seed must be between 0 and {2**32 - 1} (got {self.seed})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
             (self.lr > 0, f"--lr must be positive (got {self.lr})"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use {', '.join(OPTIMIZERS)}"),
@@ -147,7 +148,14 @@ def parse_duration(text: str | float) -> float:
     if not match or float(match.group(1)) <= 0:
         raise UserError(f"--budget expects a positive duration like 20m, 90s or 1.5h, got {str(text)[:40]!r}")
     unit = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[match.group(2) or "m"]
-    return float(match.group(1)) * unit
+    seconds = float(match.group(1)) * unit
+    if seconds > LONGEST_BUDGET:
+        raise UserError(f"--budget {str(text)[:40]!r} is longer than {LONGEST_BUDGET // 86400} days: give a duration "
+                        "like 20m, 90s or 1.5h")
+    return seconds
+
+
+LONGEST_BUDGET = 30 * 86400
 
 
 def _weights_file(path: str, classes: list[str]) -> list[float]:

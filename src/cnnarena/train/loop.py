@@ -284,6 +284,9 @@ def _end_epoch(state: TrainState, row: dict[str, Any], net: nn.Module, val: Batc
     """Validate, record the epoch, keep the best weights, and let the callbacks see it."""
     cfg = state.cfg
     row["epoch"] = phase.first_epoch + state.epoch + 1
+    if not np.isfinite(row.get("train_loss", 0.0)):  # every later epoch would train on NaN: stop, and say why
+        raise UserError(f"epoch {row['epoch']}: the training loss is {row['train_loss']} (not a finite number): "
+                        f"give a lower --lr (it was {cfg.lr:g}) or --grad-clip 1")
     if phase.name:
         row["phase"] = phase.name
     t_val = time.perf_counter()

@@ -40,6 +40,8 @@ def parse_memory(text: str | None) -> int | None:
     if not match:
         raise UserError(f"--max-memory expects a size like 4GB, 3.5G or 800M (or auto, none), got {str(text)[:40]!r}")
     value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+    if not value <= 2**50:  # a pebibyte; also what a 400-digit number (inf) fails
+        raise UserError(f"--max-memory {str(text)[:40]} is larger than any machine's memory: give a size like 4GB")
     if value < 64 * 2**20:
         raise UserError(f"--max-memory {text} is below 64 MB: nothing trains in that")
     return int(value)

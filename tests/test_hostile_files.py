@@ -1,0 +1,82 @@
+"""Files a folder can hold (issue 33, group 4): a FIFO among the images, a looping link, a killed decode. Nothing
+blocks, the workers die with their parent, and the next decode removes what a killed one left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+from cnnarena.data.sources import load_source
+
+
+def _images(folder: Path, count: int, side: int = 32) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / name / f"{i}.jpg")
+
+
+def test_a_fifo_and_a_looping_link_are_skipped_not_opened(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNARENA_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    _images(data, 4)
+    os.mkfifo(data / "a" / "pipe.jpg")  # opening it for reading blocks until a writer comes: never
+    os.symlink("loop.jpg", data / "b" / "loop.jpg")
+    code = ("import sys; from cnnarena.data.sources import load_source; s = load_source(sys.argv[1]); "
+            "print(len(s.pool), sorted(r for _, r in s.skipped))")
+    done = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CNNARENA_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    count, reasons = done.stdout.split(" ", 1)
+    assert count == "8" and reasons.count("not a regular file") == 2
+
+
+def test_a_killed_decode_leaves_no_workers_and_its_temporary_files_go_next_time(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    _images(data, 300, side=384)  # 600 files: decoded in worker processes, for a few seconds
+    env = {**os.environ, "CNNARENA_CACHE": str(cache)}
+    parent = subprocess.Popen([sys.executable, "-m", "cnnarena", "doctor", str(data), "--out", str(tmp_path / "d")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = psutil.Process(parent.pid).children()
+        time.sleep(0.05)
+    leftovers = list((cache / "images").glob(".*raw.npy"))
+    assert workers and leftovers, "the decode did not start in worker processes"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"{len(alive)} decode worker(s) outlived their parent"
+    load_source(str(data), cache_dir=cache / "images")  # the next decode cleans up after the killed one
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_a_split_with_no_validation_images_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    import json
+
+    from cli_run import run_cli
+
+    from cnnarena.data.sources import load_source
+
+    ids = load_source("digits").pool.ids
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ids[:1000], "val": [], "test": ids[1000:]}))
+    code, _, err = run_cli(["train", "digits", "--split", str(split), "--out", str(tmp_path / "run")], monkeypatch,
+                           capsys)
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and "the val list is empty" in lines[0], err
+    assert not (tmp_path / "run").exists()
+    split.write_text(json.dumps({"train": ids[:1000], "val": ids[:10], "test": ids[1000:]}))
+    code, _, err = run_cli(["train", "digits", "--split", str(split), "--out", str(tmp_path / "run")], monkeypatch,
+                           capsys)
+    assert code != 0 and "are in train and in val or test" in err and not (tmp_path / "run").exists()
