@@ -80,7 +80,8 @@ def test_help_shows_bracketed_defaults_and_version(monkeypatch, capsys):
     # what will run for the recipes that override the defaults, not only the defaults
     assert f"fast, fast-large: {recipe_for('fast')['batch_size']}" in " ".join(out.split())
     code, out, _ = run_cli(["study", "--help"], monkeypatch, capsys)
-    assert code == 0 and "[simple-2conv,fast,efficientnet_lite0]" in out and "[studies/default]" in out
+    assert code == 0 and "[simple-2conv,fast,efficientnet_lite0]" in out
+    assert "[default study: studies/default; with your DATA: studies/DATA-NAME]" in " ".join(out.split())
     assert "cnnarena study fashion-mnist --models simple-2conv,fast,efficientnet_lite0" in out  # not rewrapped
     code, out, _ = run_cli(["--version"], monkeypatch, capsys)
     assert code == 0 and out.strip() == f"cnnarena {__version__}"

@@ -80,7 +80,7 @@ def test_a_bad_space_or_storage_is_one_line(tmp_path):
     done = {name: (proc.communicate(timeout=120)[1], proc.returncode) for name, proc in procs.items()}
     assert done["space"][1] == 2 and "lr needs low and high, or choices" in done["space"][0]
     stderr, code = done["storage"]
-    assert code == 2 and stderr.startswith("error: --storage 127.0.0.1:1/none")
+    assert code == 2 and stderr.startswith("error: --storage postgresql+psycopg2://nobody@127.0.0.1:1/none")
     assert len(stderr.strip().splitlines()) == 1
 
 

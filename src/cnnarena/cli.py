@@ -29,10 +29,8 @@ class _Number(click.ParamType):
         self.base, self.name = base, base.name
 
     def convert(self, value, param, ctx):
-        from .option import number_problem
-
         number = self.base.convert(value, param, ctx)
-        problem = number_problem(number)
+        problem = schema.number_problem(number)
         if problem is not None:
             self.fail(problem, param, ctx)
         return number

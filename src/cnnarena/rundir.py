@@ -241,3 +241,12 @@ def check_same_settings(run_dir: Path, settings: dict[str, Any]) -> None:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise UserError(f"{run_dir} holds a run with other settings ({'; '.join(changed[:3])}{more}): "
                         "pass another --out, or delete it to start over")
+
+
+def model_dir(model: str) -> str:
+    """A model's folder in a study (runs/DIR/, lr/DIR/): its name, or a layer-spec file's name, made safe: never a
+    path join (an absolute spec path once put the runs beside the spec)."""
+    import re
+
+    name = Path(model).stem if model.lower().endswith((".yaml", ".yml", ".json")) else model
+    return re.sub(r"[^A-Za-z0-9._@=+-]+", "-", name).strip("-.") or "model"

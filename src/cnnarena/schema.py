@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .option import DATA, DATA_HELP, MISSING, SEED_RANGE, Option, _opts  # noqa: F401 - re-exported
+from .option import DATA, DATA_HELP, MISSING, SEED_RANGE, Option, _opts, number_problem  # noqa: F401 - re-exported
 
 AUGMENT_HELP = "none | flip | light | standard | strong, or a list like 'flip,translate=2,rotation=10'"
 

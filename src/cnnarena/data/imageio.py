@@ -44,7 +44,7 @@ def is_image_name(name: str) -> bool:
 def decode_image(path: str | io.BytesIO, size: int, grayscale: bool) -> tuple[np.ndarray, tuple[int, int], bool]:
     """(pixels H×W for L or H×W×3 for RGB at size×size, original (h, w), single-channel source), from a file's path
     or an open binary stream."""
-    if isinstance(path, str | Path) and not is_regular_file(path):  # a FIFO would block the decoder for ever
+    if isinstance(path, str | Path) and Path(path).exists() and not is_regular_file(path):  # a FIFO blocks
         raise Unreadable("not a regular file (a FIFO, socket, device or broken link)")
     try:
         with warnings.catch_warnings():

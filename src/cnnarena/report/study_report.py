@@ -10,7 +10,6 @@ from jinja2 import Environment, PackageLoader
 
 from .. import rundir
 from ..files import atomic_write_text
-from ..study.config import model_dir
 from . import study_plots
 from .comparison import ACCURACY_COLUMNS, COST_COLUMNS, fmt
 
@@ -38,7 +37,7 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
     if any("@" in r["model"] for r in table):
         figures["resolutions"] = _embed(study_plots.resolution_tradeoff(table, plots / "input_sizes.png", colors))
     lr_figures = {m: _embed(study_plots.lr_comparison(m, r["curves"], r["best_lr"],
-                                                      plots / f"lr_{model_dir(m)}.png"))
+                                                      plots / f"lr_{rundir.model_dir(m)}.png"))
                   for m, r in comparison["lr_comparison"].items()}
     fraction_figure = None
     if any(len(c) > 1 for c in comparison["fraction_curves"].values()):

@@ -121,6 +121,8 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
         cfg.out = str(study_dir_for(cfg.data))
     if cfg.input_sizes:
         _add_resolutions(cfg)
+    from ..rundir import model_dir
+
     folders = [model_dir(m) for m in cfg.models]
     clash = next((m for m in cfg.models if folders.count(model_dir(m)) > 1), None)
     if clash is not None:
@@ -154,15 +156,6 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
 
 
 AT = "@"  # MODEL@SIZEpx: a pretrained model run at one of --input-sizes
-
-
-def model_dir(model: str) -> str:
-    """A model's folder in a study (runs/DIR/, lr/DIR/): its name, or a layer-spec file's name, made safe: never a
-    path join (an absolute spec path once put the runs beside the spec)."""
-    import re
-
-    name = Path(model).stem if model.lower().endswith((".yaml", ".yml", ".json")) else model
-    return re.sub(r"[^A-Za-z0-9._@=+-]+", "-", name).strip("-.") or "model"
 
 
 def base_model(name: str) -> str:

@@ -150,7 +150,7 @@ def _storage(url: str, heartbeat: float):
         except Exception as e:  # noqa: BLE001 - a bad URL, a server that is down, a missing driver: one line
             # workers starting together on a new database race to create Optuna's tables: the loser tries again
             if attempt == 2 or "already exists" not in str(e) and "duplicate key" not in str(e):
-                from ..tracking.checked_uri import mask_secrets
+                from ..masking import mask_secrets
 
                 raise UserError(mask_secrets(f"--storage {url}: {str(e).splitlines()[0][:200]}")) from None
             time.sleep(1 + attempt)

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 from ..errors import UserError
-
-_USER_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-_SECRET_QUERY = re.compile(r"([?&;][^=&\s]*(?:pass|pwd|secret|token|key)[^=&\s]*=)[^&\s]+", re.IGNORECASE)
-
-
-def mask_secrets(text: str) -> str:
-    """Any text fit to print: a URL's password (user:PASSWORD@) and query secrets (?password=...) masked, wherever
-    they appear (an error message often quotes the URL it was given)."""
-    return _SECRET_QUERY.sub(r"\1***", _USER_PASSWORD.sub(r"\1***@", str(text)))
+from ..masking import mask_secrets  # noqa: F401 - re-exported for the trackers
 
 
 def checked_uri(value: str | None) -> str | None:

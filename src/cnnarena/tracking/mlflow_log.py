@@ -26,8 +26,8 @@ import yaml
 from .. import rundir
 from ..errors import UserError
 from ..files import atomic_write_text
+from ..masking import mask_secrets
 from ..rundir import flatten_settings
-from .checked_uri import mask_secrets
 
 log = logging.getLogger(__name__)
 
