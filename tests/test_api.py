@@ -187,10 +187,11 @@ def test_a_study_as_a_study(tmp_path):
     table = study.table
     assert list(table["model"]) == [row["model"] for row in study.comparison["table"]]
     assert study.winner.path == cnnarena.api.Path(table["run_dir"][0]) and study.winner.metrics["test_accuracy"] > 0
-    assert study.verdict.splitlines()[0].startswith("Most accurate:")
+    assert study.verdict.startswith("Only training a custom CNN from scratch was compared: ")  # the answer
+    assert study.findings[0].startswith("Most accurate:") and "Optimizer" in study.methods["fast"]
     assert study.report_path.is_file() and set(study.runs) == {"simple-2conv", "fast"}
     html = study._repr_html_()
-    assert "Most accurate" in html and "data:image/png;base64," in html
+    assert "Only training a custom CNN" in html and "data:image/png;base64," in html
     again = cnnarena.load(tmp_path / "study")
     assert isinstance(again, cnnarena.Study) and again.winner.path == study.winner.path
     report = study.report_path.read_text()  # the file people share: a class name is text in it, never markup

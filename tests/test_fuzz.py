@@ -178,3 +178,74 @@ def test_server_raw_bodies(body, content_type, client):
     response = client.post("/v1/predict", content=body, headers={"content-type": content_type} if content_type
                            else {})
     assert 400 <= response.status_code < 500 or response.status_code == 200, response.text
+
+
+# --- reports and split files: hostile names stay text --------------------------------------------------------------
+
+NAMES = st.lists(st.sampled_from([*"<>&\"'`|*_[]#/\n =;:aZ0", "<script>", "</title>", "onerror=", "javascript:"]),
+                 min_size=1, max_size=12).map("".join)
+REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "section", "ul", "li", "code",
+               "div", "table", "tr", "th", "td", "span", "img", "caption", "b"}
+
+
+def _tags(html: str) -> set[str]:
+    from html.parser import HTMLParser
+
+    found = set()
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.add(tag)
+            assert not any(name.startswith("on") for name, _ in attrs), attrs  # no event handler from a name
+
+    Tags().feed(html)
+    return found
+
+
+@given(models=st.lists(NAMES, min_size=2, max_size=3, unique=True), classes=st.lists(NAMES, min_size=2, max_size=3,
+                                                                                      unique=True), data=NAMES)
+def test_the_study_report_keeps_hostile_names_as_text(models, classes, data):
+    from cnnarena.report.study_report import render
+
+    table = [{"model": m, "family": "custom", "accuracy": 0.9, "accuracy_std": None, "seeds": 1, "run_dir": f"runs/{m}",
+              "memory_method": "measured", "params": 10, "latency_ms": 1.0} for m in models]
+    comparison = {"data": data, "table": table, "device": "cpu", "machine": data, "study_seconds": 1,
+                  "answer": f"{models[0]} won on {data}", "verdict": [f"{m} line" for m in models],
+                  "methods": {m: f"{m} {data}" for m in models}, "next_steps": [(data, f"cnnarena serve {models[0]}")],
+                  "split_sizes": {"train": 1}, "tradeoffs": [], "mcnemar": None, "seed_spread": {},
+                  "lr_comparison": {}, "fraction_winners": [], "dataset": {"samples": 2, "classes": classes,
+                  "stored_size": [8, 8], "channels": 1, "imbalance_ratio": 1.0, "counts": {"total": [1] * len(classes)}}}
+    per_model = [{"model": m, "color": "#000000", "curves": "", "mistakes": "", "recall": {c: 0.5 for c in classes},
+                  "confusion": {"classes": classes, "rows": [{"name": c, "cells": [{"count": 1, "share": 0.5}]}
+                                                             for c in classes]}} for m in models]
+    html = render(comparison, {"class_distribution": "", "samples": ""}, {}, None, per_model,
+                  {m: "#000000" for m in models})
+    assert _tags(html) <= REPORT_TAGS
+
+
+@given(names=st.lists(NAMES, min_size=2, max_size=4, unique=True))
+def test_doctor_markdown_rows_keep_their_cells(names):
+    from cnnarena.report.doctor_report import md
+
+    for name in names:
+        cell = md(name)
+        assert "\n" not in cell and "<" not in cell
+        assert cell.replace("\\|", "").count("|") == 0  # every pipe escaped: the row keeps its cells
+
+
+@given(doc=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                            st.sampled_from(["train", "val", "test", "classes", "x"]), inner, max_size=4),
+                        max_leaves=20))
+def test_split_files(doc, tmp_path_factory):
+    import json
+
+    from cnnarena.data.sources import load_source
+    from cnnarena.data.split import load_manifest
+
+    path = tmp_path_factory.mktemp("split") / "split.json"
+    path.write_text(json.dumps(doc))
+    try:
+        load_manifest(path, load_source("digits"))
+    except UserError:
+        pass

@@ -208,3 +208,15 @@ def test_rows_without_a_label_are_left_out_not_made_a_class(tmp_path):
     source = load_source(str(path), cache_dir=tmp_path / "cache")
     assert "-1" not in source.classes and source.classes == sorted(set(source.classes), key=NAMES.index)
     assert len(source.pool) == 190 and source.test is None  # the unlabeled test split: left out, not a class
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--label-column", "image"], "--label-column 'image' is the image column"),
+    (["--image-column", "note"], "column 'note' holds Value values, not images"),
+    (["--image-column", "label"], "column 'label' holds ClassLabel values, not images"),
+])
+def test_columns_of_the_wrong_kind_are_one_line(argv, message, three_splits, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(["train", str(three_splits), *argv, "--out", str(tmp_path / "run")], monkeypatch, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "run").exists()

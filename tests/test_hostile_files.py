@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import psutil
 from PIL import Image
 
@@ -80,3 +81,22 @@ def test_a_split_with_no_validation_images_is_refused_before_training(tmp_path, 
     code, _, err = run_cli(["train", "digits", "--split", str(split), "--out", str(tmp_path / "run")], monkeypatch,
                            capsys)
     assert code != 0 and "are in train and in val or test" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("input_size", ["abc", [0, 0], [-3, 5], [100000, 100000], None])
+def test_a_hand_edited_input_size_in_model_json_is_one_line(input_size, digits_run, tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from cli_run import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["model"]["input_size"] = input_size
+    (run / "model.json").write_text(json.dumps(meta))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
+    for argv in (["predict", str(run), str(tmp_path / "x.png")], ["export", str(run)]):
+        code, _, err = run_cli(argv, monkeypatch, capsys)
+        lines = err.strip().splitlines()
+        assert code != 0 and len(lines) == 1 and "corrupt model metadata" in lines[0] and "input_size" in lines[0]

@@ -84,3 +84,32 @@ def test_the_doctors_label_issue_line_is_a_whole_sentence():
               "label_issues": [1, 2], "serious": []}
     line = next(x for x in summary_lines(report) if x.startswith("label issues"))
     assert line == "label issues: 2 image(s) whose out-of-sample predictions disagree with their label"
+
+
+@pytest.mark.parametrize("space, message", [
+    ("lr: {low: 0.1, high: 0.001}", "lr: low 0.1 is above high 0.001"),
+    ("lr: {low: abc, high: 0.1}", "low and high must be finite numbers"),
+    ("batch_size: {choices: 5}", "choices must be a non-empty list"),
+    ("lr: {low: 0, high: 0.1, log: true}", "a log range needs low above 0"),
+    ("lerning_rate: {low: 0.001, high: 0.1}", "'lerning_rate' is not an option of a run"),
+])
+def test_a_search_space_optuna_cannot_sample_is_one_line(space, message, tmp_path):
+    from cnnarena.study.tune import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text(space + "\n")
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        load_space(path, "simple-2conv")
+
+
+def test_a_split_file_nested_200000_deep_is_not_a_split(tmp_path):
+    from cnnarena.data.sources import load_source
+    from cnnarena.data.split import load_manifest
+
+    path = tmp_path / "split.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UserError, match="is not a cnnarena split manifest"):
+        load_manifest(path, load_source("digits"))
+    path.write_text('{"train": [["a"]], "val": [], "test": []}')
+    with pytest.raises(UserError, match="must be lists of image ids"):
+        load_manifest(path, load_source("digits"))

@@ -384,6 +384,9 @@ def test_malicious_or_corrupt_pickles_are_refused(tmp_path: Path) -> None:
     write(directory / "data_batch_1", py2_pickle({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}))
     with pytest.raises(UserError, match=r"expected uint8 data N×3072"):
         load_source(str(directory))
+    write(directory / "data_batch_1", py2_pickle({"data": np.zeros((2, 3072), np.uint8), "labels": ["cat", "dog"]}))
+    with pytest.raises(UserError, match="its labels must be whole numbers"):  # text labels: no traceback
+        load_source(str(directory))
 
 
 # --- Fashion-MNIST idx files ----------------------------------------------------------------------------

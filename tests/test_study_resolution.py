@@ -50,8 +50,11 @@ def test_photos_run_the_backbone_at_128_px_or_more_small_images_stay_small_and_s
     assert first.path == Path("studies/small") and second.path == Path("studies/photos")
 
     on_photos = _backbone_metrics(second)
-    assert on_photos["input_size"][0] >= 128 and "photos of" in on_photos["input_size_reason"]
+    assert on_photos["input_size"][0] >= 128 and second.comparison["resolutions"]["efficientnet_lite0"].startswith(
+        "photos of")  # chosen once for all the backbone's runs
     assert "photos of" in second.methods["efficientnet_lite0"]  # the reason, in the Methods
+    alone = cnnarena.train(photos, model="efficientnet_lite0", epochs=1, out=tmp_path / "alone")
+    assert alone.metrics["input_size"] == [224, 224] and "photos of" in alone.metrics["input_size_reason"]
     custom = yaml.safe_load((Path(second.runs["fast"].path) / "config.yaml").read_text())
     assert custom["image_size"] is None  # the custom CNN keeps the small default size
     assert _backbone_metrics(first)["input_size"][0] <= 64  # 28-32 px images: the small-image rule
@@ -68,7 +71,7 @@ def test_photos_run_the_backbone_at_128_px_or_more_small_images_stay_small_and_s
 @pytest.mark.slow  # three short budgeted trainings
 def test_input_sizes_run_each_backbone_at_each_resolution_and_draw_the_chart(tmp_path):
     study = cnnarena.study("digits", models=["fast", "efficientnet_lite0"], input_sizes=[32, 48],
-                           budget_per_model="3s", measure_seconds=0.1, out=tmp_path / "s")
+                           budget_per_model="6s", measure_seconds=0.1, out=tmp_path / "s")
     rows = {r["model"]: r for r in study.comparison["table"]}
     assert set(rows) == {"fast", "efficientnet_lite0@32px", "efficientnet_lite0@48px"}
     assert rows["efficientnet_lite0@32px"]["input_px"] == 32 and rows["efficientnet_lite0@48px"]["input_px"] == 48

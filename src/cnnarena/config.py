@@ -177,6 +177,11 @@ def expect(value: Any, hint: Any, key: str, where: str) -> Any:
     raise UserError(f"{where}: {key} must be {_describe(hint)}, got {_kind(value)}")
 
 
+def run_option_names() -> list[str]:
+    """Every option a run's config takes (train options included, flat)."""
+    return list(_run_hints())
+
+
 @functools.cache
 def _run_hints() -> dict[str, Any]:
     hints = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(TrainConfig)}

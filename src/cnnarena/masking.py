@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-_USER_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+_USER_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 _SECRET_QUERY = re.compile(r"([?&;][^=&\s]*(?:pass|pwd|secret|token|key)[^=&\s]*=)[^&\s]+", re.IGNORECASE)
 
 

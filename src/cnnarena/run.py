@@ -103,8 +103,10 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     from .models import photo_resolution
 
     cfg = copy.deepcopy(cfg)
-    saved = rundir.read_config(run_dir).get("image_size") if run_dir is not None else None
-    choice = photo_resolution.for_run(cfg, lambda: file_listing(cfg.data), saved)
+    saved = rundir.read_config(run_dir).get("image_size") if run_dir is not None and rundir.has_trained(run_dir) \
+        else None
+    choice = photo_resolution.for_run(cfg, lambda: file_listing(cfg.data), saved,
+                                      lambda: resolve_device(cfg.train.device))
     if choice is not None:  # the photos are decoded at the size the backbone runs at, and config.yaml says so
         cfg.image_size = choice.size
     source = load_data(cfg)

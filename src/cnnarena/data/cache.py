@@ -99,7 +99,7 @@ def decode_into_cache(directory: Path, key: str, ids: list[str], labels: list, i
         raise UserError(f"cannot create the image cache {directory} ({e.strerror}): "
                         "set $CNNARENA_CACHE to a writable folder (decoded images go to its images/ folder)") from None
     remove_orphans(directory)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tag = f"{os.getpid()}-{_host()}-{uuid.uuid4().hex[:8]}"
     raw_path, npy_tmp, json_tmp = (directory / f".{key}.{tag}.{part}" for part in ("raw.npy", "npy", "json"))
     try:
         raw = np.lib.format.open_memmap(raw_path, mode="w+", dtype=np.uint8,
@@ -122,11 +122,20 @@ def decode_into_cache(directory: Path, key: str, ids: list[str], labels: list, i
 
 
 def remove_orphans(directory: Path) -> None:
-    """Temporary files of decodes whose process is gone (killed: its `finally` never ran), named .KEY.PID-TAG.*."""
-    for path in directory.glob(".*.*-*.*"):
-        pid = path.name.split(".")[2].split("-")[0] if path.name.count(".") >= 3 else ""
+    """Temporary files of decodes on this machine whose process is gone (killed: its `finally` never ran), named
+    .KEY.PID-HOST-TAG.*; another machine's (a cache on a shared disk) are left alone."""
+    for path in directory.glob(f".*.*-{_host()}-*.*"):
+        parts = path.name.split(".")
+        pid = parts[2].split("-")[0] if len(parts) >= 4 else ""
         if pid.isdigit() and not _alive(int(pid)):
             path.unlink(missing_ok=True)
+
+
+def _host() -> str:
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 
 
 def _alive(pid: int) -> bool:

@@ -103,7 +103,10 @@ def _read_batches(paths: list[Path], classes: list[str], id_prefix: str) -> Imag
     images, labels = [], []
     for path in paths:
         batch = unpickle(path)
-        data, batch_labels = batch.get(b"data"), np.asarray(batch.get(b"labels", []), dtype=np.int64)
+        try:
+            data, batch_labels = batch.get(b"data"), np.asarray(batch.get(b"labels", []), dtype=np.int64)
+        except (TypeError, ValueError, OverflowError, AttributeError):  # text labels, nested lists, not a dict
+            raise UserError(f"{path} is not a CIFAR batch: its labels must be whole numbers") from None
         if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
                 or data.shape[1] != 3 * 32 * 32 or batch_labels.shape != (len(data),)):
             raise UserError(f"{path} is not a CIFAR batch (expected uint8 data N×3072 and N labels)")

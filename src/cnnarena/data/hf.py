@@ -92,8 +92,18 @@ def find_columns(features, image_column: str | None, label_column: str | None) -
             raise UserError(f"no image column (a datasets.Image feature) among {', '.join(names)}: "
                             "name it with --image-column")
         image = found[0]
+    if not isinstance(features[image], datasets.Image):
+        raise UserError(f"column {image!r} holds {type(features[image]).__name__} values, not images: name the "
+                        "image column with --image-column")
     if label_column is not None:
-        return image, check(label_column, "label")
+        label = check(label_column, "label")
+        if label == image:
+            raise UserError(f"--label-column {label!r} is the image column: name another column")
+        if not isinstance(features[label], datasets.ClassLabel | datasets.Value) or \
+                str(getattr(features[label], "dtype", "int64")).startswith(("float", "binary", "large_binary")):
+            raise UserError(f"column {label!r} cannot be a label: it holds {features[label]}; give a column of "
+                            "class names or class numbers with --label-column")
+        return image, label
     labels = [n for n, f in features.items() if isinstance(f, datasets.ClassLabel)]
     if not labels:
         labels = [n for n in ("label", "labels", "class", "category", "target") if n in features]

@@ -55,7 +55,7 @@ def decode_image(path: str | io.BytesIO, size: int, grayscale: bool) -> tuple[np
         raise Unreadable(_reason(path, e)) from e
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int) -> None:
     """In a decode worker: the kernel kills it when the parent dies (a SIGKILLed `doctor` left ~400 MB workers
     decoding for nobody). Linux only (prctl PR_SET_PDEATHSIG); elsewhere the pool's own clean-up is all there is."""
     if not sys.platform.startswith("linux"):
@@ -67,7 +67,7 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before the call: nobody is waiting
+    if os.getppid() != parent:  # the parent died before the call: nobody is waiting
         os._exit(0)
 
 
@@ -200,7 +200,8 @@ def decode_in_workers(count: int, chunk_args: Callable[[int, int], tuple]) -> li
     # transient: the bar vanishes once every image is decoded; none at all when stderr is a file.
     console = Console(stderr=True)
     live = settings().live_progress and console.is_terminal  # the CLI opts in (runtime.py)
-    with (ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool,
+    with (ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent,
+                              initargs=(os.getpid(),)) as pool,
           Progress(console=console, transient=True, disable=not live) as bar):
         task = bar.add_task("decoding images", total=count)
         pending = {}

@@ -125,7 +125,7 @@ def load_manifest(path: Path, source: Source) -> Split:
         parts = {k: manifest[k] for k in ("train", "val", "test")}
     except FileNotFoundError:
         raise UserError(f"split manifest not found: {path}") from None
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, IsADirectoryError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, IsADirectoryError, RecursionError):
         raise UserError(f"{path} is not a cnnarena split manifest (needs train/val/test id lists)") from None
     if not all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in parts.values()):
         raise UserError(f"{path}: train, val and test must be lists of image ids")

@@ -50,11 +50,19 @@ class ModelMeta:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelMeta:
         d = dict(d)
-        d["data_size"] = tuple(d["data_size"])
-        d["input_size"] = tuple(d["input_size"])
+        for key in ("data_size", "input_size"):  # a hand-edited model.json: one line naming the key, not a traceback
+            d[key] = _side_pair(d[key], key)
         d["mean"] = tuple(d["mean"])
         d["std"] = tuple(d["std"])
         return cls(**d)
+
+
+def _side_pair(value: Any, key: str) -> tuple[int, int]:
+    """(height, width): two whole numbers of pixels from 1 to 4096 (ValueError naming the key otherwise)."""
+    if not (isinstance(value, list | tuple) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value)):
+        raise ValueError(f"{key} must be [height, width] in pixels from 1 to 4096, got {value!r}")
+    return tuple(value)
 
 
 class InputAdapter(nn.Module):

@@ -71,28 +71,31 @@ def median_short_side(root: Path, ids: list[str]) -> int:
     return int(statistics.median(sides)) if sides else 0
 
 
-def epoch_timer(model_name: str, train_images: int, classes: int) -> Callable[[int], float]:
+def epoch_timer(model_name: str, train_images: int, classes: int, device: Any = "cpu") -> Callable[[int], float]:
     """seconds(size) of one training epoch of the whole backbone, from two timed steps at PHOTO_MIN scaled by the
     pixel count (measured once, on first use)."""
     measured: dict[str, float] = {}
 
     def seconds(size: int) -> float:
         if "per_image" not in measured:
-            measured["per_image"] = _seconds_per_image(model_name, classes, PHOTO_MIN)
+            measured["per_image"] = _seconds_per_image(model_name, classes, PHOTO_MIN, device)
         return train_images * measured["per_image"] * (size / PHOTO_MIN) ** 2
 
     return seconds
 
 
-def _seconds_per_image(model_name: str, classes: int, size: int, batch: int = 16) -> float:
+def _seconds_per_image(model_name: str, classes: int, size: int, device: Any, batch: int = 16) -> float:
+    """On the device the run trains on (a GPU's epoch is not a CPU's)."""
     import torch
 
     from .registry import create_model
 
+    device = torch.device(device)
     model = create_model(model_name, num_classes=classes, in_chans=3, data_size=(size, size),
-                         classes=[str(i) for i in range(classes)], pretrained=False, input_size=size)
+                         classes=[str(i) for i in range(classes)], pretrained=False, input_size=size).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    x, y = torch.rand(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
     times = []
     for _ in range(3):  # the first step warms up
         t0 = time.perf_counter()
@@ -100,13 +103,16 @@ def _seconds_per_image(model_name: str, classes: int, size: int, batch: int = 16
         loss.backward()
         opt.step()
         opt.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     return min(times[1:]) / batch
 
 
-def for_run(cfg: Any, listing_of: Callable[[], Any], saved_image_size: int | None) -> Choice | None:
+def for_run(cfg: Any, listing_of: Callable[[], Any], saved_image_size: int | None,
+            device_of: Callable[[], Any] = lambda: "cpu") -> Choice | None:
     """The choice for a run config (None: the user chose, not a backbone, or not photos). A run resumed keeps the
-    size it started with (saved_image_size, from its config.yaml)."""
+    size it started with (saved_image_size, from its config.yaml); device_of() is the device it will train on."""
     from .pretrained import default_input_size, is_pretrained_name, resolve_name
     from .registry import is_custom
 
@@ -121,5 +127,5 @@ def for_run(cfg: Any, listing_of: Callable[[], Any], saved_image_size: int | Non
     side = median_short_side(listing.root, listing.ids)
     native = min(default_input_size(resolve_name(cfg.model)))
     share = max(0.05, 1 - cfg.val_frac - cfg.test_frac) * cfg.fraction
-    timer = epoch_timer(cfg.model, max(1, int(len(listing.ids) * share)), len(set(listing.labels)))
+    timer = epoch_timer(cfg.model, max(1, int(len(listing.ids) * share)), len(set(listing.labels)), device_of())
     return choose(side, native, cfg.train.budget_seconds, timer)

@@ -56,16 +56,21 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
                   "confusion": _confusion(Path(r["run_dir"])),
                   "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png"),
                   "recall": _per_class_recall(Path(r["run_dir"]))} for r in table]
-    # every template escaped, whatever its name (select_autoescape() left study.html.j2 raw: class names ran as markup)
+    path = out / rundir.REPORT
+    atomic_write_text(path, render(comparison, figures, lr_figures, fraction_figure, per_model, colors))
+    return path
+
+
+def render(comparison: dict[str, Any], figures: dict[str, str], lr_figures: dict[str, str],
+           fraction_figure: str | None, per_model: list[dict[str, Any]], colors: dict[str, str]) -> str:
+    """report.html's text. Every template is escaped, whatever its name (select_autoescape() left study.html.j2
+    raw: class names ran as markup)."""
     env = Environment(loader=PackageLoader("cnnarena.report", "templates"), autoescape=True)
-    html = env.get_template("study.html.j2").render(
+    return env.get_template("study.html.j2").render(
         c=comparison, tables=[("comparison-table", "How well", ACCURACY_COLUMNS),
                               ("cost-table", "What it cost", COST_COLUMNS)],
         fmt=fmt, figures=figures, lr_figures=lr_figures, colors=colors,
         fraction_figure=fraction_figure, per_model=per_model, tradeoff_columns=_tradeoff_columns(comparison))
-    path = out / rundir.REPORT
-    atomic_write_text(path, html)
-    return path
 
 
 def _tradeoff_columns(comparison: dict[str, Any]) -> list[tuple[str, str]]:

@@ -27,8 +27,10 @@ class GuardedH11Protocol(H11Protocol):
         self._await_head()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._await_head()
+        finished = self.cycle
+        super().on_response_complete()  # may already start a pipelined request: its own cycle, not waited on
+        if self.cycle is finished:
+            self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if getattr(self, "_head_timer", None) is not None:

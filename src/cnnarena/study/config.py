@@ -183,8 +183,10 @@ def _add_resolutions(cfg: StudyConfig) -> None:
                                    **({"image_size": size} if files else {})}
         cfg.overrides.pop(model, None)
     cfg.models = models
-    if cfg.lr_models:
-        cfg.lr_models = [m for m in cfg.models if base_model(m) in cfg.lr_models][:len(cfg.lr_models)]
+    if cfg.lr_models:  # a backbone named there: each of its resolutions gets the comparison (unknown names stay, to
+        # be reported by the check that follows)
+        cfg.lr_models = [v for m in cfg.lr_models
+                         for v in ([m] if m in cfg.models else [x for x in cfg.models if base_model(x) == m] or [m])]
 
 
 def study_dir_for(data: str) -> Path:

@@ -18,7 +18,8 @@ SCHEDULES = {"constant": "a constant learning rate", "cosine": "cosine decay", "
              "step": "step decay", "plateau": "decay on plateau"}
 
 
-def model_methods(row: dict[str, Any], lr_result: dict[str, Any] | None, study: dict[str, Any]) -> str:
+def model_methods(row: dict[str, Any], lr_result: dict[str, Any] | None, study: dict[str, Any],
+                  resolution: str | None = None) -> str:
     """One paragraph: architecture and size, input resolution and why, optimizer and LR and how chosen, schedule,
     epochs or budget, batch size, augmentation, and for a backbone its frozen and unfrozen phases."""
     run_dir = Path(row["run_dir"])
@@ -26,6 +27,8 @@ def model_methods(row: dict[str, Any], lr_result: dict[str, Any] | None, study: 
     metrics = json.loads((run_dir / rundir.METRICS).read_text())
     meta = (json.loads((run_dir / rundir.MODEL_META).read_text()) or {}).get("model", {})
     t = cfg.get("train") or {}
+    if resolution:  # the study chose it for all the model's runs
+        metrics = {**metrics, "input_size_reason": resolution}
     sentences = [_architecture(row, cfg, meta, metrics), _optimizer(t, lr_result, study),
                  _length(t, metrics, row), _augmentation(t)]
     if row["family"] == "pretrained":

@@ -142,6 +142,7 @@ def _run_study(study: StudyConfig, callbacks_for: CallbacksFor | None) -> dict[s
     out = Path(study.out)
     data, source, split_path = prepare_study(study)
     _say(f"study of {len(study.models)} models on {data} -> {out}")
+    study, resolutions = photo_sizes(study, data, split_path)
 
     lr_results = _lr_comparison(study, lr_jobs(study, data, split_path), callbacks_for)
     chosen_lr = {m: r["best_lr"] for m, r in lr_results.items()}
@@ -163,7 +164,7 @@ def _run_study(study: StudyConfig, callbacks_for: CallbacksFor | None) -> dict[s
         metrics["optimizer"] = str(train.get("optimizer", job.cfg.train.optimizer))
         runs.setdefault(job.model, {}).setdefault(job.fraction, []).append(metrics)
 
-    comparison = summarise(study, data, source, runs, lr_results, out)
+    comparison = summarise(study, data, source, runs, lr_results, out, resolutions)
     comparison["explanations"] = explanations(comparison["table"], source, out)
     comparison["study_seconds"] = round(time.perf_counter() - t0, 1)  # this invocation (reused runs are quick)
     final = [m for by_fraction in runs.values() for rs in by_fraction.values() for m in rs]
@@ -172,6 +173,32 @@ def _run_study(study: StudyConfig, callbacks_for: CallbacksFor | None) -> dict[s
     write_comparison(comparison, out)
     write_report(comparison, out)
     return comparison
+
+
+def photo_sizes(study: StudyConfig, data: str, split_path: Path) -> tuple[StudyConfig, dict[str, str]]:
+    """Each backbone's resolution on photos, chosen once for all its runs (LR comparison, fractions, seeds) from
+    the whole training set's budget, so that they compare at one size; a resumed study keeps the size its runs
+    started with. (A copy of the study with image_size set, and the reasons.)"""
+    import dataclasses
+
+    from ..data.sources import file_listing
+    from ..models import photo_resolution
+
+    overrides = {m: dict(o) for m, o in study.overrides.items()}
+    reasons: dict[str, str] = {}
+    budget = run_budget(study)
+    for model in study.models:
+        cfg = _run_config(study, data, model, split_path, **({"budget": budget} if budget else {}))
+        first = Path(study.out) / "runs" / model_dir(model) / "f=1-s=0"
+        saved = rundir.read_config(first).get("image_size")
+        choice = photo_resolution.for_run(cfg, lambda: file_listing(data), saved,
+                                          lambda cfg=cfg: resolve_device(cfg.train.device))
+        if choice is None:
+            continue
+        overrides[model] = {**overrides.get(model, {}), "image_size": choice.size}
+        reasons[model] = choice.reason
+        _say(f"[{model}] runs at {choice.size} px: {choice.reason}")
+    return dataclasses.replace(study, overrides=overrides), reasons
 
 
 def best_lr(curves: dict[float, list[dict[str, Any]]]) -> float:
@@ -232,7 +259,8 @@ def _table_row(model: str, full: list[dict[str, Any]], device, measure_seconds: 
     return row
 
 
-def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dict, out: Path) -> dict[str, Any]:
+def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dict, out: Path,
+              resolutions: dict[str, str] | None = None) -> dict[str, Any]:
     from ..data.inspect import describe
 
     device = resolve_device(study.common.get("device", "auto"))
@@ -283,8 +311,9 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
                          if k in study.common},
         "next_steps": answer.next_steps(best["run_dir"]),
     }
-    comparison["methods"] = {r["model"]: methods.model_methods(r, lr_results.get(r["model"]), study.to_dict())
-                             for r in table}
+    comparison["resolutions"] = resolutions or {}
+    comparison["methods"] = {r["model"]: methods.model_methods(r, lr_results.get(r["model"]), study.to_dict(),
+                                                               (resolutions or {}).get(r["model"])) for r in table}
     comparison["answer"] = answer.paragraph(comparison)
     return comparison
 

@@ -57,9 +57,37 @@ def load_space(path: Path | None, model: str) -> dict[str, Any]:
         raise UserError(f"--space {path}: expected a mapping of option: range, e.g. lr: {{low: 1e-4, high: 1e-1, "
                         "log: true}")
     for key, value in doc.items():
-        if isinstance(value, dict) and not ({"low", "high"} <= value.keys() or "choices" in value):
-            raise UserError(f"--space {path}: {key} needs low and high, or choices, got {value}")
+        _check_range(str(key), value, path)
     return {str(k): v for k, v in doc.items()}
+
+
+def _check_range(key: str, value: Any, path: Path) -> None:
+    """One entry of --space: a run option, and a range Optuna can sample (checked here, not by Optuna's traceback)."""
+    import difflib
+    import math
+
+    from ..config import run_option_names
+
+    if key not in run_option_names():
+        close = difflib.get_close_matches(key, run_option_names(), n=1, cutoff=0.6)
+        raise UserError(f"--space {path}: {key!r} is not an option of a run" +
+                        (f" (did you mean {close[0]!r}?)" if close else ""))
+    if not isinstance(value, dict):
+        return
+    where = f"--space {path}: {key}"
+    if "choices" in value:
+        if not isinstance(value["choices"], list) or not value["choices"]:
+            raise UserError(f"{where}: choices must be a non-empty list, got {value['choices']!r}")
+        return
+    if not {"low", "high"} <= value.keys():
+        raise UserError(f"{where} needs low and high, or choices, got {value}")
+    low, high = value["low"], value["high"]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+        raise UserError(f"{where}: low and high must be finite numbers, got {low!r} and {high!r}")
+    if low > high:
+        raise UserError(f"{where}: low {low} is above high {high}")
+    if value.get("log") and low <= 0:
+        raise UserError(f"{where}: a log range needs low above 0, got {low}")
 
 
 def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
