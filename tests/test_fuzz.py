@@ -213,8 +213,9 @@ def test_the_study_report_keeps_hostile_names_as_text(models, classes, data):
                   "answer": f"{models[0]} won on {data}", "verdict": [f"{m} line" for m in models],
                   "methods": {m: f"{m} {data}" for m in models}, "next_steps": [(data, f"cnnarena serve {models[0]}")],
                   "split_sizes": {"train": 1}, "tradeoffs": [], "mcnemar": None, "seed_spread": {},
-                  "lr_comparison": {}, "fraction_winners": [], "dataset": {"samples": 2, "classes": classes,
-                  "stored_size": [8, 8], "channels": 1, "imbalance_ratio": 1.0, "counts": {"total": [1] * len(classes)}}}
+                  "lr_comparison": {}, "fraction_winners": [],
+                  "dataset": {"samples": 2, "classes": classes, "stored_size": [8, 8], "channels": 1,
+                              "imbalance_ratio": 1.0, "counts": {"total": [1] * len(classes)}}}
     per_model = [{"model": m, "color": "#000000", "curves": "", "mistakes": "", "recall": {c: 0.5 for c in classes},
                   "confusion": {"classes": classes, "rows": [{"name": c, "cells": [{"count": 1, "share": 0.5}]}
                                                              for c in classes]}} for m in models]

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import psutil
+import pytest
 from PIL import Image
 
 from cnnarena.data.sources import load_source
