@@ -41,6 +41,7 @@ def test_a_fifo_and_a_looping_link_are_skipped_not_opened(tmp_path, monkeypatch)
     assert count == "8" and reasons.count("not a regular file") == 2
 
 
+@pytest.mark.slow  # 600 JPEGs written and decoded in worker processes
 def test_a_killed_decode_leaves_no_workers_and_its_temporary_files_go_next_time(tmp_path):
     data, cache = tmp_path / "data", tmp_path / "cache"
     _images(data, 300, side=384)  # 600 files: decoded in worker processes, for a few seconds

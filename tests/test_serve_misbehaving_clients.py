@@ -16,6 +16,9 @@ from cnnarena.serve.launch import ServerProcess
 HEAD_TIMEOUT = 2.0
 
 
+pytestmark = pytest.mark.slow  # a server process and 200 sockets
+
+
 @pytest.fixture(scope="module")
 def server(digits_run):
     with ServerProcess(digits_run, "--head-timeout", str(HEAD_TIMEOUT), "--max-connections", "8") as running:
