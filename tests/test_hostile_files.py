@@ -101,3 +101,27 @@ def test_a_hand_edited_input_size_in_model_json_is_one_line(input_size, digits_r
         code, _, err = run_cli(argv, monkeypatch, capsys)
         lines = err.strip().splitlines()
         assert code != 0 and len(lines) == 1 and "corrupt model metadata" in lines[0] and "input_size" in lines[0]
+
+
+def test_metrics_from_another_version_are_read_or_refused_in_one_line(digits_run, tmp_path):
+    import json
+    import shutil
+
+    from cnnarena import rundir
+    from cnnarena.errors import UserError
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("seconds_per_epoch")  # an older version's file: derived
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert rundir.read_metrics(run)["seconds_per_epoch"] == pytest.approx(metrics["train_seconds"]
+                                                                          / metrics["epochs_run"])
+    metrics.pop("per_class")
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(UserError, match=r"metrics.json: 'per_class' is missing"):
+        rundir.read_metrics(run)
+    metrics["per_class"], metrics["test_accuracy"] = {}, "high"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(UserError, match=r"'test_accuracy' is not float"):
+        rundir.read_metrics(run)

@@ -163,10 +163,27 @@ def read_json(path: Path, what: str) -> Any:
         raise UserError(f"cannot read {what} {path}: {str(e).splitlines()[0][:120]}") from None
 
 
+# what every reader of a finished run relies on (the study table, evaluate, the API), with its type
+METRICS_NEEDS = {"test_accuracy": float, "macro_precision": float, "macro_recall": float, "macro_f1": float,
+                 "weighted_precision": float, "weighted_recall": float, "weighted_f1": float, "test_loss": float,
+                 "train_seconds": float, "epochs_run": int, "params_total": int, "model_file_bytes": int,
+                 "per_class": dict, "confusion_matrix": list}
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any]:
-    metrics = read_json(Path(run_dir) / METRICS, "metrics")
+    """A finished run's metrics.json, checked: one line naming the file and the key when a key is missing or of the
+    wrong type (another version's file, or one edited by hand); what later versions added is derived."""
+    path = Path(run_dir) / METRICS
+    metrics = read_json(path, "metrics")
     if not isinstance(metrics, dict):
-        raise UserError(f"{Path(run_dir) / METRICS} is not a cnnarena metrics file")
+        raise UserError(f"{path} is not a cnnarena metrics file")
+    for key, kind in METRICS_NEEDS.items():
+        value = metrics.get(key)
+        fits = isinstance(value, int | float) if kind is float else isinstance(value, kind)
+        if value is None or isinstance(value, bool) or not fits:
+            raise UserError(f"{path}: {key!r} is {'missing' if key not in metrics else f'not {kind.__name__}'}: "
+                            "is it a cnnarena run's? (train it again into a new --out)")
+    metrics.setdefault("seconds_per_epoch", metrics["train_seconds"] / max(1, metrics["epochs_run"]))
     return metrics
 
 

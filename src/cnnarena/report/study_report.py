@@ -88,9 +88,8 @@ def _tradeoff_columns(comparison: dict[str, Any]) -> list[tuple[str, str]]:
 def _confusion(run_dir: Path) -> dict[str, Any]:
     """The test confusion matrix as the report's HTML table: each cell's share of its true class (its shade),
     its count on hover."""
-    import json
 
-    metrics = json.loads((run_dir / rundir.METRICS).read_text())
+    metrics = rundir.read_metrics(run_dir)
     counts = metrics.get("confusion_matrix") or []
     classes = list(metrics.get("per_class", {})) or [str(i) for i in range(len(counts))]
     rows = []
@@ -106,7 +105,6 @@ def _data_options(comparison: dict[str, Any]) -> dict[str, Any]:
 
 
 def _per_class_recall(run_dir: Path) -> dict[str, float]:
-    import json
 
-    per_class = json.loads((run_dir / rundir.METRICS).read_text()).get("per_class", {})
+    per_class = rundir.read_metrics(run_dir).get("per_class", {})
     return {c: v["recall"] for c, v in per_class.items()}

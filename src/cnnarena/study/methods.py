@@ -24,7 +24,7 @@ def model_methods(row: dict[str, Any], lr_result: dict[str, Any] | None, study: 
     epochs or budget, batch size, augmentation, and for a backbone its frozen and unfrozen phases."""
     run_dir = Path(row["run_dir"])
     cfg = yaml.safe_load((run_dir / rundir.CONFIG).read_text()) or {}
-    metrics = json.loads((run_dir / rundir.METRICS).read_text())
+    metrics = rundir.read_metrics(run_dir)
     meta = (json.loads((run_dir / rundir.MODEL_META).read_text()) or {}).get("model", {})
     t = cfg.get("train") or {}
     if resolution:  # the study chose it for all the model's runs

@@ -323,8 +323,8 @@ def explanations(table: list[dict[str, Any]], source, out: Path) -> dict[str, An
     from ..explain.study_views import study_explanations
 
     test = load_manifest(out / rundir.SPLIT, source).test
-    models = {r["model"]: load_as_trained(Path(r["run_dir"]), json.loads((Path(r["run_dir"]) / rundir.METRICS)
-                                                                         .read_text())) for r in table}
+    models = {r["model"]: load_as_trained(Path(r["run_dir"]), rundir.read_metrics(Path(r["run_dir"])))
+              for r in table}
     return study_explanations(models, test, {r["model"]: Path(r["run_dir"]) for r in table}, out / "plots")
 
 

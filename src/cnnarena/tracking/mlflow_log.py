@@ -263,7 +263,7 @@ def log_run(run_dir: Path, uri: str, parent_id: str | None = None) -> str:
     """Complete a finished run directory's MLflow run (once per URI): the epochs not logged live, the final metrics,
     the artefacts; returns its MLflow run id."""
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / rundir.METRICS).read_text())
+    metrics = rundir.read_metrics(run_dir)
     client = tracking_client(uri)
     run_id, finished = open_run(client, run_dir, uri, history_rows(run_dir), parent_id, final=metrics)
     if finished:
