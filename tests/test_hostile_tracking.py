@@ -20,6 +20,7 @@ def test_secrets_are_masked_in_any_text():
     assert "s3cret" not in shown and "abc" not in shown and "sslmode=require" in shown
 
 
+@pytest.mark.slow  # waits out the 5 s answer timeout
 def test_a_tracking_server_that_never_answers_is_one_line_within_seconds():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -58,6 +59,7 @@ def test_a_refused_tracking_server_does_not_print_the_password():
     assert "no tracking server answers" in str(refused.value) and "s3cret" not in str(refused.value)
 
 
+@pytest.mark.slow  # a PostgreSQL cluster
 @pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (make test installs Debian's postgresql)")
 def test_postgresql_urls_as_tune_help_shows_them_work_with_psycopg2():
     from cnnarena.study.tune import _storage
