@@ -31,6 +31,7 @@ def run(digits_run, tmp_path):
     return copy
 
 
+@pytest.mark.slow  # calibration, two timed models and a server backend
 def test_int8_export_is_checked_on_the_test_split_and_served(run, monkeypatch, capsys):
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # Linux's tmpfs: temp files on another disk than the run
     with tempfile.TemporaryDirectory(dir=shm) as scratch, monkeypatch.context() as patch:

@@ -67,6 +67,7 @@ def test_a_search_with_sqlite_writes_normal_runs_a_report_and_resumes(tmp_path):
     assert len(client.search_runs([experiment])) == 9  # and nothing is logged twice
 
 
+@pytest.mark.slow  # two CLI processes
 def test_a_bad_space_or_storage_is_one_line(tmp_path):
     bad = tmp_path / "space.yaml"
     bad.write_text("lr: {low: 1.0e-3}\n")
