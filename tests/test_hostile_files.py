@@ -126,3 +126,21 @@ def test_metrics_from_another_version_are_read_or_refused_in_one_line(digits_run
     (run / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(UserError, match=r"'test_accuracy' is not float"):
         rundir.read_metrics(run)
+
+
+def test_a_history_from_elsewhere_is_one_line_naming_the_line(digits_run, tmp_path):
+    import shutil
+
+    from cnnarena import rundir
+    from cnnarena.errors import UserError
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    assert [r["epoch"] for r in rundir.read_history(run)] == [1, 2, 3]
+    lines = (run / "history.jsonl").read_text().splitlines()
+    (run / "history.jsonl").write_text("\n".join([lines[0], '{"epoch": 2, "loss": "low"}', *lines[2:]]) + "\n")
+    with pytest.raises(UserError, match=r"history.jsonl: line 2 has no number for 'epoch_seconds'"):
+        rundir.read_history(run)
+    (run / "history.jsonl").write_text("[" * 100_000 + "\n")
+    with pytest.raises(UserError, match="line 1 is not JSON"):
+        rundir.read_history(run)

@@ -201,12 +201,29 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else {}
 
 
+HISTORY_NEEDS = ("epoch", "epoch_seconds", "val_loss", "val_accuracy")  # what the readers of an epoch rely on
+
+
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """One dict per trained epoch, in order ([] before the first epoch ends)."""
+    """One dict per trained epoch, in order ([] before the first epoch ends); one line naming the file, the line and
+    the key when a row is not an epoch's (another version's file, or one edited by hand)."""
     path = Path(run_dir) / HISTORY
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise UserError(f"{path}: line {number} is not JSON: is it a cnnarena run's?") from None
+        missing = [k for k in HISTORY_NEEDS if not isinstance(row, dict) or not isinstance(row.get(k), int | float)
+                   or isinstance(row.get(k), bool)]
+        if missing:
+            raise UserError(f"{path}: line {number} has no number for {missing[0]!r}: is it a cnnarena run's?")
+        rows.append(row)
+    return rows
 
 
 def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
