@@ -284,3 +284,11 @@ def model_dir(model: str) -> str:
 
     name = Path(model).stem if model.lower().endswith((".yaml", ".yml", ".json")) else model
     return re.sub(r"[^A-Za-z0-9._@=+-]+", "-", name).strip("-.") or "model"
+
+
+AT = "@"  # MODEL@SIZEpx: a pretrained model run at one of --input-sizes
+
+
+def base_model(name: str) -> str:
+    """The model a study's run trains: 'efficientnet_lite0@96px' -> 'efficientnet_lite0'."""
+    return name.split(AT, 1)[0] if name.endswith("px") and AT in name else name

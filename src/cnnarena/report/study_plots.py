@@ -7,6 +7,7 @@ from typing import Any
 
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
+from ..rundir import base_model
 from .plots import _save, plt
 
 Colors = dict[str, str]
@@ -54,12 +55,17 @@ def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, 
     else:
         ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.set_xlim(left=0, right=1.15 * max(r[x_key] for r in table))
+    _accuracy_axes(ax, x_label)
+    ax.set_title("circles: custom CNNs, squares: pretrained", fontsize=9)
+    return _save(fig, path)
+
+
+def _accuracy_axes(ax, x_label: str) -> None:
+    """Test accuracy in % (never drawn above 100.5), a grid, and the x label."""
     ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))
     ax.set_xlabel(x_label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.set_title("circles: custom CNNs, squares: pretrained", fontsize=9)
-    return _save(fig, path)
 
 
 def accuracy_vs_time(table, path: Path, colors: Colors) -> Path:
@@ -134,7 +140,7 @@ def resolution_tradeoff(table: list[dict[str, Any]], path: Path, colors: Colors)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     by_base: dict[str, list[dict[str, Any]]] = {}
     for r in table:
-        by_base.setdefault(r["model"].split("@")[0] if "@" in r["model"] else r["model"], []).append(r)
+        by_base.setdefault(base_model(r["model"]), []).append(r)
     for base, rows in by_base.items():
         rows = sorted(rows, key=lambda r: r.get("input_px") or 0)
         color = colors.get(rows[0]["model"])
@@ -145,10 +151,7 @@ def resolution_tradeoff(table: list[dict[str, Any]], path: Path, colors: Colors)
             ax.annotate(label, (r["latency_ms"], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
                         fontsize=9)
     ax.set_xlim(left=0)
-    ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))
-    ax.set_xlabel("latency: ms per image at batch 1 on this machine")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
+    _accuracy_axes(ax, "latency: ms per image at batch 1 on this machine")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("input resolution: accuracy against cost, same training budget")
     return _save(fig, path)

@@ -34,7 +34,7 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
     figures["accuracy_vs_time"] = _embed(study_plots.accuracy_vs_time(table, plots / "accuracy_vs_time.png", colors))
     figures["accuracy_vs_params"] = _embed(study_plots.accuracy_vs_params(table, plots / "accuracy_vs_params.png",
                                                                           colors))
-    if any("@" in r["model"] for r in table):
+    if any(rundir.base_model(r["model"]) != r["model"] for r in table):
         figures["resolutions"] = _embed(study_plots.resolution_tradeoff(table, plots / "input_sizes.png", colors))
     lr_figures = {m: _embed(study_plots.lr_comparison(m, r["curves"], r["best_lr"],
                                                       plots / f"lr_{rundir.model_dir(m)}.png"))
@@ -51,11 +51,7 @@ def write_report(comparison: dict[str, Any], out: Path) -> Path:
     for key, name in (("where_png", "where"), ("disagreements_png", "disagreements")):
         if explained.get(key):
             figures[name] = _embed(Path(explained[key]))
-    per_model = [{"model": r["model"], "color": colors[r["model"]],
-                  "curves": _embed(Path(r["run_dir"]) / "plots" / "curves.png"),
-                  "confusion": _confusion(Path(r["run_dir"])),
-                  "mistakes": _embed(Path(r["run_dir"]) / "plots" / "top_mistakes.png"),
-                  "recall": _per_class_recall(Path(r["run_dir"]))} for r in table]
+    per_model = [_model_section(r, colors[r["model"]]) for r in table]
     path = out / rundir.REPORT
     atomic_write_text(path, render(comparison, figures, lr_figures, fraction_figure, per_model, colors))
     return path
@@ -85,11 +81,18 @@ def _tradeoff_columns(comparison: dict[str, Any]) -> list[tuple[str, str]]:
     return columns
 
 
-def _confusion(run_dir: Path) -> dict[str, Any]:
+def _model_section(row: dict[str, Any], color: str) -> dict[str, Any]:
+    """A model's part of the report: its curves, confusion matrix, mistakes and per-class recall."""
+    run_dir = Path(row["run_dir"])
+    metrics = rundir.read_metrics(run_dir)
+    return {"model": row["model"], "color": color, "curves": _embed(run_dir / "plots" / "curves.png"),
+            "confusion": _confusion(metrics), "mistakes": _embed(run_dir / "plots" / "top_mistakes.png"),
+            "recall": {c: v["recall"] for c, v in metrics.get("per_class", {}).items()}}
+
+
+def _confusion(metrics: dict[str, Any]) -> dict[str, Any]:
     """The test confusion matrix as the report's HTML table: each cell's share of its true class (its shade),
     its count on hover."""
-
-    metrics = rundir.read_metrics(run_dir)
     counts = metrics.get("confusion_matrix") or []
     classes = list(metrics.get("per_class", {})) or [str(i) for i in range(len(counts))]
     rows = []
@@ -102,9 +105,3 @@ def _confusion(run_dir: Path) -> dict[str, Any]:
 def _data_options(comparison: dict[str, Any]) -> dict[str, Any]:
     keys = ("data_dir", "image_size", "grayscale", "class_map", "strict")
     return {k: v for k, v in comparison.get("data_options", {}).items() if k in keys}
-
-
-def _per_class_recall(run_dir: Path) -> dict[str, float]:
-
-    per_class = rundir.read_metrics(run_dir).get("per_class", {})
-    return {c: v["recall"] for c, v in per_class.items()}

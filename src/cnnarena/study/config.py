@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..rundir import AT, base_model
 from ..schema import STUDY, defaults
 
 _DEFAULTS = defaults(STUDY)  # every default is declared once, in schema.py
@@ -155,12 +156,6 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
     return cfg
 
 
-AT = "@"  # MODEL@SIZEpx: a pretrained model run at one of --input-sizes
-
-
-def base_model(name: str) -> str:
-    """The model a study's run trains: 'efficientnet_lite0@96px' -> 'efficientnet_lite0'."""
-    return name.split(AT, 1)[0] if name.endswith("px") and AT in name else name
 
 
 def _add_resolutions(cfg: StudyConfig) -> None:

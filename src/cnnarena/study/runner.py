@@ -33,11 +33,11 @@ from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
 from ..report.study_report import write_report
 from ..run import new_split, tell, train_run
-from ..rundir import model_dir
+from ..rundir import base_model, model_dir
 from ..train.callbacks import Callback
 from ..train.loop import resolve_device
 from . import answer, anytime, methods
-from .config import StudyConfig, base_model, resolve_data, run_budget
+from .config import StudyConfig, resolve_data, run_budget
 from .measure import measure_model
 from .stats import fraction_winners, mcnemar_exact, mean_std, ranking_key, tradeoffs, verdict
 
