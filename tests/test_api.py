@@ -24,6 +24,14 @@ def test_import_cnnarena_loads_no_torch_and_names_the_api():
         assert name in out
 
 
+def test_training_a_custom_cnn_never_imports_timm(tmp_path):
+    """timm (and through it torchvision's detection models) costs ~3 s of start-up: only a backbone needs it."""
+    code = ("import sys, cnnarena; cnnarena.train('digits', model='simple-2conv', epochs=1, out=sys.argv[1]); "
+            "assert 'timm' not in sys.modules, 'timm imported'")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                   check=True)
+
+
 def test_the_verbs_stay_callable_after_their_subpackages_are_imported():
     import cnnarena.models.custom  # noqa: F401 - sets the package attributes, as a training does
     import cnnarena.study.runner  # noqa: F401
@@ -181,8 +189,10 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 @pytest.mark.slow  # a two-model study
 def test_a_study_as_a_study(tmp_path):
     photos = _hostile_folder(tmp_path / "photos", per_class=40)
+    renames = tmp_path / "classes.yaml"  # a class renamed to markup, as --class-map allows
+    renames.write_text('plain: "</title><script>alert(2)</script>"\n')
     study = cnnarena.study(photos, models=["simple-2conv", "fast"], epochs=1, image_size=16, measure_seconds=0.2,
-                           out=tmp_path / "study")
+                           out=tmp_path / "study", class_map=renames)
     assert isinstance(study, cnnarena.Study) and study.finished
     table = study.table
     assert list(table["model"]) == [row["model"] for row in study.comparison["table"]]
@@ -196,6 +206,7 @@ def test_a_study_as_a_study(tmp_path):
     assert isinstance(again, cnnarena.Study) and again.winner.path == study.winner.path
     report = study.report_path.read_text()  # the file people share: a class name is text in it, never markup
     assert "&lt;img src=x onerror=alert(1)&gt;" in report and "<img src=x" not in report
+    assert "&lt;/title&gt;&lt;script&gt;alert(2)" in report and "<script>alert(2)" not in report
 
 
 @pytest.mark.slow  # a server process

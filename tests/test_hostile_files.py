@@ -104,6 +104,48 @@ def test_a_hand_edited_input_size_in_model_json_is_one_line(input_size, digits_r
         assert code != 0 and len(lines) == 1 and "corrupt model metadata" in lines[0] and "input_size" in lines[0]
 
 
+@pytest.mark.parametrize(("key", "value"), [("mean", [float("nan")]), ("std", [0.0]), ("std", "wide"),
+                                          ("classes", ["only-one"]), ("classes", ["a"] * 10),
+                                          ("num_classes", -3), ("in_chans", 7), ("net_chans", True)])
+def test_every_key_of_a_hand_edited_model_json_is_checked(key, value, digits_run, tmp_path):
+    import json
+    import shutil
+
+    from cnnarena.errors import UserError
+    from cnnarena.models.artefacts import load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["model"][key] = value
+    (run / "model.json").write_text(json.dumps(meta, allow_nan=True))
+    with pytest.raises(UserError, match=rf"corrupt model metadata .*model.json: {key} must be") as raised:
+        load_model(run)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [("seed", "seven", "seed must be a whole number"),
+                                                     ("lr", float("inf"), "lr "), ("epochs", [3], "epochs must be"),
+                                                     ("optimizer", {"name": "sgd"}, "optimizer must be text")])
+def test_every_key_of_a_hand_edited_config_yaml_is_checked(key, value, says, digits_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import yaml
+    from cli_run import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    (saved["train"] if key in saved["train"] else saved)[key] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for argv in (["evaluate", str(run)], ["export", str(run), "--int8"]):
+        code, _, err = run_cli(argv, monkeypatch, capsys)
+        lines = err.strip().splitlines()
+        assert code != 0 and len(lines) == 1 and "config.yaml" in lines[0] and says in lines[0], lines
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_metrics_from_another_version_are_read_or_refused_in_one_line(digits_run, tmp_path):
     import json
     import shutil

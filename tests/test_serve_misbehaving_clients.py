@@ -66,7 +66,7 @@ def test_a_kept_alive_connection_that_starts_a_second_request_and_stops_is_close
     sock.close()
 
 
-@pytest.mark.parametrize("size", [17 * 1024, 1 << 20])
+@pytest.mark.parametrize("size", [17 * 1024, 1 << 20, 64 << 20])
 def test_headers_over_16_kib_are_refused(server, size):
     sock = _connect(server)
     try:

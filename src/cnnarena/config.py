@@ -145,6 +145,27 @@ def load_config_file(path: str | Path | None) -> dict[str, Any]:
     return check_types(data, f"config file {path}")
 
 
+def read_saved(run_dir: str | Path) -> dict[str, Any]:
+    """A run's config.yaml as saved ({} when it has none), every key of a known option checked against its type:
+    one line naming the file and the key (another version's file, or one edited by hand)."""
+    from . import rundir
+
+    return check_types(rundir.read_config(Path(run_dir)), str(Path(run_dir) / rundir.CONFIG))
+
+
+def load_saved(run_dir: str | Path) -> RunConfig:
+    """The RunConfig a run trained with, rebuilt from its config.yaml (its values already hold the recipe's)."""
+    from . import rundir
+
+    saved = read_saved(run_dir)
+    if not saved:
+        raise UserError(f"{run_dir} is not a cnnarena run directory (no {rundir.CONFIG})")
+    try:
+        return build_config(saved, use_recipe=False)
+    except UserError as e:
+        raise UserError(f"{Path(run_dir) / rundir.CONFIG}: {e}") from None
+
+
 def check_types(values: dict[str, Any], where: str) -> dict[str, Any]:
     """Every run option's value has the type its field declares (a number may stand for a text option such as
     `unfreeze: 2`); the error names the key, the file and what was expected. Unknown keys are build_config's."""

@@ -41,7 +41,9 @@ class Run:
     @property
     def config(self) -> dict[str, Any]:
         """The resolved options the run trained with (config.yaml)."""
-        return rundir.read_config(self.path)
+        from .config import read_saved
+
+        return read_saved(self.path)
 
     @property
     def history(self):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from . import rundir
-from .config import RunConfig
+from .config import RunConfig, read_saved
 from .data.augment import build_augment
 from .data.augment_spec import check_fits
 from .data.dataset import ImageSet, Source
@@ -103,7 +103,7 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     from .models import photo_resolution
 
     cfg = copy.deepcopy(cfg)
-    saved = rundir.read_config(run_dir).get("image_size") if run_dir is not None and rundir.has_trained(run_dir) \
+    saved = read_saved(run_dir).get("image_size") if run_dir is not None and rundir.has_trained(run_dir) \
         else None
     choice = photo_resolution.for_run(cfg, lambda: file_listing(cfg.data), saved,
                                       lambda: resolve_device(cfg.train.device))

@@ -198,7 +198,11 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         saved = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UserError(f"corrupt {path}: {str(e).splitlines()[0]}") from None
-    return saved if isinstance(saved, dict) else {}
+    if saved is None:
+        return {}
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} is not a mapping of option: value: is it a cnnarena run's?")
+    return saved
 
 
 HISTORY_NEEDS = ("epoch", "epoch_seconds", "val_loss", "val_accuracy")  # what the readers of an epoch rely on

@@ -36,7 +36,12 @@ def list_class_folders(root: Path) -> Listing:
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if is_hidden(entry.name):
             continue
-        if not entry.is_dir():
+        try:
+            is_dir = entry.is_dir()
+        except OSError as e:  # a link that loops back on itself: reported, never followed
+            skipped.append((entry.name, f"unreadable ({e.strerror})"))
+            continue
+        if not is_dir:
             if is_image_name(entry.name):
                 skipped.append((entry.name, "outside any class folder"))
             continue

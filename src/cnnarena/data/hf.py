@@ -71,6 +71,8 @@ def open_dataset(spec: str):
             return datasets.load_from_disk(str(path))
         return datasets.load_dataset(str(path))  # the Parquet builder, splits from the file names
     except Exception as e:
+        if path.is_dir() and not any(path.rglob("*.arrow")) and not any(path.rglob("*.parquet")):
+            raise UserError(f"the Hugging Face dataset in {path} holds no images: every split is empty") from None
         raise UserError(f"cannot read the Hugging Face dataset in {path}: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
 

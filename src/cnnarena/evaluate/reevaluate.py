@@ -19,10 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import rundir
-from ..config import build_config
+from ..config import build_config, load_saved, read_saved
 from ..data.dataset import ImageSet, Source
 from ..data.sources import BUILTIN
 from ..data.split import load_manifest
@@ -75,11 +73,9 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = Non
     from ..data.sources import load_data
 
     run_dir = Path(run_dir)
-    if not (run_dir / rundir.CONFIG).exists():
-        raise UserError(f"{run_dir} is not a cnnarena run directory (no config.yaml)")
+    run_cfg = load_saved(run_dir)
+    saved = read_saved(run_dir)
     model = load_model(run_dir / "model")
-    saved = yaml.safe_load((run_dir / rundir.CONFIG).read_text())
-    run_cfg = build_config(saved, use_recipe=False)
     own_data = data is None or same_data(data, run_cfg.data)
     cfg = run_cfg if own_data else build_config(saved, {"data": data}, use_recipe=False)
     source = load_data(cfg)

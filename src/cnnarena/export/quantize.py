@@ -42,14 +42,11 @@ EVAL_BATCH = 256
 
 def run_images(run_dir: Path):
     """The run's split (train, val, test ImageSets) rebuilt from its config and split.json."""
-    import yaml
-
-    from ..config import build_config
+    from ..config import load_saved
     from ..data.sources import load_data
     from ..data.split import load_manifest
 
-    saved = yaml.safe_load((Path(run_dir) / rundir.CONFIG).read_text())
-    cfg = build_config(saved, use_recipe=False)
+    cfg = load_saved(run_dir)
     return load_manifest(Path(run_dir) / rundir.SPLIT, load_data(cfg))
 
 

@@ -56,6 +56,15 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"corrupt model metadata {path}: {e}") from None
 
 
+def read_meta(path: Path) -> ModelMeta:
+    """The checked ModelMeta of a saved model (RUN_DIR/model, checkpoints/best, or a run directory)."""
+    from .. import rundir
+
+    if Path(path).is_dir():
+        path = Path(path) / rundir.MODEL
+    return ModelMeta.from_json(_read_json(path)["model"])
+
+
 def saved_freeze_state(path: Path) -> dict[str, Any] | None:
     """The freeze state model.json recorded, or None for a model saved before cnnarena recorded it."""
     return _read_json(path).get("freeze")

@@ -52,8 +52,11 @@ class ModelMeta:
         d = dict(d)
         for key in ("data_size", "input_size"):  # a hand-edited model.json: one line naming the key, not a traceback
             d[key] = _side_pair(d[key], key)
-        d["mean"] = tuple(d["mean"])
-        d["std"] = tuple(d["std"])
+        for key in ("num_classes", "in_chans", "net_chans"):
+            d[key] = _count(d[key], key, 1 if key.endswith("chans") else 2, 3 if key.endswith("chans") else 100_000)
+        d["mean"] = _statistics(d["mean"], "mean", d["net_chans"], positive=False)
+        d["std"] = _statistics(d["std"], "std", d["net_chans"], positive=True)
+        d["classes"] = _class_names(d.get("classes", []), d["num_classes"])
         return cls(**d)
 
 
@@ -63,6 +66,36 @@ def _side_pair(value: Any, key: str) -> tuple[int, int]:
             and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value)):
         raise ValueError(f"{key} must be [height, width] in pixels from 1 to 4096, got {value!r}")
     return tuple(value)
+
+
+def _count(value: Any, key: str, low: int, high: int) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise ValueError(f"{key} must be a whole number from {low} to {high:,}, got {value!r}")
+    return value
+
+
+def _statistics(value: Any, key: str, channels: int, positive: bool) -> tuple[float, ...]:
+    """Per-channel normalisation: one finite number per channel (or three for RGB statistics a grayscale network
+    averages), std above zero (it divides)."""
+    import math
+
+    ok = (isinstance(value, list | tuple) and len(value) in {channels, 3}
+          and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+          and (not positive or all(v > 0 for v in value)))
+    if not ok:
+        kind = "positive" if positive else "finite"
+        raise ValueError(f"{key} must be {channels} {kind} number(s), one per channel, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _class_names(value: Any, num_classes: int) -> list[str]:
+    """[] (an older file) or one distinct text name per class."""
+    if value in ([], None):
+        return []
+    if not (isinstance(value, list) and len(value) == num_classes and all(isinstance(v, str) for v in value)
+            and len(set(value)) == num_classes):
+        raise ValueError(f"classes must be {num_classes} distinct names (num_classes), got {str(value)[:80]}")
+    return list(value)
 
 
 class InputAdapter(nn.Module):

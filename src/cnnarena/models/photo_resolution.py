@@ -113,11 +113,13 @@ def for_run(cfg: Any, listing_of: Callable[[], Any], saved_image_size: int | Non
             device_of: Callable[[], Any] = lambda: "cpu") -> Choice | None:
     """The choice for a run config (None: the user chose, not a backbone, or not photos). A run resumed keeps the
     size it started with (saved_image_size, from its config.yaml); device_of() is the device it will train on."""
-    from .pretrained import default_input_size, is_pretrained_name, resolve_name
     from .registry import is_custom
 
-    if cfg.image_size is not None or cfg.input_size is not None or is_custom(cfg.model) \
-            or not is_pretrained_name(cfg.model):
+    if cfg.image_size is not None or cfg.input_size is not None or is_custom(cfg.model):
+        return None
+    from .pretrained import default_input_size, is_pretrained_name, resolve_name  # timm: only for a backbone
+
+    if not is_pretrained_name(cfg.model):
         return None
     listing = listing_of()
     if listing is None:

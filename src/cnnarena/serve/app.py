@@ -400,12 +400,14 @@ _EXPLAIN_DOC = {
 
 def public_card(card: dict[str, Any]) -> dict[str, Any]:
     """The model card without where things lie on the server's disk: the run and the data by their names only."""
-    card = dict(card)
-    if card.get("source_run"):
-        card["source_run"] = Path(str(card["source_run"])).name
-    metrics = dict(card.get("metrics") or {})
-    for key in ("data", "run_dir"):
-        if isinstance(metrics.get(key), str) and ("/" in metrics[key] or "\\" in metrics[key]):
-            metrics[key] = Path(metrics[key]).name
-    card["metrics"] = metrics
+    card = _names_only(card, ("source_run", "data", "run_dir"))
+    card["metrics"] = _names_only(card.get("metrics") or {}, ("data", "run_dir"))
     return card
+
+
+def _names_only(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    values = dict(values)
+    for key in keys:
+        if isinstance(values.get(key), str) and ("/" in values[key] or "\\" in values[key]):
+            values[key] = Path(values[key].replace("\\", "/")).name
+    return values

@@ -6,13 +6,12 @@ learning-rate comparison; nothing is restated from defaults.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import rundir
+from ..config import read_saved
+from ..models.artefacts import read_meta
 
 SCHEDULES = {"constant": "a constant learning rate", "cosine": "cosine decay", "onecycle": "a one-cycle schedule",
              "step": "step decay", "plateau": "decay on plateau"}
@@ -23,9 +22,9 @@ def model_methods(row: dict[str, Any], lr_result: dict[str, Any] | None, study: 
     """One paragraph: architecture and size, input resolution and why, optimizer and LR and how chosen, schedule,
     epochs or budget, batch size, augmentation, and for a backbone its frozen and unfrozen phases."""
     run_dir = Path(row["run_dir"])
-    cfg = yaml.safe_load((run_dir / rundir.CONFIG).read_text()) or {}
+    cfg = read_saved(run_dir)
     metrics = rundir.read_metrics(run_dir)
-    meta = (json.loads((run_dir / rundir.MODEL_META).read_text()) or {}).get("model", {})
+    meta = read_meta(run_dir).to_json()
     t = cfg.get("train") or {}
     if resolution:  # the study chose it for all the model's runs
         metrics = {**metrics, "input_size_reason": resolution}

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .. import rundir
-from ..config import build_config
+from ..config import build_config, read_saved
 from ..data.sources import load_data
 from ..data.split import load_manifest, write_manifest
 from ..errors import UserError
@@ -190,7 +190,7 @@ def photo_sizes(study: StudyConfig, data: str, split_path: Path) -> tuple[StudyC
     for model in study.models:
         cfg = _run_config(study, data, model, split_path, **({"budget": budget} if budget else {}))
         first = Path(study.out) / "runs" / model_dir(model) / "f=1-s=0"
-        saved = rundir.read_config(first).get("image_size")
+        saved = read_saved(first).get("image_size")
         choice = photo_resolution.for_run(cfg, lambda: file_listing(data), saved,
                                           lambda cfg=cfg: resolve_device(cfg.train.device))
         if choice is None:
@@ -345,7 +345,7 @@ def data_health(source, split_path: Path) -> dict[str, Any]:
 
 def _saved_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml: the resolved config it trained with (batch size and LR fitted to the data)."""
-    return yaml.safe_load((Path(run_dir) / rundir.CONFIG).read_text()) or {}
+    return read_saved(run_dir)
 
 
 def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:

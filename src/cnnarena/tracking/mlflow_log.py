@@ -21,9 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
-import yaml
-
 from .. import rundir
+from ..config import read_saved
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..masking import mask_secrets
@@ -232,7 +231,7 @@ def open_run(client, run_dir: Path, uri: str, rows: list[dict[str, Any]], parent
             client.delete_run(stale)
         except Exception as e:  # gone already, or the store refuses: a new run is logged either way
             log.debug(f"could not delete MLflow run {stale}: {e}")
-    config = yaml.safe_load((run_dir / rundir.CONFIG).read_text()) or {}
+    config = read_saved(run_dir)
     run_id = client.create_run(experiment, run_name=run_dir.name,
                                tags=run_tags(run_dir, config, parent_id)).info.run_id
     from mlflow.entities import Param
