@@ -214,3 +214,24 @@ def test_doctor_md_keeps_hostile_names_as_text(tmp_path):
     assert all(line.endswith(" |") for line in rows)  # no row split by the newline
     classes = [line for line in rows if "onerror" in line and line.count("|") - line.count("\\|") == 3]
     assert classes, text  # class | images: the escaped pipe did not make a third cell
+
+
+@pytest.mark.slow  # two folders decoded and searched (~6 s each)
+@pytest.mark.parametrize("kind", ["digits", "drawings"])
+def test_copies_are_confirmed_and_look_alikes_are_not(kind, tmp_path, monkeypatch):
+    """benchmarks/near_duplicates.py's folders, small: every copy has JPEG q30-95, a +-10% resize, a crop of up to
+    10% a side and brightness +-20% at once; the other images of a class are look-alikes (another hand's digit, the
+    same shape elsewhere in another colour)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import near_duplicates
+
+    monkeypatch.setenv("CNNARENA_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    images, labels = getattr(near_duplicates, kind)(150, rng)
+    copies = near_duplicates.write_folder(tmp_path / kind, images, labels, rng, copy_share=0.2)
+    found = near_duplicates.measure(tmp_path / kind, copies, None)
+    assert found["recall"] >= 0.9 and found["originals_named_falsely"] <= 0.02, found
+    looser = near_duplicates.measure(tmp_path / kind, copies, 0.9)  # --near-threshold: lower finds more
+    assert looser["found"] >= found["found"] and looser["false_pairs"] >= found["false_pairs"]

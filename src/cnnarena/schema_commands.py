@@ -45,6 +45,8 @@ DOCTOR = _c(
            "files)"),
     Option("label_issues", bool, True, "find mislabeled images with k-fold out-of-sample predictions"),
     Option("near", bool, True, "look for near-duplicates too", cli="--near/--exact-only"),
+    Option("near_threshold", float, 0.99, "how alike two images must be, after alignment, to be called copies "
+           "(ECC correlation; lower finds more re-edited copies and more look-alikes)", low=0.5, high=1.0),
     Option("folds", int, 5, "folds of the out-of-sample predictions", low=2, high=20),
     Option("out", Path, None, "where the report and its grids go", short="-o",
            shown="CACHE/doctor/NAME, beside the data's cache"),

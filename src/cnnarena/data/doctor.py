@@ -45,7 +45,8 @@ def all_images(source: Source) -> tuple[ImageSet, list[str]]:
 
 
 def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, root: Path | None = None,
-            label_issues: bool = True, near: bool = True, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+            label_issues: bool = True, near: bool = True, near_threshold: float = duplicates.NEAR_THRESHOLD,
+            folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """The whole report. split_ids: ids per split (a split.json) to count leakage across; root: where the files
     of a folder/CSV source are, for the per-file checks."""
     data, parts = all_images(source)
@@ -61,7 +62,7 @@ def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, ro
         "files": file_findings(root, data.ids, source.original_sizes) if root is not None else None,
     }
     near_ok = duplicates.near_search_applies(source.original_sizes)
-    report["duplicates"] = duplicate_findings(data, split_ids, near=near and near_ok)
+    report["duplicates"] = duplicate_findings(data, split_ids, near=near and near_ok, near_threshold=near_threshold)
     if near and not near_ok:
         report["duplicates"]["method"] += (f" (near-duplicates not searched: images under "
                                            f"{duplicates.NEAR_MIN_SIDE} px hold too little detail to tell a copy "
@@ -122,9 +123,11 @@ def file_findings(root: Path, ids: list[str], sizes: list[tuple[int, int]] | Non
     return {"unusual_modes": modes, "exif_rotated": rotated, "size_outliers": outliers}
 
 
-def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *, near: bool = True) -> dict:
+def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *, near: bool = True,
+                       near_threshold: float = duplicates.NEAR_THRESHOLD) -> dict:
     exact = duplicates.exact_pairs(data.images)
-    near_found, capped = duplicates.near_pairs(data.images, {(p.a, p.b) for p in exact}) if near else ([], False)
+    near_found, capped = duplicates.near_pairs(data.images, {(p.a, p.b) for p in exact}, near_threshold) \
+        if near else ([], False)
     where = {}
     for name in SPLITS:
         for image_id in (split_ids or {}).get(name, ()):
@@ -150,8 +153,9 @@ def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *
         "near_across_classes": sum(r["kind"] == "near" and r["label_a"] != r["label_b"] for r in rows),
         "leakage": dict(leakage) if split_ids is not None else None,
         "near_search_capped": capped,
-        "method": (f"exact: identical decoded pixels; near: imagehash pHash within {duplicates.PHASH_CANDIDATE_BITS} "
-                   f"bits, confirmed by aligned correlation >= {duplicates.NCC_CONFIRM}") if near else "exact only",
+        "method": (f"exact: identical decoded pixels; near: pHash within {duplicates.PHASH_CANDIDATE_BITS} bits or "
+                   f"nearest thumbnails, confirmed as the same picture by ECC alignment (correlation >= "
+                   f"{near_threshold}, edges, a crop's warp, colours)") if near else "exact only",
     }
 
 

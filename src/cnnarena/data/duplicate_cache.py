@@ -19,7 +19,7 @@ import torch
 from .cache import image_cache_dir
 from .duplicates import split_groups
 
-VERSION = 1  # raise when split_groups' answer changes for the same pixels
+VERSION = 2  # raise when split_groups' answer changes for the same pixels
 
 
 def fingerprint(images: torch.Tensor, near: bool) -> str:

@@ -1,15 +1,15 @@
 """Exact and near-duplicate images, and the groups they form (which a leakage-free split keeps on one side).
 
 Exact duplicates have the same decoded pixels (a hash of the stored uint8 image; for files, stored at the cache's
-resolution, which is what every model sees). Near-duplicates (re-encoded, resized, slightly cropped or recoloured
-copies) are found in two steps:
-1. candidates: pairs whose perceptual hashes (imagehash's pHash, a DCT of the 32x32 image) differ in at most
-   PHASH_CANDIDATE_BITS of 64 bits, compared all against all with numpy's popcount;
-2. confirmation: the normalised cross-correlation of the two images (grayscale, 48x48), the best over zooms of up
-   to 12% and shifts of one against the other (so a crop of a few pixels still lines up), must reach NCC_CONFIRM.
-pHash alone confuses distinct small, centred objects (Fashion-MNIST's plain shirts share hashes by the thousand);
-the correlation step is what keeps the reported pairs true. Both thresholds were chosen on real Fashion-MNIST
-images with injected copies (tests/test_doctor.py holds the recall and precision they must keep).
+resolution, which is what every model sees). Near-duplicates (re-encoded, resized, cropped or brightened copies) are
+found in two steps:
+1. candidates: pairs whose perceptual hashes (imagehash's pHash) differ in at most PHASH_CANDIDATE_BITS of 64 bits,
+   and each image's NEIGHBOURS nearest in small thumbnails of the whole image and of its centre (a crop moves
+   pHash's bits; it moves a blurred thumbnail little);
+2. confirmation (copy_check.py): the pair aligned by OpenCV's ECC must be the same picture, not a look-alike.
+pHash and thumbnails alone confuse distinct simple images (Fashion-MNIST's plain shirts, a "1" and a "7"): the
+confirmation is what keeps the reported pairs true. benchmarks/near_duplicates.py measures both on generated copies
+and look-alikes.
 """
 
 from __future__ import annotations
@@ -22,17 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .copy_check import NEAR_THRESHOLD, same_picture
+
 PHASH_CANDIDATE_BITS = 16
-NCC_CONFIRM = 0.98
-PREFILTER = 0.8  # unaligned correlation a pair needs before the aligned search (true copies measured 0.89 and up)
+NEIGHBOURS = 20  # per image and thumbnail kind
 MAX_CANDIDATES = 2_000_000  # hash-close pairs kept (closest first): bounds memory
-MAX_ALIGNED = 20_000  # pairs given the aligned search (~0.5 ms each on 2 CPU cores), the most correlated first
-COARSE_MARGIN = 0.03
+MAX_CONFIRMED = 400_000  # pairs given the copy check (~0.5 ms each), hash-close ones first
 NEAR_MIN_SIDE = 32  # originals smaller than this (digits' 8x8, MNIST's 28x28) hold too little detail to tell a
 # copy from a look-alike: the near-duplicate search is skipped for them
-_ZOOMS = (1.0, *(z for k in range(1, 7) for z in (1 + 0.02 * k, 1 / (1 + 0.02 * k))))  # crops up to ~6% a side
-_SHIFTS = (-1, 0, 1)
-_SIDE, _HALF = 48, 18  # images compared at 48x48, on their central 36x36
 
 
 @dataclass(frozen=True)
@@ -65,29 +62,60 @@ def perceptual_hashes(images: torch.Tensor) -> np.ndarray:
     return out
 
 
-def near_pairs(images: torch.Tensor, exclude: Iterable[tuple[int, int]] = ()) -> tuple[list[Pair], bool]:
+def near_pairs(images: torch.Tensor, exclude: Iterable[tuple[int, int]] = (),
+               threshold: float = NEAR_THRESHOLD) -> tuple[list[Pair], bool]:
     """Near-duplicate pairs (not exact ones, not `exclude`d), and whether the search was cut short (more than
-    MAX_CANDIDATES hash-close pairs or MAX_ALIGNED correlated ones: the most similar were searched)."""
-    hashes = perceptual_hashes(images)
-    a, b, capped = _candidates(hashes)
+    MAX_CANDIDATES candidate pairs or MAX_CONFIRMED given the check: the most similar were checked)."""
+    a, b, capped = candidates(images)
     skip = set(exclude)
     if skip:
         keep = np.array([(int(i), int(j)) not in skip for i, j in zip(a, b, strict=True)], dtype=bool)
         a, b = a[keep], b[keep]
-    if len(a) == 0:
-        return [], capped
-    rough = _plain_correlation(images, a, b)  # cheap: drops most look-alikes before the aligned search
-    order = np.argsort(-rough, kind="stable")
-    order = order[rough[order] >= PREFILTER]
-    capped = capped or len(order) > MAX_ALIGNED
-    a, b = a[order[:MAX_ALIGNED]], b[order[:MAX_ALIGNED]]
-    similarity = _aligned_correlation(images, a, b)
-    found = similarity >= NCC_CONFIRM
+    if len(a) > MAX_CONFIRMED:
+        capped = True
+        a, b = a[:MAX_CONFIRMED], b[:MAX_CONFIRMED]
+    similarity = same_picture(images, a, b, threshold)
+    found = similarity >= threshold
     return [Pair(int(i), int(j), "near", round(float(s), 4))
             for i, j, s in zip(a[found], b[found], similarity[found], strict=True)], capped
 
 
-def _candidates(hashes: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, bool]:
+def candidates(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(a, b) pairs, a < b, that may be copies: close perceptual hashes, or among each other's NEIGHBOURS nearest
+    small thumbnails (pHash misses crops; the thumbnails of the whole image and of its centre catch them)."""
+    a, b, capped = _hash_candidates(perceptual_hashes(images))
+    pairs = [np.stack([a, b], 1)]
+    for keep, side in ((1.0, 8), (0.8, 12)):
+        pairs.append(_nearest_pairs(_thumbnails(images, side, keep)))
+    both = np.unique(np.concatenate(pairs), axis=0) if len(images) > 1 else np.zeros((0, 2), np.int64)
+    return both[:, 0].astype(np.int64), both[:, 1].astype(np.int64), capped
+
+
+def _thumbnails(images: torch.Tensor, side: int, keep: float) -> torch.Tensor:
+    """N×side² grayscale thumbnails of the central `keep` of each image, normalised (cosine = correlation)."""
+    gray = _grayscale(images).float().unsqueeze(1)
+    n = gray.shape[-1]
+    margin = int(n * (1 - keep) / 2)
+    if margin:
+        gray = gray[..., margin:n - margin, margin:n - margin]
+    return _normalised(F.adaptive_avg_pool2d(gray, side))
+
+
+def _nearest_pairs(vectors: torch.Tensor, chunk: int = 512) -> np.ndarray:
+    """(i, j), i < j, with j among i's NEIGHBOURS most similar vectors or i among j's."""
+    k = min(NEIGHBOURS, len(vectors) - 1)
+    found = []
+    for lo in range(0, len(vectors), chunk):
+        similarity = vectors[lo:lo + chunk] @ vectors.T
+        rows = torch.arange(lo, lo + len(similarity))
+        similarity[rows - lo, rows] = -2  # not itself
+        nearest = similarity.topk(k, dim=1).indices
+        found.append(torch.stack([rows.repeat_interleave(k), nearest.flatten()], 1))
+    pairs = torch.cat(found).numpy()
+    return np.sort(pairs, axis=1)
+
+
+def _hash_candidates(hashes: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, bool]:
     """(a, b) with a < b and Hamming distance <= PHASH_CANDIDATE_BITS, closest first when capped."""
     a_parts, b_parts, d_parts = [], [], []
     n = len(hashes)
@@ -122,64 +150,6 @@ def _normalised(x: torch.Tensor) -> torch.Tensor:
     x = x.flatten(1)
     x = x - x.mean(1, keepdim=True)
     return x / (x.norm(dim=1, keepdim=True) + 1e-6)
-
-
-def _small(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    x = _grayscale(images[index]).float().unsqueeze(1) / 255
-    return F.interpolate(x, size=(_SIDE, _SIDE), mode="bilinear", align_corners=False, antialias=True)
-
-
-def _centre(x: torch.Tensor) -> torch.Tensor:
-    c = _SIDE // 2
-    return _normalised(x[:, :, c - _HALF:c + _HALF, c - _HALF:c + _HALF])
-
-
-def _views(x: torch.Tensor, shifts: tuple[int, ...] = _SHIFTS) -> torch.Tensor:
-    """N×V×D: the central crop of each image at every zoom and shift, normalised."""
-    views = []
-    for zoom in _ZOOMS:
-        side = int(round(_SIDE * zoom))
-        z = x if side == _SIDE else F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-        m = side // 2
-        for dy in shifts:
-            for dx in shifts:
-                views.append(_normalised(z[:, :, m - _HALF + dy:m + _HALF + dy, m - _HALF + dx:m + _HALF + dx]))
-    return torch.stack(views, 1)
-
-
-def _plain_correlation(images: torch.Tensor, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    members = np.unique(np.concatenate([a, b]))
-    where = np.full(images.shape[0], -1, dtype=np.int64)
-    where[members] = np.arange(len(members))
-    centre = torch.cat([_centre(_small(images, torch.as_tensor(members[lo:lo + 1024])))
-                        for lo in range(0, len(members), 1024)])
-    ca, cb = centre[torch.as_tensor(where[a])], centre[torch.as_tensor(where[b])]
-    return (ca * cb).sum(1).numpy()
-
-
-def _aligned_correlation(images: torch.Tensor, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Best normalised cross-correlation of each pair over zooms and shifts of either image against the other:
-    zooms alone first, then zooms and shifts for the pairs that came within COARSE_MARGIN of NCC_CONFIRM (a
-    look-alike rarely does, so most pairs cost 13 views instead of 117)."""
-    coarse = _correlation(images, a, b, (0,))
-    close = np.flatnonzero(coarse >= NCC_CONFIRM - COARSE_MARGIN)
-    fine = coarse.copy()
-    if len(close):
-        fine[close] = np.maximum(coarse[close], _correlation(images, a[close], b[close], _SHIFTS))
-    return fine
-
-
-def _correlation(images: torch.Tensor, a: np.ndarray, b: np.ndarray, shifts: tuple[int, ...],
-                 chunk: int = 256) -> np.ndarray:
-    """(views are built per chunk of pairs: all of them at once would take ~0.6 MB per image)"""
-    out = []
-    for lo in range(0, len(a), chunk):
-        xa = _small(images, torch.as_tensor(a[lo:lo + chunk]))
-        xb = _small(images, torch.as_tensor(b[lo:lo + chunk]))
-        one = torch.einsum("nvd,nd->nv", _views(xa, shifts), _centre(xb)).amax(1)
-        two = torch.einsum("nvd,nd->nv", _views(xb, shifts), _centre(xa)).amax(1)
-        out.append(torch.maximum(one, two))
-    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 def groups(n: int, pairs: Iterable[Pair]) -> list[list[int]]:
