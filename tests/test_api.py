@@ -24,6 +24,7 @@ def test_import_cnnarena_loads_no_torch_and_names_the_api():
         assert name in out
 
 
+@pytest.mark.slow  # a training process
 def test_training_a_custom_cnn_never_imports_timm(tmp_path):
     """timm (and through it torchvision's detection models) costs ~3 s of start-up: only a backbone needs it."""
     code = ("import sys, cnnarena; cnnarena.train('digits', model='simple-2conv', epochs=1, out=sys.argv[1]); "

@@ -43,6 +43,7 @@ def test_durations_and_sizes_parse_or_fail_clearly():
         parse_memory("10M")
 
 
+@pytest.mark.slow  # budgeted training runs
 def test_a_budget_plans_the_epochs_that_fit_and_keeps_the_best_weights(tmp_path):
     run = tmp_path / "run"
     metrics = train_run(digits_cfg(epochs=2, budget="6s", schedule="cosine"), run)
@@ -78,6 +79,7 @@ class StallsInTheThirdEpoch(Callback):
             time.sleep(max(0.0, self.t0 + 5.2 - time.perf_counter()))
 
 
+@pytest.mark.slow  # a budgeted training run
 def test_a_budget_stops_mid_epoch_on_time_when_the_machine_slows_down(tmp_path, monkeypatch):
     import cnnarena.run as run_module
 
@@ -139,6 +141,7 @@ def test_small_images_get_a_resolution_from_their_size():
     assert auto_input_size((8, 8), (224, 224), minimum=75) == (75, 75)
 
 
+@pytest.mark.slow  # a backbone's epochs timed at several sizes
 def test_the_run_says_the_resolution_it_chose(tmp_path, caplog):
     from cnnarena import runtime
 
