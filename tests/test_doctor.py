@@ -235,3 +235,19 @@ def test_copies_are_confirmed_and_look_alikes_are_not(kind, tmp_path, monkeypatc
     assert found["recall"] >= 0.9 and found["originals_named_falsely"] <= 0.02, found
     looser = near_duplicates.measure(tmp_path / kind, copies, 0.9)  # --near-threshold: lower finds more
     assert looser["found"] >= found["found"] and looser["false_pairs"] >= found["false_pairs"]
+
+
+def test_a_train_after_the_doctor_does_not_search_for_duplicates_again(dirty, tmp_path, monkeypatch, capsys):
+    from cnnarena.data import duplicate_cache
+
+    monkeypatch.setenv("CNNARENA_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_cli(["doctor", str(dirty.root), *DOCTOR_OPTIONS, "--no-label-issues", "--out",
+                            str(tmp_path / "doc")], monkeypatch, capsys)
+    assert code == 0, err
+
+    def searched(*args, **kwargs):
+        raise AssertionError("the duplicate search ran again")
+
+    monkeypatch.setattr(duplicate_cache, "split_groups", searched)
+    train_run(build_config(None, {"data": str(dirty.root), "image_size": 64, "epochs": 1}), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["groups"]  # the doctor's groups, kept together

@@ -22,6 +22,7 @@ import torch
 
 from . import duplicates
 from .dataset import ImageSet, Source
+from .duplicate_cache import remember
 from .inspect import describe
 
 NEAR_EMPTY_SHARE = 0.1  # of the median class: a class this small cannot be learnt or measured well
@@ -62,7 +63,9 @@ def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, ro
         "files": file_findings(root, data.ids, source.original_sizes) if root is not None else None,
     }
     near_ok = duplicates.near_search_applies(source.original_sizes)
-    report["duplicates"] = duplicate_findings(data, split_ids, near=near and near_ok, near_threshold=near_threshold)
+    searched, train_searches = near and near_ok, source.root is not None and near_ok  # as data/health.check decides
+    report["duplicates"] = duplicate_findings(data, split_ids, near=searched, near_threshold=near_threshold,
+                                              reusable=source.test is None and searched == train_searches)
     if near and not near_ok:
         report["duplicates"]["method"] += (f" (near-duplicates not searched: images under "
                                            f"{duplicates.NEAR_MIN_SIDE} px hold too little detail to tell a copy "
@@ -124,7 +127,8 @@ def file_findings(root: Path, ids: list[str], sizes: list[tuple[int, int]] | Non
 
 
 def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *, near: bool = True,
-                       near_threshold: float = duplicates.NEAR_THRESHOLD) -> dict:
+                       near_threshold: float = duplicates.NEAR_THRESHOLD, reusable: bool = False) -> dict:
+    """reusable: `data` is the pool a new split is cut from, searched as `train` would search it."""
     exact = duplicates.exact_pairs(data.images)
     near_found, capped = duplicates.near_pairs(data.images, {(p.a, p.b) for p in exact}, near_threshold) \
         if near else ([], False)
@@ -144,6 +148,8 @@ def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *
         if r["split_a"] and r["split_b"] and r["split_a"] != r["split_b"]:
             leakage["-".join(sorted((r["split_a"], r["split_b"]), key=SPLITS.index))] += 1
     groups = duplicates.groups(len(data), [*exact, *near_found])
+    if reusable and near_threshold == duplicates.NEAR_THRESHOLD:  # what train's split would search for: kept
+        remember(data.images, near=near, groups=groups, exact=len(exact), found=len(near_found))
     return {
         "pairs": rows,
         "groups": [[data.ids[i] for i in g] for g in groups],

@@ -44,6 +44,14 @@ def cached_split_groups(images: torch.Tensor, *, near: bool,
     return groups, exact, found
 
 
+def remember(images: torch.Tensor, *, near: bool, groups: list[list[int]], exact: int, found: int,
+             cache_dir: Path | None = None) -> None:
+    """What `cnnarena doctor` found, as split_groups(images, near=near) would: the next `train` or `study` on the
+    same data reads it instead of searching again."""
+    path = image_cache_dir(cache_dir) / "duplicates" / f"{fingerprint(images, near)}.json"
+    _write(path, {"groups": groups, "exact": exact, "near": found})
+
+
 def _write(path: Path, entry: dict) -> None:
     """Whole or not at all (a reader never sees half an entry); a read-only cache costs a search next time."""
     try:
