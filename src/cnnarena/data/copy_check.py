@@ -10,7 +10,8 @@ an affine warp, which also absorbs brightness and contrast. A pair is the same p
   within FRAME_SLACK, at least MIN_CROP_SCALE of its side (a crop of up to ~10% a side);
 - the colours agree up to one common gain, on the pixels neither image clips (a brightened copy clips its
   highlights; a drawing of the same shape in another colour does not pass).
-It runs twice: at 32 px on every candidate (about half a millisecond a pair), then at 64 px on those still standing.
+It runs twice: at 32 px on every candidate (about half a millisecond a pair), then at 64 px on those still
+standing.
 The thresholds were set on generated copies and look-alikes (benchmarks/near_duplicates.py holds the figures).
 """
 
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 NEAR_THRESHOLD = 0.99  # the ECC correlation a copy reaches at 64 px (--near-threshold)
-COARSE_THRESHOLD = 0.94  # the same at 32 px, where every candidate is tried
+COARSE_SIDE, FINE_SIDE = 32, 64  # every candidate is tried at 32 px; the pairs that pass, again at 64 px
+COARSE_THRESHOLD = 0.94  # the correlation a copy reaches at 32 px
 EDGE_AGREEMENT = 0.95
 FRAME_SLACK = 0.03  # of the side: how far a crop's frame may stick out of the other image's
 MAX_SHEAR = 0.1
@@ -51,7 +53,7 @@ def _same_picture(cv2, images: torch.Tensor, a: np.ndarray, b: np.ndarray, thres
     from concurrent.futures import ThreadPoolExecutor
 
     members = np.unique(np.concatenate([a, b])) if len(a) else np.zeros(0, np.int64)
-    fine, coarse = _resized(images, members, 64), _resized(images, members, 32)
+    fine, coarse = _resized(images, members, FINE_SIDE), _resized(images, members, COARSE_SIDE)
     where = np.full(int(members.max()) + 1 if len(members) else 0, -1, dtype=np.int64)
     where[members] = np.arange(len(members))
     x_all, y_all = where[a], where[b]
@@ -64,7 +66,7 @@ def _same_picture(cv2, images: torch.Tensor, a: np.ndarray, b: np.ndarray, thres
             if rough is None:
                 continue
             warp = rough[1].copy()
-            warp[:, 2] *= 2  # the 32 px translation, in 64 px
+            warp[:, 2] *= FINE_SIDE / COARSE_SIDE  # the coarse translation, in fine pixels
             found = _check(cv2, fine[x], fine[y], warp, threshold, final=True)
             if found is not None:
                 out[k] = found[0]
@@ -86,7 +88,7 @@ def _resized(images: torch.Tensor, members: np.ndarray, side: int) -> np.ndarray
 def _check(cv2, first: np.ndarray, second: np.ndarray, warp: np.ndarray, threshold: float,
            final: bool) -> tuple[float, np.ndarray] | None:
     """(correlation, warp) when `second` aligned onto `first` passes every test (the edges and the colours only
-    when `final`: 32 px is too coarse for them), else None."""
+    when `final`: the coarse pass is too coarse for them), else None."""
     g1, g2 = first.mean(0), second.mean(0)
     steps = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40 if final else 30, 1e-4 if final else 1e-3)
     try:
@@ -95,7 +97,12 @@ def _check(cv2, first: np.ndarray, second: np.ndarray, warp: np.ndarray, thresho
         return None
     side = g1.shape[0]
     flags = cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP
-    if abs(warp[0, 1]) + abs(warp[1, 0]) > MAX_SHEAR:  # a shape that looks the same turned (a disc): no turn
+    turned = abs(warp[0, 1]) + abs(warp[1, 0]) > MAX_SHEAR
+    if not final and cc < threshold:
+        return None
+    if not final and not turned:  # the coarse pass: ECC's own correlation and the warp's shape are enough
+        return (float(cc), warp) if _a_copys_warp(warp, side) else None
+    if turned:  # a shape that looks the same turned (a disc): no turn
         warp = _without_turn(cv2, warp, g1)
     inside = cv2.warpAffine(np.ones_like(g2), warp, (side, side), flags=flags, borderValue=0) > 0.999
     inside[:2], inside[-2:], inside[:, :2], inside[:, -2:] = False, False, False, False
