@@ -81,3 +81,36 @@ def test_headers_over_16_kib_are_refused(server, size):
     assert not answer.startswith(b"HTTP/1.1 200"), answer[:100]
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:100]
     sock.close()
+
+
+def _answer(server, request: bytes) -> bytes:
+    sock = _connect(server)
+    try:
+        sock.sendall(request)
+        sock.settimeout(10)
+        return sock.recv(65536)
+    except (BrokenPipeError, ConnectionResetError):
+        return b""  # refused before the whole request was read
+    finally:
+        sock.close()
+
+
+def test_any_mix_of_header_sizes_and_counts_is_served_or_refused_and_the_server_keeps_serving(server):
+    """Hypothesis: up to 300 headers of up to 20 KiB each. Under 16 KiB in all, a 200; over, never a 200."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(st.tuples(st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=40),
+                              st.integers(0, 20_000)), max_size=300))
+    def check(headers):
+        lines = b"".join(f"X-{name}: ".encode() + b"v" * size + b"\r\n" for name, size in headers)
+        answer = _answer(server, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
+        if len(lines) < 15 * 1024:
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+        elif len(lines) > 17 * 1024:
+            assert not answer.startswith(b"HTTP/1.1 200"), answer[:80]
+        assert httpx.get(server.url + "/v1/health", timeout=5).status_code == 200
+
+    check()
