@@ -10,8 +10,8 @@ an affine warp, which also absorbs brightness and contrast. A pair is the same p
   within FRAME_SLACK, at least MIN_CROP_SCALE of its side (a crop of up to ~10% a side);
 - the colours agree up to one common gain, on the pixels neither image clips (a brightened copy clips its
   highlights; a drawing of the same shape in another colour does not pass).
-It runs twice: at 32 px on every candidate (about half a millisecond a pair), then at 64 px on those still
-standing.
+It runs twice: at 32 px on every candidate (about half a millisecond a pair on one core), then at 64 px on
+those still standing; the pairs are spread over every core.
 The thresholds were set on generated copies and look-alikes (benchmarks/near_duplicates.py holds the figures).
 """
 
@@ -39,41 +39,73 @@ def same_picture(images: torch.Tensor, a: np.ndarray, b: np.ndarray,
                  threshold: float = NEAR_THRESHOLD) -> np.ndarray:
     """For each pair (a[k], b[k]) of uint8 N×C×H×W images: its ECC correlation at 64 px when it is the same
     picture, else -1."""
+    members = np.unique(np.concatenate([a, b])) if len(a) else np.zeros(0, np.int64)
+    where = np.full(int(members.max()) + 1 if len(members) else 0, -1, dtype=np.int64)
+    where[members] = np.arange(len(members))
+    work = (_resized(images, members, COARSE_SIDE), _resized(images, members, FINE_SIDE), threshold)
+    return _checked_everywhere(work, where[a], where[b])
+
+
+_WORK: tuple[np.ndarray, np.ndarray, float] | None = None  # in a forked worker: what it checks
+PROCESS_MIN_PAIRS = 4096  # below, threads (a process pool's start costs more than it saves)
+CHUNK = 512
+
+
+def _checked_everywhere(work: tuple, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """_checked over chunks of the pairs, on every core: forked processes for many pairs (the checks' Python holds
+    the GIL about a third of the time, so threads give ~1.4x on 2 cores), threads for a few."""
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
     import cv2
 
+    workers = min(8, os.cpu_count() or 1)
+    chunks = [(x[lo:lo + CHUNK], y[lo:lo + CHUNK]) for lo in range(0, len(x), CHUNK)]
+    forked = len(x) >= PROCESS_MIN_PAIRS and workers > 1 and sys.platform == "linux"
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # tiny images: OpenCV's thread pool costs more than it saves (given back below)
     try:
-        return _same_picture(cv2, images, a, b, threshold)
+        if forked:  # the workers get the images without a copy, and touch only numpy and OpenCV, never torch's threads
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_worker_start, initargs=(os.getpid(), work)) as pool:
+                parts = list(pool.map(_checked, *zip(*chunks, strict=True)))
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(lambda xy: _checked(*xy, work=work), chunks))
     finally:
         cv2.setNumThreads(threads)
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _same_picture(cv2, images: torch.Tensor, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
-    from concurrent.futures import ThreadPoolExecutor
+def _worker_start(parent: int, work: tuple) -> None:
+    import cv2
 
-    members = np.unique(np.concatenate([a, b])) if len(a) else np.zeros(0, np.int64)
-    fine, coarse = _resized(images, members, FINE_SIDE), _resized(images, members, COARSE_SIDE)
-    where = np.full(int(members.max()) + 1 if len(members) else 0, -1, dtype=np.int64)
-    where[members] = np.arange(len(members))
-    x_all, y_all = where[a], where[b]
-    out = np.full(len(a), -1.0)
+    from .imageio import die_with_parent
 
-    def run(lo: int, hi: int) -> None:  # OpenCV lets go of the GIL: the pairs are checked on every core
-        for k in range(lo, hi):
-            x, y = x_all[k], y_all[k]
-            rough = _check(cv2, coarse[x], coarse[y], np.eye(2, 3, dtype=np.float32), COARSE_THRESHOLD, final=False)
-            if rough is None:
-                continue
-            warp = rough[1].copy()
-            warp[:, 2] *= FINE_SIDE / COARSE_SIDE  # the coarse translation, in fine pixels
-            found = _check(cv2, fine[x], fine[y], warp, threshold, final=True)
-            if found is not None:
-                out[k] = found[0]
+    global _WORK
+    _WORK = work  # with fork, initargs reach the worker without pickling
+    die_with_parent(parent)
+    cv2.setNumThreads(1)
 
-    chunk = 512
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(lambda lo: run(lo, min(lo + chunk, len(a))), range(0, len(a), chunk)))
+
+def _checked(x: np.ndarray, y: np.ndarray, work: tuple | None = None) -> np.ndarray:
+    """The pairs (x[k], y[k]) of the work's images (a forked worker's _WORK when not given): their correlation at
+    64 px when the same picture, else -1."""
+    import cv2
+
+    coarse, fine, threshold = work or _WORK
+    out = np.full(len(x), -1.0)
+    for k in range(len(x)):
+        rough = _check(cv2, coarse[x[k]], coarse[y[k]], np.eye(2, 3, dtype=np.float32), COARSE_THRESHOLD,
+                       final=False)
+        if rough is None:
+            continue
+        warp = rough[1].copy()
+        warp[:, 2] *= FINE_SIDE / COARSE_SIDE  # the coarse translation, in fine pixels
+        found = _check(cv2, fine[x[k]], fine[y[k]], warp, threshold, final=True)
+        if found is not None:
+            out[k] = found[0]
     return out
 
 

@@ -159,8 +159,9 @@ def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *
         "near_across_classes": sum(r["kind"] == "near" and r["label_a"] != r["label_b"] for r in rows),
         "leakage": dict(leakage) if split_ids is not None else None,
         "near_search_capped": capped,
-        "method": (f"exact: identical decoded pixels; near: pHash within {duplicates.PHASH_CANDIDATE_BITS} bits or "
-                   f"nearest thumbnails, confirmed as the same picture by ECC alignment (correlation >= "
+        "method": (f"exact: identical decoded pixels; near: each image's {duplicates.NEIGHBOURS} nearest in pHash "
+                   f"(within {duplicates.PHASH_CANDIDATE_BITS} bits) and in thumbnails, "
+                   f"confirmed as the same picture by ECC alignment (correlation >= "
                    f"{near_threshold}, edges, a crop's warp, colours)") if near else "exact only",
     }
 

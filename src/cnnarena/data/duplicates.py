@@ -3,8 +3,8 @@
 Exact duplicates have the same decoded pixels (a hash of the stored uint8 image; for files, stored at the cache's
 resolution, which is what every model sees). Near-duplicates (re-encoded, resized, cropped or brightened copies) are
 found in two steps:
-1. candidates: pairs whose perceptual hashes (imagehash's pHash) differ in at most PHASH_CANDIDATE_BITS of 64 bits,
-   and each image's NEIGHBOURS nearest in small thumbnails of the whole image and of its centre (a crop moves
+1. candidates: each image's NEIGHBOURS nearest in perceptual hash (imagehash's pHash, within PHASH_CANDIDATE_BITS of
+   64 bits), and in small thumbnails of the whole image and of its centre (a crop moves
    pHash's bits; it moves a blurred thumbnail little);
 2. confirmation (copy_check.py): the pair aligned by OpenCV's ECC must be the same picture, not a look-alike.
 pHash and thumbnails alone confuse distinct simple images (Fashion-MNIST's plain shirts, a "1" and a "7"): the
@@ -26,7 +26,6 @@ from .copy_check import NEAR_THRESHOLD, same_picture
 
 PHASH_CANDIDATE_BITS = 16
 NEIGHBOURS = 20  # per image and thumbnail kind
-MAX_CANDIDATES = 2_000_000  # hash-close pairs kept (closest first): bounds memory
 MAX_CONFIRMED = 400_000  # pairs given the copy check (~0.5 ms each), hash-close ones first
 NEAR_MIN_SIDE = 32  # originals smaller than this (digits' 8x8, MNIST's 28x28) hold too little detail to tell a
 # copy from a look-alike: the near-duplicate search is skipped for them
@@ -65,7 +64,7 @@ def perceptual_hashes(images: torch.Tensor) -> np.ndarray:
 def near_pairs(images: torch.Tensor, exclude: Iterable[tuple[int, int]] = (),
                threshold: float = NEAR_THRESHOLD) -> tuple[list[Pair], bool]:
     """Near-duplicate pairs (not exact ones, not `exclude`d), and whether the search was cut short (more than
-    MAX_CANDIDATES candidate pairs or MAX_CONFIRMED given the check: the most similar were checked)."""
+    MAX_CONFIRMED candidates: the closest in pHash were checked)."""
     a, b, capped = candidates(images)
     skip = set(exclude)
     if skip:
@@ -81,14 +80,19 @@ def near_pairs(images: torch.Tensor, exclude: Iterable[tuple[int, int]] = (),
 
 
 def candidates(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(a, b) pairs, a < b, that may be copies: close perceptual hashes, or among each other's NEIGHBOURS nearest
-    small thumbnails (pHash misses crops; the thumbnails of the whole image and of its centre catch them)."""
-    a, b, capped = _hash_candidates(perceptual_hashes(images))
-    pairs = [np.stack([a, b], 1)]
+    """(a, b) pairs, a < b, that may be copies, closest perceptual hashes first: each image's NEIGHBOURS nearest in
+    pHash (within PHASH_CANDIDATE_BITS), and in small thumbnails of the whole image and of its centre (pHash misses
+    crops; the thumbnails catch them). At most ~3·NEIGHBOURS per image: the work grows with the images, not with
+    their pairs (6,000 look-alike-heavy Fashion-MNIST images have ~390,000 pairs within 16 bits)."""
+    if len(images) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), False
+    hashes = perceptual_hashes(images)
+    pairs = [_nearest_hashes(hashes)]
     for keep, side in ((1.0, 8), (0.8, 12)):
         pairs.append(_nearest_pairs(_thumbnails(images, side, keep)))
-    both = np.unique(np.concatenate(pairs), axis=0) if len(images) > 1 else np.zeros((0, 2), np.int64)
-    return both[:, 0].astype(np.int64), both[:, 1].astype(np.int64), capped
+    both = np.unique(np.concatenate(pairs), axis=0).astype(np.int64)
+    order = np.argsort(np.bitwise_count(hashes[both[:, 0]] ^ hashes[both[:, 1]]), kind="stable")
+    return both[order, 0], both[order, 1], False
 
 
 def _thumbnails(images: torch.Tensor, side: int, keep: float) -> torch.Tensor:
@@ -115,28 +119,18 @@ def _nearest_pairs(vectors: torch.Tensor, chunk: int = 512) -> np.ndarray:
     return np.sort(pairs, axis=1)
 
 
-def _hash_candidates(hashes: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(a, b) with a < b and Hamming distance <= PHASH_CANDIDATE_BITS, closest first when capped."""
-    a_parts, b_parts, d_parts = [], [], []
-    n = len(hashes)
-    for lo in range(0, n, chunk):
-        block = hashes[lo:lo + chunk]
-        distance = np.bitwise_count(block[:, None] ^ hashes[None, lo:])  # only pairs with b >= lo
-        rows, cols = np.nonzero(distance <= PHASH_CANDIDATE_BITS)
-        cols = cols + lo
-        rows = rows + lo
-        upper = cols > rows
-        a_parts.append(rows[upper])
-        b_parts.append(cols[upper])
-        d_parts.append(distance[rows[upper] - lo, cols[upper] - lo])
-    a = np.concatenate(a_parts) if a_parts else np.zeros(0, np.int64)
-    b = np.concatenate(b_parts) if b_parts else np.zeros(0, np.int64)
-    d = np.concatenate(d_parts) if d_parts else np.zeros(0, np.int64)
-    capped = len(a) > MAX_CANDIDATES
-    if capped:
-        order = np.argsort(d, kind="stable")[:MAX_CANDIDATES]
-        a, b = a[order], b[order]
-    return a, b, capped
+def _nearest_hashes(hashes: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(i, j), i < j, with j among i's NEIGHBOURS nearest hashes within PHASH_CANDIDATE_BITS, or i among j's."""
+    k = min(NEIGHBOURS, len(hashes) - 1)
+    found = []
+    for lo in range(0, len(hashes), chunk):
+        distance = np.bitwise_count(hashes[lo:lo + chunk, None] ^ hashes[None, :]).astype(np.int16)
+        rows = np.arange(lo, lo + len(distance))
+        distance[rows - lo, rows] = 99  # not itself
+        nearest = np.argpartition(distance, k - 1, axis=1)[:, :k]
+        close = np.take_along_axis(distance, nearest, 1) <= PHASH_CANDIDATE_BITS
+        found.append(np.stack([np.repeat(rows, k)[close.ravel()], nearest.ravel()[close.ravel()]], 1))
+    return np.sort(np.concatenate(found), axis=1)
 
 
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
