@@ -25,7 +25,10 @@ import torch.nn.functional as F
 from .copy_check import NEAR_THRESHOLD, same_picture
 
 PHASH_CANDIDATE_BITS = 16
-NEIGHBOURS = 20  # per image and thumbnail kind
+NEIGHBOURS = 20  # per image, in pHash and in each kind of thumbnail
+# (share of the image kept about its centre, side in px): the whole image, and two centres (a crop shifts and scales
+# the whole; the centre moves less)
+THUMBNAILS = ((1.0, 8), (0.8, 12), (0.7, 8))
 MAX_CONFIRMED = 400_000  # pairs given the copy check (~0.5 ms each), hash-close ones first
 NEAR_MIN_SIDE = 32  # originals smaller than this (digits' 8x8, MNIST's 28x28) hold too little detail to tell a
 # copy from a look-alike: the near-duplicate search is skipped for them
@@ -82,13 +85,13 @@ def near_pairs(images: torch.Tensor, exclude: Iterable[tuple[int, int]] = (),
 def candidates(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
     """(a, b) pairs, a < b, that may be copies, closest perceptual hashes first: each image's NEIGHBOURS nearest in
     pHash (within PHASH_CANDIDATE_BITS), and in small thumbnails of the whole image and of its centre (pHash misses
-    crops; the thumbnails catch them). At most ~3·NEIGHBOURS per image: the work grows with the images, not with
+    crops; the thumbnails catch them). At most ~4·NEIGHBOURS per image: the work grows with the images, not with
     their pairs (6,000 look-alike-heavy Fashion-MNIST images have ~390,000 pairs within 16 bits)."""
     if len(images) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), False
     hashes = perceptual_hashes(images)
     pairs = [_nearest_hashes(hashes)]
-    for keep, side in ((1.0, 8), (0.8, 12)):
+    for keep, side in THUMBNAILS:
         pairs.append(_nearest_pairs(_thumbnails(images, side, keep)))
     both = np.unique(np.concatenate(pairs), axis=0).astype(np.int64)
     order = np.argsort(np.bitwise_count(hashes[both[:, 0]] ^ hashes[both[:, 1]]), kind="stable")
