@@ -46,6 +46,13 @@ class Run:
         return read_saved(self.path)
 
     @property
+    def classes(self) -> list[str]:
+        """The class names, in the order of the model's outputs (after any --class-map)."""
+        from .models.artefacts import read_meta
+
+        return list(read_meta(self.path).classes)
+
+    @property
     def history(self):
         """One row per epoch (pandas DataFrame): losses, accuracies, learning rate, images/s, seconds."""
         import pandas as pd

@@ -177,16 +177,19 @@ def _threads(count: int) -> str:
 
 
 SERVE_DEFAULTS = {"backend": "onnx", "max_batch": 32, "max_wait_ms": 2.0, "max_body_mb": 10.0,
-                  "max_pixels": 40_000_000, "max_files": 16, "top_k": 5, "body_timeout": 15.0, "head_timeout": 10.0}
+                  "max_pixels": 40_000_000, "max_files": 16, "top_k": 5, "body_timeout": 15.0, "head_timeout": 10.0,
+                  "cors": None, "tls_cert": None, "tls_key": None}
 
 
 def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, max_connections: int = 64,
           log_level: str = "info", **options: Any) -> None:
     """Serve the run's model over HTTP in this process until Ctrl-C (the CLI's `serve`)."""
-    from .serve.address import check_listen, check_log_level
+    from .serve.address import check_listen, check_log_level, check_tls, parse_origins
 
     settings = {**SERVE_DEFAULTS, **options}
     log_level = check_log_level(log_level)
+    origins = parse_origins(settings["cors"])
+    tls = check_tls(settings["tls_cert"], settings["tls_key"])
     rundir.check_run(run_dir)
     check_listen(host, port)  # before the model loads (and may be exported): uvicorn would only log and exit 3
     import uvicorn
@@ -196,14 +199,17 @@ def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, max_conne
     web = create_app(run_dir, backend=settings["backend"], max_batch=settings["max_batch"],
                      max_wait_ms=settings["max_wait_ms"], max_body_bytes=int(settings["max_body_mb"] * 1024 * 1024),
                      max_pixels=settings["max_pixels"], max_files=settings["max_files"], top_k=settings["top_k"],
-                     body_timeout_s=settings["body_timeout"], max_in_flight=max_connections)
+                     body_timeout_s=settings["body_timeout"], max_in_flight=max_connections, cors_origins=origins)
     import sys
 
-    print(f"serving {run_dir} with {settings['backend']} at http://{host}:{port}/ (Ctrl+C stops)", file=sys.stderr)
+    scheme = "https" if tls else "http"
+    print(f"serving {run_dir} with {settings['backend']} at {scheme}://{host}:{port}/ (Ctrl+C stops)",
+          file=sys.stderr)
     from .serve.protocol import HEADER_BYTES, protocol_with
 
+    certificate = {"ssl_certfile": str(settings["tls_cert"]), "ssl_keyfile": str(settings["tls_key"])} if tls else {}
     uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=False, http=protocol_with(
-        settings["head_timeout"]), timeout_keep_alive=5, h11_max_incomplete_event_size=HEADER_BYTES)
+        settings["head_timeout"]), timeout_keep_alive=5, h11_max_incomplete_event_size=HEADER_BYTES, **certificate)
 
 
 def serve_in_background(run_dir: Path, host: str = "127.0.0.1", **options: Any):

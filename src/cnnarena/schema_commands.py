@@ -109,6 +109,11 @@ SERVE = _c(
            "after each answer) before it is closed", low=0.1),
     Option("max_connections", int, 64, "requests handled at once; more get 503 at once", low=1),
     Option("log_level", str, "info", "uvicorn log level: critical | error | warning | info | debug"),
+    Option("cors", str, None, "let web pages from these origins call the API (comma-separated, e.g. "
+           "https://app.example.com,http://localhost:3000; * for any)", shown="none"),
+    Option("tls_cert", Path, None, "serve HTTPS with this PEM certificate (with --tls-key): the web page's webcam "
+           "then works from other devices", shown=""),
+    Option("tls_key", Path, None, "the PEM private key of --tls-cert", shown=""),
 )
 TUNE = _c(
     Option("data", str, None, "dataset (as for train)", argument=True, required=True),

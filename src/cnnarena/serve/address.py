@@ -64,3 +64,43 @@ def _reason(e: OSError, port: int) -> str:
         return ("permission denied (ports below 1024 need privileges): choose a --port from 1024 up"
                 if 0 < port < 1024 else "permission denied")
     return (e.strerror or str(e)).lower()
+
+
+def parse_origins(text: str | None) -> list[str]:
+    """--cors's comma-separated origins (scheme://host[:port], as a browser sends them in Origin), or * for any."""
+    if not text:
+        return []
+    from urllib.parse import urlsplit
+
+    origins = [o.strip() for o in text.split(",") if o.strip()]
+    for origin in origins:
+        if origin == "*":
+            continue
+        try:
+            parts = urlsplit(origin)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.path.strip("/") or parts.query or parts.fragment:
+            raise UserError(f"--cors: {origin[:80]!r} is not an origin: give scheme://host[:port], e.g. "
+                            f"https://app.example.com or http://localhost:3000 (comma-separated), or *")
+    return [o if o == "*" else o.rstrip("/") for o in origins]
+
+
+def check_tls(cert, key) -> bool:
+    """Whether to serve HTTPS: both files given and loadable as a certificate chain and its key (UserError else)."""
+    if cert is None and key is None:
+        return False
+    if cert is None or key is None:
+        raise UserError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except FileNotFoundError as e:
+        raise UserError(f"cannot read {e.filename}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise UserError(f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its private key "
+                        f"({getattr(e, 'reason', None) or e})") from None
+    return True

@@ -20,9 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..evaluate.predict import top_k as rank_classes
@@ -31,20 +29,14 @@ from .batcher import Busy, InferenceFailed, MicroBatcher
 from .decode import MAX_PIXELS, BadImage, decode_pixels, open_upload
 from .explainer import ExplainBusy, Explainer
 from .protocol import HEADER_BYTES
+from .uploads import ApiError, read_uploads
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_FILES = 16
-FIELDS = ("file", "files")
 # Images up to this size (a 128×128 webcam frame, any 28-64 px dataset image) decode on the event
 # loop; bigger ones go to the decoder threads so that they never stall other requests.
 INLINE_DECODE_PIXELS = 128 * 128
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -188,7 +180,8 @@ class Server:
 
 def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max_wait_ms: float = 2.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS, max_files: int = MAX_FILES,
-               top_k: int = 5, body_timeout_s: float = BODY_STALL_SECONDS, max_in_flight: int = 64) -> FastAPI:
+               top_k: int = 5, body_timeout_s: float = BODY_STALL_SECONDS, max_in_flight: int = 64,
+               cors_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
     """Load the model now (a bad run directory fails here, before any port is opened)."""
     server = Server(load_backend(Path(run_dir), backend), max_batch=max_batch, max_wait_ms=max_wait_ms,
                     max_pixels=max_pixels, max_files=max_files, top_k=top_k)
@@ -207,6 +200,12 @@ def create_app(run_dir: Path, *, backend: str = "onnx", max_batch: int = 32, max
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, on_reject=server.count_rejected,
                        stall_seconds=body_timeout_s)
     app.add_middleware(InFlightLimit, limit=max_in_flight)
+    if cors_origins:  # browsers' preflights are answered before any limit but the header size's
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type"], max_age=600,
+                           expose_headers=["X-Label", "X-Probability", "X-Target", "X-Layer", "X-Method"])
     app.add_middleware(HeaderLimit, max_bytes=HEADER_BYTES)  # added last: the outermost
     _install_error_handlers(app, server)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -245,7 +244,7 @@ def _add_predict_route(app: FastAPI, server: Server) -> None:
         t0 = time.perf_counter()
         # top_k is read by hand: FastAPI's per-request parameter validation cost more than the inference.
         k = _top_k(request.query_params.get("top_k"), server.top_k, meta.num_classes)
-        uploads = await _read_uploads(request, server.max_files)
+        uploads = await read_uploads(request, server.max_files)
         images = await asyncio.gather(*(_decode_named(server, name, data) for name, data in uploads))
         try:
             results = await asyncio.gather(*(server.batcher.submit(x) for x in images))
@@ -282,7 +281,7 @@ def _add_explain_route(app: FastAPI, server: Server) -> None:
         target = request.query_params.get("target")
         if target is not None and target not in meta.classes:
             raise ApiError(422, f"target {target[:60]!r} is not a class of this model")
-        uploads = await _read_uploads(request, 1)
+        uploads = await read_uploads(request, 1)
         name, data = uploads[0]
         image = await _decode_named(server, name, data)
         try:
@@ -316,35 +315,6 @@ async def _decode_named(server: Server, name: str, data: bytes) -> Any:
         raise ApiError(e.status, f"{name}: {e.message}") from None
 
 
-async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
-    """(filename, bytes) of every image in fields `file`/`files`; anything else is a clear 4xx."""
-    ctype = request.headers.get("content-type", "")
-    if not ctype.lower().startswith("multipart/form-data"):
-        raise ApiError(415, "send images as multipart/form-data in field 'file' (one image) or 'files' (several)"
-                       + (f", not {ctype.split(';')[0]}" if ctype else ""))
-    try:
-        form = await request.form(max_files=max_files, max_fields=8)
-    except ClientDisconnect:  # gone mid-upload: nobody to answer, but no traceback either
-        raise ApiError(400, "client disconnected before the body was complete") from None
-    except HTTPException as e:  # starlette's parser: bad boundary, too many files or fields...
-        status = 413 if "too many files" in str(e.detail).lower() else 400
-        detail = f"too many files: at most {max_files} per request" if status == 413 else e.detail
-        raise ApiError(status, f"bad multipart body: {detail}") from None
-    try:
-        uploads: list[tuple[str, bytes]] = []
-        for key, value in form.multi_items():
-            if key not in FIELDS:
-                raise ApiError(422, f"unexpected field {key!r}: send images in field 'file' or 'files'")
-            if not isinstance(value, UploadFile):
-                raise ApiError(422, f"field {key!r} must be a file upload, not text")
-            uploads.append((value.filename or f"image {len(uploads) + 1}", await value.read()))
-    finally:
-        await form.close()
-    if not uploads:
-        raise ApiError(422, "no image: send one in multipart field 'file' or several in 'files'")
-    return uploads
-
-
 def _install_error_handlers(app: FastAPI, server: Server) -> None:
     async def api_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -375,11 +345,15 @@ def _install_error_handlers(app: FastAPI, server: Server) -> None:
 _PREDICT_DOC = {
     "parameters": [{"name": "top_k", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
                     "description": "how many classes to return per image [the server's --top-k]"}],
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object",
-        "properties": {"file": {"type": "string", "format": "binary"},
-                       "files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-    }}}},
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"},
+                           "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": {"type": "object", "properties": {
+            "image": {"type": "string", "description": "base64, or a data: URL"},
+            "images": {"type": "array", "items": {"type": "string"}}}}}}},
 }
 
 

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const TOP_K = 5;
+const MOST_SHOWN = 5;
+let topK = null; // the model's number of classes, up to MOST_SHOWN, once its card is read (the server's own else)
 const FRAME_SIDE = 320; // webcam frames are downscaled before upload: the model needs far fewer pixels
 let camera = null; // {stream, running, frames, since}
 let previewUrl = null;
@@ -13,6 +14,7 @@ let heatInFlight = false; // webcam: one heat map at a time, frames go on being 
 async function loadModel() {
   try {
     const card = await (await fetch("/v1/model")).json();
+    if (Number.isInteger(card.num_classes) && card.num_classes > 0) topK = Math.min(MOST_SHOWN, card.num_classes);
     const acc = card.metrics && card.metrics.test_accuracy != null
       ? `<span class="tag">test accuracy ${(100 * card.metrics.test_accuracy).toFixed(1)}%</span>` : "";
     const size = card.input ? `${card.input.size.join("×")} ${card.input.color}` : "";
@@ -38,7 +40,8 @@ async function classify(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
   const t0 = performance.now();
-  const response = await fetch(`/v1/predict?top_k=${TOP_K}`, { method: "POST", body: form });
+  const query = topK ? `?top_k=${topK}` : "";
+  const response = await fetch(`/v1/predict${query}`, { method: "POST", body: form });
   const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return { result: body.results[0], roundTrip: performance.now() - t0 };
