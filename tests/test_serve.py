@@ -137,7 +137,7 @@ CHUNKED_PARTS = [b"--zz\r\nContent-Disposition: form-data; name=\"file\"; filena
     + [b"\0" * (1 << 20)] * 12
 BAD_CASES = {
     "no body": (dict(), 415, "multipart/form-data"),
-    "json body": (dict(json={"file": "x"}), 415, "not application/json"),
+    "json body": (dict(json={"file": "x"}), 422, "exactly one key, 'image'"),  # JSON is taken, with an image
     "empty file": (dict(files={"file": ("a.png", b"")}), 400, "a.png: empty file"),
     "zero parts": (dict(content=b"--zz--\r\n", headers={"content-type": "multipart/form-data; boundary=zz"}),
                    422, "no image"),

@@ -68,7 +68,7 @@ def _classify_at_widths(server, image: Path, classes: int, shots: Path, name: st
         for width in WIDTHS:
             page = browser.new_context(viewport={"width": width, "height": 800}).new_page()
             errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
             page.goto(server.url + "/")
             page.wait_for_function("document.querySelector('#model').textContent.includes('classes')")
             page.set_input_files("#file", str(image))
