@@ -15,7 +15,7 @@ from typing import Any
 from . import rundir
 from .errors import UserError
 
-EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "web")
 
 
 def as_sources(images: Any) -> list[tuple[str, Any]]:
@@ -113,9 +113,11 @@ def export(run_dir: Path, format: str = "onnx", output: Path | None = None, *, i
         raise UserError(f"--int8 quantizes ONNX models: not with --format {format}")
     rundir.check_run(run_dir)
     if output is not None:
-        if Path(output).is_dir():
+        if Path(output).is_dir() and format != "web":
             raise UserError(f"--output {output} is a directory: give a file name, e.g. {Path(output) / 'out'}")
         rundir.check_parents(Path(output), "--output")
+    if format == "web":
+        return _export_web(Path(run_dir), output, timing)
     if format != "onnx":
         return _export_pytorch(Path(run_dir), output, format)
     if exporter not in EXPORTERS:
@@ -145,6 +147,26 @@ def _export_pytorch(run_dir: Path, output: Path | None, fmt: str) -> Exported:
     return Exported(path, [f"wrote {path} and {card_path_of(path)}",
                            f"check passed: load with {card['load']}; logits match the run's model (max difference "
                            f"{diffs})"])
+
+
+def _export_web(run_dir: Path, output: Path | None, timing: float) -> Exported:
+    from .export.web import export_web
+
+    folder, card = export_web(run_dir, output, timing)
+    web = card["web"]
+    check = web["browser_check"]
+    lines = [f"wrote {folder}: index.html, the model in ONNX, its card and ONNX Runtime Web; serve the folder "
+             f"from any static host, e.g. python -m http.server -d {folder}",
+             f"test accuracy {100 * web['test_accuracy_onnxruntime']:.2f}% on {web['test_images']} images (ONNX "
+             f"Runtime, the same model file)"]
+    if isinstance(check, dict):
+        speed = check["images_per_second"]
+        lines.append(f"checked in {check['browser']}: the page's top-1 matches ONNX Runtime's on "
+                     f"{100 * check['top1_agreement_with_onnxruntime']:.1f}% of {check['images']} test images; "
+                     f"{speed['1']:,.0f} images/s at batch 1, {speed['64']:,.0f} at batch 64 in the browser")
+    else:
+        lines.append(f"browser check {check}")
+    return Exported(folder, lines)
 
 
 def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, max_drop: float,
