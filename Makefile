@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: these builds are the ones the project is tested with
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# ONNX Runtime Web for `export --format web`, from the npm registry, kept in the cache (works offline later)
+	-$(BIN)/python -m cnnarena.export.web_runtime || echo "ONNX Runtime Web not fetched (no npm, or offline): export --format web will say so"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,8 +25,8 @@ setup: $(STAMP)
 # available (tests skip, saying why, elsewhere).
 system:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium gcc libc6-dev postgresql >/dev/null; \
+	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium gcc libc6-dev postgresql npm >/dev/null; \
 	  fi; \
 	else echo "apt-get not available as root: Fashion-MNIST / Chromium tests may skip"; fi
 
