@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -233,6 +234,7 @@ def _assert_ort_matches_torch(path: Path, model) -> None:
 
 
 def test_export_function_default_path_and_failed_checks(digits_run, tmp_path):
+    digits_run = Path(shutil.copytree(digits_run, tmp_path / "run"))  # the shared run stays as trained: no card in it
     result = export_onnx(digits_run)
     assert result.onnx_path == digits_run / "model.onnx" and result.card_path == digits_run / "model.card.json"
     assert json.loads((digits_run / "model.json").read_text())["model"]["name"] == "simple-2conv"  # untouched

@@ -136,7 +136,13 @@ def export(run_dir: Path, format: str = "onnx", output: Path | None = None, *, i
     return Exported(result.onnx_path, [
         f"wrote {result.onnx_path} (opset {result.card['opset']}) and {result.card_path}",
         f"check passed: batch axis {check['batch_axis']!r} is dynamic; ONNX Runtime logits match PyTorch within "
-        f"{check['tolerance']:.0e} (max difference {diffs})"])
+        f"{check['tolerance']:.0e} (max difference {diffs})", *_how_to_run(result.card)])
+
+
+def _how_to_run(card: dict) -> list[str]:
+    """The card's Python snippet, for the last lines of `cnnarena export`."""
+    return ["run it in Python, beside the model and its card (the card's \"usage\" also holds JavaScript):",
+            *("    " + line for line in card["usage"]["python"].splitlines())]
 
 
 def _export_pytorch(run_dir: Path, output: Path | None, fmt: str) -> Exported:
@@ -166,7 +172,7 @@ def _export_web(run_dir: Path, output: Path | None, timing: float) -> Exported:
                      f"{speed['1']:,.0f} images/s at batch 1, {speed['64']:,.0f} at batch 64 in the browser")
     else:
         lines.append(f"browser check {check}")
-    return Exported(folder, lines)
+    return Exported(folder, [*lines, *_how_to_run(card)])
 
 
 def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, max_drop: float,
@@ -191,7 +197,7 @@ def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, 
         lines.append(f"batch {b:>2}: int8 {speed['int8'][b]:,.0f} images/s ({_threads(threads['int8'][b])}), float "
                      f"{speed['float'][b]:,.0f} ({_threads(threads['float'][b])}): {card['speedup'][b]:.2f}x "
                      f"({card['speedup_default_threads'][b]:.2f}x both on ONNX Runtime's default threads)")
-    return Exported(path, lines)
+    return Exported(path, [*lines, *_how_to_run(card)])
 
 
 def _threads(count: int) -> str:

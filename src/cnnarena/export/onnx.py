@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import rundir
 from ..errors import UserError
+from .snippets import usage
 
 if TYPE_CHECKING:
     from ..models.base import Classifier
@@ -234,6 +235,7 @@ def export_onnx(run_dir: Path, output: Path | None = None, *, exporter: str = "t
     finally:
         tmp.unlink(missing_ok=True)
     card_path = card_path_for(output)
+    card["usage"] = usage(card, card_path.name)
     atomic_write_text(card_path, json.dumps(card, indent=1))
     as_umask_allows(card_path)
     return ExportResult(output, card_path, card)

@@ -31,6 +31,7 @@ from ..errors import UserError
 from ..files import as_umask_allows, atomic_write_text
 from .int8_rewrites import flatten_channels_last, float_logits, float_stem, relu_before_max_pool
 from .onnx import INPUT_NAME, OUTPUT_NAME, card_path_for
+from .snippets import usage
 from .speed import DEFAULT_THREADS, compare_speed, session
 
 log = logging.getLogger(__name__)
@@ -235,5 +236,6 @@ def quantize_run(run_dir: Path, float_path: Path, output: Path, *, max_drop: flo
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
+    card["usage"] = usage(card, card_path_for(output).name)
     atomic_write_text(card_path_for(output), json.dumps(card, indent=1))
     return card

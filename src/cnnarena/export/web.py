@@ -21,6 +21,7 @@ from ..errors import UserError
 from .browser_check import check_in_browser, unavailable
 from .onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 from .quantize import accuracy, run_images
+from .snippets import usage
 from .speed import session
 from .web_runtime import FILES, VERSION, runtime_dir
 
@@ -49,6 +50,7 @@ def export_web(run_dir: Path, output: Path | None = None, seconds: float = 2.0) 
             shutil.copyfile(PAGE / name, staging / name)
         shutil.copyfile(STYLE, staging / "style.css")
         card.update(onnx_file="model.onnx", web=_checked(Path(run_dir), staging, card, seconds))
+        card["usage"] = usage(card, CARD)
         (staging / CARD).write_text(json.dumps(card, indent=1))
         (staging / "model.card.json").chmod(0o644)
         staging.chmod(0o755)
