@@ -15,7 +15,7 @@ from typing import Any
 from . import rundir
 from .errors import UserError
 
-EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "web")
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "web", "openvino")
 
 
 def as_sources(images: Any) -> list[tuple[str, Any]]:
@@ -118,6 +118,8 @@ def export(run_dir: Path, format: str = "onnx", output: Path | None = None, *, i
         rundir.check_parents(Path(output), "--output")
     if format == "web":
         return _export_web(Path(run_dir), output, timing)
+    if format == "openvino":
+        return _export_openvino(Path(run_dir), output, timing)
     if format != "onnx":
         return _export_pytorch(Path(run_dir), output, format)
     if exporter not in EXPORTERS:
@@ -141,7 +143,8 @@ def export(run_dir: Path, format: str = "onnx", output: Path | None = None, *, i
 
 def _how_to_run(card: dict) -> list[str]:
     """The card's Python snippet, for the last lines of `cnnarena export`."""
-    return ["run it in Python, beside the model and its card (the card's \"usage\" also holds JavaScript):",
+    also = " (the card's \"usage\" also holds JavaScript)" if "javascript" in card["usage"] else ""
+    return [f"run it in Python, beside the model and its card{also}:",
             *("    " + line for line in card["usage"]["python"].splitlines())]
 
 
@@ -173,6 +176,22 @@ def _export_web(run_dir: Path, output: Path | None, timing: float) -> Exported:
     else:
         lines.append(f"browser check {check}")
     return Exported(folder, [*lines, *_how_to_run(card)])
+
+
+def _export_openvino(run_dir: Path, output: Path | None, timing: float) -> Exported:
+    from .export.openvino import card_path_of, export_openvino
+
+    xml, card = export_openvino(run_dir, output, timing)
+    acc, speed, check = card["accuracy"], card["images_per_second"], card["check"]
+    diffs = ", ".join(f"{d:.1e} at batch {n}" for n, d in check["max_abs_diff"].items())
+    lines = [f"wrote {xml}, {xml.with_suffix('.bin')} and {card_path_of(xml)}",
+             f"check passed: {check['runtime']} logits match PyTorch within {check['tolerance']:.0e} (max difference "
+             f"{diffs})",
+             f"test accuracy: OpenVINO {acc['openvino']:.4f}, ONNX Runtime {acc['onnxruntime']:.4f} on "
+             f"{acc['test_images']} images",
+             *(f"batch {b:>2}: OpenVINO {speed['openvino'][b]:,.0f} images/s, ONNX Runtime "
+               f"{speed['onnxruntime'][b]:,.0f}" for b in speed["openvino"])]
+    return Exported(xml, [*lines, *_how_to_run(card)])
 
 
 def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, max_drop: float,

@@ -80,16 +80,17 @@ EXPLAIN = _c(
 EXPORT = _c(
     RUN_DIR,
     Option("fmt", str, "onnx", "onnx | torchscript (torch.jit.load) | pt2 (torch.export's archive, torch.export.load) "
-           "| web (a static folder that classifies in the browser with ONNX Runtime Web, checked in Chromium)",
+           "| web (a static folder that classifies in the browser with ONNX Runtime Web, checked in Chromium) "
+           "| openvino (OpenVINO IR: model.xml + model.bin)",
            short="-f", cli="--format"),
     Option("output", Path, None, "the file (a folder for web)", short="-o", shown="RUN_DIR/model.onnx, "
-           "model.int8.onnx, model.pt, model.pt2 or web/"),
+           "model.int8.onnx, model.pt, model.pt2, web/ or model.xml"),
     Option("int8", "flag", False, "ONNX Runtime static int8 quantization, calibrated on training images; reports "
            "int8 vs float test accuracy and images/s"),
     Option("max_drop", float, 1.0, "with --int8: refuse when test accuracy drops by more points", low=0),
     Option("calibration", int, 256, "with --int8: training images to calibrate on", low=1),
-    Option("timing", float, 2.0, "with --int8 or web: seconds each model is timed at each batch size and thread count "
-           "(longer is steadier)", low=0.1),
+    Option("timing", float, 2.0, "with --int8, web or openvino: seconds each model is timed at each batch size and "
+           "thread count (longer is steadier)", low=0.1),
     Option("exporter", str, "torchscript", "ONNX exporter: torchscript | dynamo (needs onnxscript)"),
     Option("opset", int, 17, "ONNX opset (dynamo uses at least 18)"),
 )

@@ -1,0 +1,115 @@
+"""`cnnarena export RUN_DIR --format openvino`: OpenVINO IR (model.xml + model.bin), converted from the checked ONNX
+export with OpenVINO's own converter and run with its CPU runtime, the one Intel CPUs, iGPUs and NPUs take.
+
+The IR is kept only when OpenVINO's logits match PyTorch's within TOLERANCE at two batch sizes. Its card adds the
+test accuracy next to ONNX Runtime's (the same weights, so they should agree), and images/s at batch 1 and 64 for
+both runtimes, measured one after the other on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from .onnx import CHECK_BATCHES, INPUT_NAME, OUTPUT_NAME, export_onnx
+from .quantize import accuracy, run_images
+from .speed import SPEED_BATCHES, images_per_second, session
+
+TOLERANCE = 1e-4  # max |OpenVINO - PyTorch| on logits, as for ONNX Runtime
+
+PYTHON = '''import json
+import numpy as np
+import openvino as ov
+from PIL import Image, ImageOps
+
+card = json.load(open("{card_file}"))
+model = ov.Core().compile_model("{xml_file}", "CPU")
+height, width = card["input"]["size"]
+image = ImageOps.exif_transpose(Image.open("image.jpg"))
+if image.mode in ("RGBA", "LA", "PA", "P"):  # transparency on white, as in training
+    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+image = image.convert("{mode}").resize((width, height), Image.LANCZOS)
+x = np.asarray(image, np.float32) / 255
+x = {layout}  # 1 x C x H x W, in [0, 1]: the model normalises itself
+logits = model(x)[0][0]
+probs = np.exp(logits - logits.max()); probs /= probs.sum()
+for k in np.argsort(-probs)[:{top}]:
+    print(card["classes"][k], round(float(probs[k]), 4))
+'''
+
+
+class _Runner:
+    """An OpenVINO compiled model behind ONNX Runtime's `run` signature, for the shared accuracy and speed code."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+
+    def run(self, _outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.compiled(feeds[INPUT_NAME])[0]]
+
+
+def card_path_of(xml: Path) -> Path:
+    return xml.with_name(xml.name + ".card.json")
+
+
+def export_openvino(run_dir: Path, output: Path | None = None, seconds: float = 2.0) -> tuple[Path, dict[str, Any]]:
+    """Write model.xml + model.bin (default in RUN_DIR) and the card, once the checks pass; returns (xml, card)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise UserError("--format openvino needs OpenVINO: pip install 'cnnarena[openvino]' (or openvino)") from None
+    xml = Path(output) if output else Path(run_dir) / "model.xml"
+    if xml.suffix.lower() != ".xml":
+        raise UserError(f"--output must end in .xml (OpenVINO writes the weights beside it, as .bin), got {xml}")
+    with tempfile.TemporaryDirectory(prefix="cnnarena-openvino-") as tmp:
+        onnx = export_onnx(Path(run_dir), Path(tmp) / "model.onnx")
+        converted = ov.convert_model(str(onnx.onnx_path))
+        staged = Path(tmp) / xml.name
+        ov.save_model(converted, str(staged), compress_to_fp16=False)  # float32, as trained
+        runner = _Runner(ov.Core().compile_model(str(staged), "CPU"))
+        card = _checked_card(Path(run_dir), onnx.card, runner, session(onnx.onnx_path), seconds, ov.__version__)
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staged.with_suffix(".bin")), xml.with_suffix(".bin"))
+        shutil.move(str(staged), xml)
+    gray = card["input"]["channels"] == 1
+    card.update(export_format="openvino", xml_file=xml.name, bin_file=xml.with_suffix(".bin").name)
+    card.pop("onnx_file", None)
+    card.pop("onnx_sha256", None)
+    card["usage"] = {"python": PYTHON.format(
+        card_file=card_path_of(xml).name, xml_file=xml.name, mode="L" if gray else "RGB",
+        layout="x[None, None]" if gray else "x.transpose(2, 0, 1)[None]", top=min(5, card["num_classes"]))}
+    card_path_of(xml).write_text(json.dumps(card, indent=1))
+    return xml, card
+
+
+def _checked_card(run_dir: Path, card: dict[str, Any], runner: _Runner, onnx_runtime, seconds: float,
+                  version: str) -> dict[str, Any]:
+    import torch
+
+    from ..evaluate.predict import load_run_model
+
+    model = load_run_model(run_dir).cpu().eval()
+    rng = np.random.default_rng(0)
+    diffs = {}
+    for batch in CHECK_BATCHES:
+        x = rng.random((batch, card["input"]["channels"], *card["input"]["size"]), dtype=np.float32)
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).numpy()
+        diffs[str(batch)] = float(np.abs(runner.run([OUTPUT_NAME], {INPUT_NAME: x})[0] - expected).max())
+    if max(diffs.values()) > TOLERANCE:
+        raise UserError(f"OpenVINO's logits differ from PyTorch's by up to {max(diffs.values()):.1e} (more than "
+                        f"{TOLERANCE:.0e}): not written")
+    test = run_images(run_dir).test
+    sample = test.images[:1].numpy().astype(np.float32) / np.float32(255)
+    speed = {name: {str(b): round(images_per_second(r, sample, b, seconds), 1) for b in SPEED_BATCHES}
+             for name, r in (("openvino", runner), ("onnxruntime", onnx_runtime))}
+    return {**card, "check": {"runtime": f"OpenVINO {version}, CPU", "max_abs_diff": diffs, "tolerance": TOLERANCE},
+            "accuracy": {"openvino": accuracy(runner, test.images, test.labels),
+                         "onnxruntime": accuracy(onnx_runtime, test.images, test.labels), "test_images": len(test)},
+            "images_per_second": speed}
