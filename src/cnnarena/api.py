@@ -239,7 +239,7 @@ def doctor(data: str | Path, *, split: str | Path | None = None, run: str | Path
            study: str | Path | None = None, label_issues: bool = True, near: bool = True,
            near_threshold: float = 0.99, folds: int = 5, out: str | Path | None = None,
            data_dir: str | Path | None = None, image_size: int | None = None,
-           class_map: str | Path | None = None) -> DataReport:
+           class_map: str | Path | None = None, label_model: str = "auto") -> DataReport:
     """Find what is wrong in a dataset: unreadable and unusual files, imbalance, exact and near-duplicates (within
     a class, across classes, across a split's parts: give `split`, `run` or `study`) and mislabeled images.
 
@@ -264,6 +264,10 @@ def doctor(data: str | Path, *, split: str | Path | None = None, run: str | Path
         raise UserError(f"--folds must be 2 to 20, got {folds}")
     if not 0.5 <= near_threshold <= 1.0:
         raise UserError(f"--near-threshold must be 0.5 to 1, got {near_threshold}")
+    from .data.doctor import LABEL_MODELS
+
+    if label_model not in LABEL_MODELS:
+        raise UserError(f"unknown --label-model {label_model!r}: use {', '.join(LABEL_MODELS)}")
     with runtime.talking():
         from .data.doctor import all_images, examine
         from .data.sources import load_source
@@ -271,8 +275,11 @@ def doctor(data: str | Path, *, split: str | Path | None = None, run: str | Path
 
         source = load_source(str(data), data_dir=data_dir, image_size=image_size, class_map=class_map)
         split_ids = _read_split_ids(manifest) if manifest else None
+        from .models import embeddings
+
         report = examine(source, split_ids=split_ids, root=source.root, label_issues=label_issues, near=near,
-                         near_threshold=near_threshold, folds=folds)
+                         near_threshold=near_threshold, folds=folds, label_model=label_model,
+                         embed=embeddings.backbone_embeddings, embed_name=embeddings.describe())
         report["dataset"]["spec"] = str(data)
         target = Path(out) if out else runtime.cache_dir() / "doctor" / source.name
         files = write_doctor_report(report, all_images(source)[0], target)

@@ -48,6 +48,8 @@ DOCTOR = _c(
     Option("near_threshold", float, 0.99, "how alike two images must be, after alignment, to be called copies "
            "(ECC correlation; lower finds more re-edited copies and more look-alikes)", low=0.5, high=1.0),
     Option("folds", int, 5, "folds of the out-of-sample predictions", low=2, high=20),
+    Option("label_model", str, "auto", "what the label issues' model sees: backbone (EfficientNet-Lite0's ImageNet "
+           "features) | pixels (16x16) | auto (the backbone up to 10,000 images)"),
     Option("out", Path, None, "where the report and its grids go", short="-o",
            shown="CACHE/doctor/NAME, beside the data's cache"),
     DATA_DIR, IMAGE_SIZE, CLASS_MAP,

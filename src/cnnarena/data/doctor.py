@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import UserError
 from . import duplicates
 from .dataset import ImageSet, Source
 from .duplicate_cache import remember
@@ -33,6 +35,8 @@ UNUSUAL_MODES = {"CMYK": "CMYK", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "
                  "F": "32-bit float", "P": "palette", "PA": "palette with alpha", "RGBA": "alpha", "LA": "alpha",
                  "1": "1-bit", "YCbCr": "YCbCr", "LAB": "LAB", "HSV": "HSV"}
 SPLITS = ("train", "val", "test")
+LABEL_MODELS = ("auto", "backbone", "pixels")
+AUTO_BACKBONE_IMAGES = 10_000
 
 
 def all_images(source: Source) -> tuple[ImageSet, list[str]]:
@@ -47,9 +51,11 @@ def all_images(source: Source) -> tuple[ImageSet, list[str]]:
 
 def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, root: Path | None = None,
             label_issues: bool = True, near: bool = True, near_threshold: float = duplicates.NEAR_THRESHOLD,
-            folds: int = 5, seed: int = 0) -> dict[str, Any]:
+            folds: int = 5, seed: int = 0, label_model: str = "auto",
+            embed: Callable[[torch.Tensor], np.ndarray] | None = None, embed_name: str = "") -> dict[str, Any]:
     """The whole report. split_ids: ids per split (a split.json) to count leakage across; root: where the files
-    of a folder/CSV source are, for the per-file checks."""
+    of a folder/CSV source are, for the per-file checks; embed: a pretrained backbone's features of images (the
+    label issues' inputs: see label_model_choice), named embed_name."""
     data, parts = all_images(source)
     desc = describe(source)
     counts = desc["counts"]["total"]
@@ -70,17 +76,46 @@ def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, ro
         report["duplicates"]["method"] += (f" (near-duplicates not searched: images under "
                                            f"{duplicates.NEAR_MIN_SIDE} px hold too little detail to tell a copy "
                                            "from a look-alike)")
-    if label_issues:
-        from .label_issues import find_label_issues
-
-        issues, _ = find_label_issues(data.images, data.labels.numpy(), folds=folds, seed=seed)
-        report["label_issues"] = [{"id": data.ids[i.index], "given": source.classes[i.given],
-                                   "likely": source.classes[i.likely], "given_probability": i.given_probability,
-                                   "likely_probability": i.likely_probability} for i in issues]
-    else:
-        report["label_issues"] = None
+    report["label_issues"], report["label_issues_model"] = (
+        _label_issues(data, source.classes, folds, seed, label_model, embed, embed_name) if label_issues
+        else (None, None))
     report["serious"] = serious(report)
     return report
+
+
+def label_model_choice(label_model: str, images: int, embed, colour: bool) -> str:
+    """"backbone" or "pixels". auto takes the backbone for colour images, up to AUTO_BACKBONE_IMAGES (its features
+    cost about 6 ms an image on 2 cores), where a pixel model sees colour blobs; for grayscale digits and clothing
+    the pixel model found as many flipped labels (docs/measurements.md, "Label issues")."""
+    if label_model not in LABEL_MODELS:
+        raise UserError(f"unknown --label-model {label_model!r}: use {', '.join(LABEL_MODELS)}")
+    if label_model == "auto":
+        return "backbone" if embed is not None and colour and images <= AUTO_BACKBONE_IMAGES else "pixels"
+    return label_model
+
+
+def _label_issues(data, classes: list[str], folds: int, seed: int, label_model: str, embed,
+                  embed_name: str) -> tuple[list[dict], str]:
+    from .feature_cache import cached_features
+    from .label_issues import FEATURE_SIDE, find_label_issues
+
+    colour = data.images.shape[1] == 3
+    chosen = label_model_choice(label_model, len(data), embed, colour)
+    given, method = None, f"the images at {FEATURE_SIDE}x{FEATURE_SIDE} pixels"
+    if chosen == "backbone":
+        try:
+            given, method = cached_features(data.images, embed_name, embed), embed_name
+        except UserError as e:  # no weights here: the pixel model, said so
+            if label_model == "backbone":
+                raise
+            method += f" ({e})"
+    elif label_model == "auto" and embed is not None:
+        why = "grayscale images" if not colour else f"over {AUTO_BACKBONE_IMAGES:,} images"
+        method += f" ({why}: --label-model backbone takes the pretrained backbone's features)"
+    issues, _ = find_label_issues(data.images, data.labels.numpy(), folds=folds, seed=seed, given=given)
+    rows = [{"id": data.ids[i.index], "given": classes[i.given], "likely": classes[i.likely],
+             "given_probability": i.given_probability, "likely_probability": i.likely_probability} for i in issues]
+    return rows, f"{folds}-fold logistic regression on {method}, then cleanlab"
 
 
 def near_empty(classes: list[str], counts: list[int]) -> list[str]:
@@ -201,6 +236,6 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"leakage across splits (duplicate pairs): {leaks}")
     if report["label_issues"] is not None:
         lines.append(f"label issues: {len(report['label_issues'])} image(s) whose out-of-sample predictions "
-                     "disagree with their label")
+                     f"disagree with their label (from {report.get('label_issues_model')})")
     lines.append("serious: " + ("; ".join(report["serious"]) if report["serious"] else "nothing"))
     return lines

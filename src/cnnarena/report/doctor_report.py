@@ -102,6 +102,6 @@ def markdown(report: dict[str, Any]) -> str:
         if len(rows) > TABLE_ROWS:
             lines.append(f"\n... and {len(rows) - TABLE_ROWS} more (doctor.json has them all)")
     lines += ["", f"Duplicates: {dup['method']}.",
-              "Label issues: cleanlab's find_label_issues on 5-fold out-of-sample probabilities of a logistic "
-              "regression on the images at 16x16."]
+              f"Label issues: out-of-sample probabilities of a {md(report.get('label_issues_model') or 'model')} "
+              f"(its find_label_issues)." if report["label_issues"] is not None else "Label issues: not looked for."]
     return "\n".join(lines) + "\n"

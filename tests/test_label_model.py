@@ -1,0 +1,76 @@
+"""The doctor's label issues from a pretrained backbone's features (the default for colour images, up to 10,000), the
+pixel model otherwise, the report saying which, and the features computed once per dataset."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dirty_data
+import numpy as np
+import pytest
+import torch
+
+from cnnarena.data.doctor import AUTO_BACKBONE_IMAGES, examine, label_model_choice
+from cnnarena.data.feature_cache import cached_features
+from cnnarena.data.sources import load_source
+from cnnarena.models import embeddings
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory) -> dirty_data.DirtyFolder:
+    return dirty_data.build(tmp_path_factory.mktemp("dirty") / "digits-photos", "digits")
+
+
+@pytest.mark.slow  # the backbone over a few hundred images
+def test_the_backbone_names_the_flipped_labels_and_the_report_says_it_was_used(dirty):
+    source = load_source(str(dirty.root), image_size=64)
+    report = examine(source, root=source.root, near=False, embed=embeddings.backbone_embeddings,
+                     embed_name=embeddings.describe(), label_model="backbone")
+    assert "EfficientNet-Lite0" in report["label_issues_model"]
+    listed = [issue["id"] for issue in report["label_issues"]]
+    moved_copies = {copy for original, copy in dirty.exact if original.split("/")[0] != copy.split("/")[0]}
+    assert sum(i in listed for i in dirty.flipped) >= 0.5 * len(dirty.flipped), listed
+    assert sum(i in set(dirty.flipped) | moved_copies for i in listed) >= 0.5 * len(listed), listed
+    auto = examine(source, root=source.root, near=False, embed=embeddings.backbone_embeddings,
+                   embed_name=embeddings.describe())  # grayscale digits: auto keeps the pixel model, and says why
+    assert "16x16 pixels (grayscale images" in auto["label_issues_model"]
+
+
+def test_auto_takes_the_backbone_up_to_its_limit_and_pixels_without_one():
+    def embed(images):
+        return np.zeros((len(images), 4))
+
+    assert label_model_choice("auto", AUTO_BACKBONE_IMAGES, embed, colour=True) == "backbone"
+    assert label_model_choice("auto", AUTO_BACKBONE_IMAGES + 1, embed, colour=True) == "pixels"
+    assert label_model_choice("auto", 10, embed, colour=False) == "pixels"  # grayscale: pixels did as well
+    assert label_model_choice("auto", 10, None, colour=True) == "pixels"
+    assert label_model_choice("backbone", 10**6, embed, colour=False) == "backbone"
+
+
+def test_features_are_computed_once_for_the_same_pixels(tmp_path):
+    calls = []
+
+    def compute(images: torch.Tensor) -> np.ndarray:
+        calls.append(len(images))
+        return images.flatten(1).float().numpy()[:, :3]
+
+    images = torch.randint(0, 255, (5, 1, 8, 8), dtype=torch.uint8)
+    first = cached_features(images, "test", compute, cache_dir=tmp_path)
+    again = cached_features(images, "test", compute, cache_dir=tmp_path)
+    assert calls == [5] and np.array_equal(first, again)
+    images[0, 0, 0, 0] ^= 1  # one pixel changed: new features
+    cached_features(images, "test", compute, cache_dir=tmp_path)
+    cached_features(images, "other name", compute, cache_dir=tmp_path)
+    assert calls == [5, 5, 5]
+    for entry in (tmp_path / "features").rglob("*.npy"):  # an unreadable entry is computed again, not a crash
+        entry.write_bytes(b"garbage")
+    cached_features(images, "test", compute, cache_dir=tmp_path)
+    assert calls == [5, 5, 5, 5]
+
+
+def test_an_unknown_label_model_is_one_line():
+    done = subprocess.run([sys.executable, "-m", "cnnarena.cli", "doctor", "digits", "--label-model", "resnet"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown --label-model 'resnet'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
