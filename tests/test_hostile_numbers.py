@@ -84,6 +84,9 @@ def test_the_doctors_label_issue_line_is_a_whole_sentence():
               "label_issues": [1, 2], "serious": []}
     line = next(x for x in summary_lines(report) if x.startswith("label issues"))
     assert line == "label issues: 2 image(s) whose out-of-sample predictions disagree with their label"
+    report["label_issues_model"] = "5-fold logistic regression on pixels"
+    line = next(x for x in summary_lines(report) if x.startswith("label issues"))
+    assert line.endswith("disagree with their label (from 5-fold logistic regression on pixels)")
 
 
 @pytest.mark.parametrize("space, message", [

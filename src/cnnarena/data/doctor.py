@@ -235,7 +235,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         leaks = ", ".join(f"{k}: {n}" for k, n in dup["leakage"].items()) or "none"
         lines.append(f"leakage across splits (duplicate pairs): {leaks}")
     if report["label_issues"] is not None:
+        model = report.get("label_issues_model")  # absent from reports written before it was recorded
         lines.append(f"label issues: {len(report['label_issues'])} image(s) whose out-of-sample predictions "
-                     f"disagree with their label (from {report.get('label_issues_model')})")
+                     f"disagree with their label" + (f" (from {model})" if model else ""))
     lines.append("serious: " + ("; ".join(report["serious"]) if report["serious"] else "nothing"))
     return lines
