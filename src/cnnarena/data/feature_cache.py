@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import atomic_write
 from .cache import image_cache_dir
 
 VERSION = 1
@@ -42,14 +41,11 @@ def cached_features(images: torch.Tensor, name: str, compute: Callable[[torch.Te
 
 def _write(path: Path, features: np.ndarray) -> None:
     """Whole or not at all; a read-only cache costs a computation next time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".npy")
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add .npy to a bare name
             np.save(f, features, allow_pickle=False)
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, save)
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        pass

@@ -19,30 +19,10 @@ import numpy as np
 from ..errors import UserError
 from .onnx import CHECK_BATCHES, INPUT_NAME, OUTPUT_NAME, export_onnx
 from .quantize import accuracy, run_images
+from .snippets import python
 from .speed import SPEED_BATCHES, images_per_second, session
 
 TOLERANCE = 1e-4  # max |OpenVINO - PyTorch| on logits, as for ONNX Runtime
-
-PYTHON = '''import json
-import numpy as np
-import openvino as ov
-from PIL import Image, ImageOps
-
-card = json.load(open("{card_file}"))
-model = ov.Core().compile_model("{xml_file}", "CPU")
-height, width = card["input"]["size"]
-image = ImageOps.exif_transpose(Image.open("image.jpg"))
-if image.mode in ("RGBA", "LA", "PA", "P"):  # transparency on white, as in training
-    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-image = image.convert("{mode}").resize((width, height), Image.LANCZOS)
-x = np.asarray(image, np.float32) / 255
-x = {layout}  # 1 x C x H x W, in [0, 1]: the model normalises itself
-logits = model(x)[0][0]
-probs = np.exp(logits - logits.max()); probs /= probs.sum()
-for k in np.argsort(-probs)[:{top}]:
-    print(card["classes"][k], round(float(probs[k]), 4))
-'''
-
 
 class _Runner:
     """An OpenVINO compiled model behind ONNX Runtime's `run` signature, for the shared accuracy and speed code."""
@@ -77,13 +57,11 @@ def export_openvino(run_dir: Path, output: Path | None = None, seconds: float = 
         xml.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged.with_suffix(".bin")), xml.with_suffix(".bin"))
         shutil.move(str(staged), xml)
-    gray = card["input"]["channels"] == 1
     card.update(export_format="openvino", xml_file=xml.name, bin_file=xml.with_suffix(".bin").name)
     card.pop("onnx_file", None)
     card.pop("onnx_sha256", None)
-    card["usage"] = {"python": PYTHON.format(
-        card_file=card_path_of(xml).name, xml_file=xml.name, mode="L" if gray else "RGB",
-        layout="x[None, None]" if gray else "x.transpose(2, 0, 1)[None]", top=min(5, card["num_classes"]))}
+    card["usage"] = {"python": python(card, card_path_of(xml).name, "import openvino as ov",
+                                      f'model = ov.Core().compile_model("{xml.name}", "CPU")', "model(x)[0][0]")}
     card_path_of(xml).write_text(json.dumps(card, indent=1))
     return xml, card
 

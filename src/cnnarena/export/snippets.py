@@ -1,6 +1,6 @@
 """The few lines that run an exported ONNX model in an application, with the card's preprocessing: Python with ONNX
 Runtime, and JavaScript with ONNX Runtime Web. The model card carries them, and `cnnarena export` prints the Python
-one; the tests run it."""
+one; the tests run it. Other runtimes (OpenVINO) give python() their import, loading and inference lines."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 PYTHON = '''import json
 import numpy as np
-import onnxruntime as ort
+{library}
 from PIL import Image, ImageOps
 
 card = json.load(open("{card_file}"))
-session = ort.InferenceSession("{onnx_file}")
+{load}
 height, width = card["input"]["size"]
 image = ImageOps.exif_transpose(Image.open("image.jpg"))
 if image.mode in ("RGBA", "LA", "PA", "P"):  # transparency on white, as in training
@@ -20,7 +20,7 @@ if image.mode in ("RGBA", "LA", "PA", "P"):  # transparency on white, as in trai
 image = image.convert("{mode}").resize((width, height), Image.LANCZOS)
 x = np.asarray(image, np.float32) / 255
 x = {layout}  # 1 x C x H x W, in [0, 1]: the model normalises itself
-logits = session.run(["{output}"], {{"{input}": x}})[0][0]
+logits = {infer}
 probs = np.exp(logits - logits.max()); probs /= probs.sum()
 for k in np.argsort(-probs)[:{top}]:
     print(card["classes"][k], round(float(probs[k]), 4))
@@ -43,10 +43,18 @@ console.log(card.classes[logits.indexOf(Math.max(...logits))]);
 '''
 
 
-def usage(card: dict[str, Any], card_file: str) -> dict[str, str]:
-    """{"python": ..., "javascript": ...} for the card's model file."""
+def python(card: dict[str, Any], card_file: str, library: str, load: str, infer: str) -> str:
+    """The Python lines for a runtime: its import, how it loads the model and how it gives one image's logits."""
     gray = card["input"]["channels"] == 1
-    fields = {"card_file": card_file, "onnx_file": card["onnx_file"], "input": card["input"]["name"],
-              "output": card["output"]["name"], "mode": "L" if gray else "RGB", "top": min(5, card["num_classes"]),
-              "layout": "x[None, None]" if gray else "x.transpose(2, 0, 1)[None]"}
-    return {"python": PYTHON.format(**fields), "javascript": JAVASCRIPT.format(**fields)}
+    return PYTHON.format(card_file=card_file, library=library, load=load, infer=infer, mode="L" if gray else "RGB",
+                         layout="x[None, None]" if gray else "x.transpose(2, 0, 1)[None]",
+                         top=min(5, card["num_classes"]))
+
+
+def usage(card: dict[str, Any], card_file: str) -> dict[str, str]:
+    """{"python": ..., "javascript": ...} for the card's ONNX file."""
+    names = {"onnx_file": card["onnx_file"], "input": card["input"]["name"], "output": card["output"]["name"]}
+    return {"python": python(card, card_file, "import onnxruntime as ort",
+                             f'session = ort.InferenceSession("{names["onnx_file"]}")',
+                             f'session.run(["{names["output"]}"], {{"{names["input"]}": x}})[0][0]'),
+            "javascript": JAVASCRIPT.format(card_file=card_file, **names)}
