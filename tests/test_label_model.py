@@ -74,3 +74,49 @@ def test_an_unknown_label_model_is_one_line():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown --label-model 'resnet'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_clean_class_names_no_outlier_and_a_stray_is_named():
+    from cnnarena.data.outliers import unlike_their_class
+
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=64)
+    clean = centre + 0.3 * rng.normal(size=(200, 64))
+    labels = np.zeros(201, dtype=int)
+    assert unlike_their_class(clean, labels[:200]) == []
+    stray = rng.normal(size=(1, 64))
+    named = unlike_their_class(np.vstack([clean, stray]), labels)
+    assert [i for i, _, _ in named] == [200]
+
+
+@pytest.mark.slow  # the backbone over a few hundred images
+def test_photos_of_something_else_filed_in_a_class_are_named_unusual(tmp_path):
+    """Colour photos of digits 3 and 8 (real handwriting, tinted), with 4 Fashion-MNIST garments filed under 8."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from cnnarena.data.sources import load_source as load
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+
+    def tinted(gray: np.ndarray, name: str, folder: str) -> None:
+        ink = np.asarray(Image.fromarray(gray).resize((48, 48), Image.BICUBIC))[..., None] / 255.0
+        ground = rng.uniform(170, 255, 3)
+        (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((ink * np.array([200, 40, 40]) + (1 - ink) * ground).astype(np.uint8)).save(
+            tmp_path / "data" / folder / name)
+
+    for label in (3, 8):
+        for k in np.flatnonzero(digits.target == label)[:120]:
+            tinted((digits.images[k] * 255 / 16).astype(np.uint8), f"{k:04d}.png", f"d{label}")
+    garments = load("fashion-mnist").pool.images[:4, 0].numpy()
+    for k, garment in enumerate(garments):
+        tinted(garment, f"stray-{k}.png", "d8")
+    source = load(str(tmp_path / "data"), image_size=48)
+    report = examine(source, root=source.root, near=False, embed=embeddings.backbone_embeddings,
+                     embed_name=embeddings.describe())  # colour: auto takes the backbone
+    assert "EfficientNet-Lite0" in report["label_issues_model"]
+    named = [row["id"] for row in report["outliers"]]
+    assert sum("stray" in i for i in named) >= 3, named
+    assert sum("stray" not in i for i in named) <= 0.05 * 240, named

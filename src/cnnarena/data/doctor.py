@@ -76,9 +76,10 @@ def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, ro
         report["duplicates"]["method"] += (f" (near-duplicates not searched: images under "
                                            f"{duplicates.NEAR_MIN_SIDE} px hold too little detail to tell a copy "
                                            "from a look-alike)")
-    report["label_issues"], report["label_issues_model"] = (
+    report["label_issues"], report["label_issues_model"], features = (
         _label_issues(data, source.classes, folds, seed, label_model, embed, embed_name) if label_issues
-        else (None, None))
+        else (None, None, None))
+    report["outliers"] = _outliers(data, source.classes, features) if features is not None else None
     report["serious"] = serious(report)
     return report
 
@@ -95,7 +96,8 @@ def label_model_choice(label_model: str, images: int, embed, colour: bool) -> st
 
 
 def _label_issues(data, classes: list[str], folds: int, seed: int, label_model: str, embed,
-                  embed_name: str) -> tuple[list[dict], str]:
+                  embed_name: str) -> tuple[list[dict], str, np.ndarray | None]:
+    """(issues, the model that found them, the backbone's features when they were used)."""
     from .feature_cache import cached_features
     from .label_issues import FEATURE_SIDE, find_label_issues
 
@@ -115,7 +117,15 @@ def _label_issues(data, classes: list[str], folds: int, seed: int, label_model: 
     issues, _ = find_label_issues(data.images, data.labels.numpy(), folds=folds, seed=seed, given=given)
     rows = [{"id": data.ids[i.index], "given": classes[i.given], "likely": classes[i.likely],
              "given_probability": i.given_probability, "likely_probability": i.likely_probability} for i in issues]
-    return rows, f"{folds}-fold logistic regression on {method}, then cleanlab"
+    return rows, f"{folds}-fold logistic regression on {method}, then cleanlab", given
+
+
+def _outliers(data, classes: list[str], features: np.ndarray) -> list[dict]:
+    from .outliers import unlike_their_class
+
+    labels = data.labels.numpy()
+    return [{"id": data.ids[i], "class": classes[labels[i]], "score": round(score, 4), "z": round(z, 2)}
+            for i, score, z in unlike_their_class(features, labels)]
 
 
 def near_empty(classes: list[str], counts: list[int]) -> list[str]:
@@ -238,5 +248,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         model = report.get("label_issues_model")  # absent from reports written before it was recorded
         lines.append(f"label issues: {len(report['label_issues'])} image(s) whose out-of-sample predictions "
                      f"disagree with their label" + (f" (from {model})" if model else ""))
+    if report.get("outliers") is not None:
+        lines.append(f"unusual images: {len(report['outliers'])} unlike the rest of their class (backbone features)")
     lines.append("serious: " + ("; ".join(report["serious"]) if report["serious"] else "nothing"))
     return lines

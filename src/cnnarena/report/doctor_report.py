@@ -90,6 +90,7 @@ def markdown(report: dict[str, Any]) -> str:
          dup["pairs"]),
         ("Label issues", ["id", "given", "likely", "given_probability", "likely_probability"],
          report["label_issues"] or []),
+        ("Images unlike the rest of their class", ["id", "class", "score", "z"], report.get("outliers") or []),
     ]
     for title, keys, rows in sections:
         lines += ["", f"## {title} ({len(rows)})", ""]
