@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..files import atomic_write_text
 from .cache import image_cache_dir
 from .duplicates import split_groups
 
@@ -55,13 +54,6 @@ def remember(images: torch.Tensor, *, near: bool, groups: list[list[int]], exact
 def _write(path: Path, entry: dict) -> None:
     """Whole or not at all (a reader never sees half an entry); a read-only cache costs a search next time."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".json")
+        atomic_write_text(path, json.dumps(entry))
     except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(entry, f)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        pass
