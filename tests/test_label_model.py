@@ -120,3 +120,23 @@ def test_photos_of_something_else_filed_in_a_class_are_named_unusual(tmp_path):
     named = [row["id"] for row in report["outliers"]]
     assert sum("stray" in i for i in named) >= 3, named
     assert sum("stray" not in i for i in named) <= 0.05 * 240, named
+
+
+def test_a_second_doctor_reads_its_near_duplicate_pairs_from_the_cache(tmp_path):
+    import json
+
+    from cnnarena.data.duplicate_cache import cached_near_pairs
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 255, (6, 3, 32, 32), dtype=np.uint8))
+    images[1] = images[0]  # an exact copy: excluded from the near pairs
+    first, capped = cached_near_pairs(images, {(0, 1)}, 0.99, cache_dir=tmp_path)
+    entry = next((tmp_path / "duplicates").glob("*-pairs-0.99.json"))
+    entry.write_text(json.dumps({"pairs": [[2, 3, 0.995]], "capped": False}))  # what the cache says is used
+    again, _ = cached_near_pairs(images, {(0, 1)}, 0.99, cache_dir=tmp_path)
+    assert [(p.a, p.b, p.similarity) for p in again] == [(2, 3, 0.995)]
+    other, _ = cached_near_pairs(images, {(0, 1)}, 0.95, cache_dir=tmp_path)  # another threshold: searched
+    assert [(p.a, p.b) for p in other] == [(p.a, p.b) for p in first] and not capped
+    entry.write_text("{")  # unreadable: searched again
+    assert [(p.a, p.b) for p in cached_near_pairs(images, {(0, 1)}, 0.99, cache_dir=tmp_path)[0]] == \
+        [(p.a, p.b) for p in first]

@@ -24,7 +24,7 @@ import torch
 from ..errors import UserError
 from . import duplicates
 from .dataset import ImageSet, Source
-from .duplicate_cache import remember
+from .duplicate_cache import cached_near_pairs, remember
 from .inspect import describe
 
 NEAR_EMPTY_SHARE = 0.1  # of the median class: a class this small cannot be learnt or measured well
@@ -175,7 +175,7 @@ def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *
                        near_threshold: float = duplicates.NEAR_THRESHOLD, reusable: bool = False) -> dict:
     """reusable: `data` is the pool a new split is cut from, searched as `train` would search it."""
     exact = duplicates.exact_pairs(data.images)
-    near_found, capped = duplicates.near_pairs(data.images, {(p.a, p.b) for p in exact}, near_threshold) \
+    near_found, capped = cached_near_pairs(data.images, {(p.a, p.b) for p in exact}, near_threshold) \
         if near else ([], False)
     where = {}
     for name in SPLITS:

@@ -1,5 +1,5 @@
 """The duplicate groups of a decoded dataset, kept beside its images: a second `train` or `study` on the same data
-does not search again.
+does not search again; nor does a second `doctor`, which keeps its near-duplicate pairs here too.
 
 The key is a hash of the pixels themselves (and of the search's settings), so any change to the files, their size,
 channels or class map (all of which change the decoded pixels) means a new search; a hash of 60,000 small images
@@ -16,9 +16,9 @@ import torch
 
 from ..files import atomic_write_text
 from .cache import image_cache_dir
-from .duplicates import split_groups
+from .duplicates import Pair, near_pairs, split_groups
 
-VERSION = 2  # raise when split_groups' answer changes for the same pixels
+VERSION = 3  # raise when split_groups' or near_pairs' answer changes for the same pixels
 
 
 def fingerprint(images: torch.Tensor, near: bool) -> str:
@@ -49,6 +49,21 @@ def remember(images: torch.Tensor, *, near: bool, groups: list[list[int]], exact
     same data reads it instead of searching again."""
     path = image_cache_dir(cache_dir) / "duplicates" / f"{fingerprint(images, near)}.json"
     _write(path, {"groups": groups, "exact": exact, "near": found})
+
+
+def cached_near_pairs(images: torch.Tensor, exclude: set[tuple[int, int]], threshold: float,
+                      cache_dir: Path | None = None) -> tuple[list[Pair], bool]:
+    """near_pairs(images, exclude, threshold) for the doctor, read from the cache when these pixels were searched at
+    this threshold before (`exclude`, the exact pairs, follows from the pixels)."""
+    path = image_cache_dir(cache_dir) / "duplicates" / f"{fingerprint(images, True)}-pairs-{threshold!r}.json"
+    try:
+        saved = json.loads(path.read_text())
+        return [Pair(int(a), int(b), "near", float(s)) for a, b, s in saved["pairs"]], bool(saved["capped"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not searched yet, or an unreadable entry: search again and replace it
+    found, capped = near_pairs(images, exclude, threshold)
+    _write(path, {"pairs": [[p.a, p.b, p.similarity] for p in found], "capped": capped})
+    return found, capped
 
 
 def _write(path: Path, entry: dict) -> None:
