@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..files import atomic_write_text
 from .onnx import CHECK_BATCHES, INPUT_NAME, OUTPUT_NAME, export_onnx
 from .quantize import accuracy, run_images
 from .snippets import python
 from .speed import SPEED_BATCHES, images_per_second, session
 
 TOLERANCE = 1e-4  # max |OpenVINO - PyTorch| on logits, as for ONNX Runtime
+
 
 class _Runner:
     """An OpenVINO compiled model behind ONNX Runtime's `run` signature, for the shared accuracy and speed code."""
@@ -61,8 +63,9 @@ def export_openvino(run_dir: Path, output: Path | None = None, seconds: float = 
     card.pop("onnx_file", None)
     card.pop("onnx_sha256", None)
     card["usage"] = {"python": python(card, card_path_of(xml).name, "import openvino as ov",
-                                      f'model = ov.Core().compile_model("{xml.name}", "CPU")', "model(x)[0][0]")}
-    card_path_of(xml).write_text(json.dumps(card, indent=1))
+                                      f'model = ov.Core().compile_model({json.dumps(xml.name)}, "CPU")',
+                                      "model(x)[0][0]")}
+    atomic_write_text(card_path_of(xml), json.dumps(card, indent=1))
     return xml, card
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..files import atomic_write_text
 from .browser_check import check_in_browser, unavailable
 from .onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 from .quantize import accuracy, run_images
@@ -49,11 +50,10 @@ def export_web(run_dir: Path, output: Path | None = None, seconds: float = 2.0) 
         for name in ("index.html", "app.js"):
             shutil.copyfile(PAGE / name, staging / name)
         shutil.copyfile(STYLE, staging / "style.css")
-        card.update(onnx_file="model.onnx", web=_checked(Path(run_dir), staging, card, seconds))
+        card["web"] = _checked(Path(run_dir), staging, seconds)  # the page reads the card export_onnx wrote
         card["usage"] = usage(card, CARD)
-        (staging / CARD).write_text(json.dumps(card, indent=1))
-        (staging / "model.card.json").chmod(0o644)
-        staging.chmod(0o755)
+        atomic_write_text(staging / CARD, json.dumps(card, indent=1))
+        staging.chmod(0o755)  # mkdtemp's folder is private; an export is meant to be shared
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
@@ -62,9 +62,8 @@ def export_web(run_dir: Path, output: Path | None = None, seconds: float = 2.0) 
     return folder, card
 
 
-def _checked(run_dir: Path, staging: Path, card: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _checked(run_dir: Path, staging: Path, seconds: float) -> dict[str, Any]:
     """The web section of the card: test accuracy in ONNX Runtime, and the browser's agreement and speed."""
-    (staging / CARD).write_text(json.dumps(card))  # the page reads it during the check
     test = run_images(run_dir).test
     model = session(staging / "model.onnx")
     web = {"runtime": f"onnxruntime-web {VERSION} (WebAssembly, SIMD; one thread unless the host sends "
