@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: these builds are the ones the project is tested with
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# export --format tflite: litert-converter pins xdsl 0.28, which caps typing-extensions below 4.13, while Jupyter's
+	# client needs 4.13+; xdsl runs with the newer one (the tflite tests check it), so it is put back after
+	# (pip then reports the conflict in a few lines: expected)
+	$(BIN)/python -m pip install -q -e '.[tflite]'
+	$(BIN)/python -m pip install -q 'typing-extensions>=4.13'
 	# ONNX Runtime Web for `export --format web`, from the npm registry, kept in the cache (works offline later)
 	-$(BIN)/python -m cnnarena.export.web_runtime || echo "ONNX Runtime Web not fetched (no npm, or offline): export --format web will say so"
 	touch $(STAMP)

@@ -110,7 +110,7 @@ def test_pytorch_exports_reproduce_the_model(run, fmt, monkeypatch, capsys):
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
     assert not (run / "model.card.json").exists()  # the ONNX card's name stays free
     code, _, err = run_cli(["export", str(run), "--format", fmt, "--int8"], monkeypatch, capsys)
-    assert code == 2 and f"--int8 quantizes ONNX models: not with --format {fmt}" in err
+    assert code == 2 and f"--int8 quantizes ONNX and TFLite models: not with --format {fmt}" in err
 
 
 def test_a_relu_after_a_max_pool_moves_before_it_and_the_graph_computes_the_same(tmp_path):

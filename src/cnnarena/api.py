@@ -8,6 +8,7 @@ line has been said.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -282,8 +283,35 @@ def doctor(data: str | Path, *, split: str | Path | None = None, run: str | Path
                          embed=embeddings.backbone_embeddings, embed_name=embeddings.describe())
         report["dataset"]["spec"] = str(data)
         target = Path(out) if out else runtime.cache_dir() / "doctor" / source.name
-        files = write_doctor_report(report, all_images(source)[0], target)
-        return DataReport(report, target, files)
+        images = all_images(source)[0]
+        files = write_doctor_report(report, images, target)
+        return DataReport(report, target, files, images)
+
+
+def check_review_port(port: int) -> None:
+    """A taken port is refused before the doctor's work, not after it."""
+    from .serve.address import check_listen
+
+    if port:
+        check_listen("127.0.0.1", port)
+
+
+def review(report: DataReport, *, port: int = 0) -> None:
+    """Serve the review page of a doctor's findings on 127.0.0.1 until Ctrl-C: mark each image keep, exclude or
+    relabel; the page saves curation.yaml beside the report (give it to train or study as `curation=`)."""
+    import uvicorn
+
+    from .serve.launch import free_port
+    from .serve.review import CURATION, create_review_app
+
+    if report.images is None:
+        raise UserError("this report holds no images: run cnnarena.doctor again to review it")
+    check_review_port(port)
+    port = port or free_port()
+    app = create_review_app(report.report, report.images, report.path)
+    print(f"review the findings at http://127.0.0.1:{port}/ (Ctrl+C stops); decisions are saved to "
+          f"{report.path / CURATION}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def _read_split_ids(path: Path) -> dict[str, list[str]]:

@@ -162,14 +162,18 @@ def inspect(data: str, out: Path, data_dir, image_size, class_map, strict: bool,
 
 
 @command("doctor", "Example: cnnarena doctor ./RealWaste --run runs/fast --strict")
-def doctor(data: str, as_json: bool, strict: bool, **options) -> None:
+def doctor(data: str, as_json: bool, strict: bool, review: bool, review_port: int, **options) -> None:
     """Find what is wrong in a dataset: unreadable and unusual files, imbalance, exact and near-duplicates (within
-    a class, across classes, across a split's parts) and mislabeled images."""
+    a class, across classes, across a split's parts) and mislabeled images; --review to act on them."""
+    if review:
+        api.check_review_port(review_port)
     report = api.doctor(data, **options)
     print(json.dumps(report.report) if as_json else report.summary)
     others = ", ".join(f.name for f in report.files if f.name != "doctor.md")
     print(f"report: {report.path / 'doctor.md'} (and {others})", file=sys.stderr)
-    if strict and report.serious:
+    if review:
+        api.review(report, port=review_port)
+    elif strict and report.serious:
         print(f"error: serious findings (--strict): {'; '.join(report.serious)}", file=sys.stderr)
         raise click.exceptions.Exit(1)
 

@@ -31,6 +31,7 @@ class RunConfig:
     grayscale: bool | None = _DEFAULTS["grayscale"]
     class_map: str | None = _DEFAULTS["class_map"]
     strict: bool = _DEFAULTS["strict"]
+    curation: str | None = _DEFAULTS["curation"]  # a curation.yaml: images left out and relabelled
     # a Hugging Face dataset's image / label column (found from its features)
     image_column: str | None = _DEFAULTS["image_column"]
     label_column: str | None = _DEFAULTS["label_column"]
@@ -78,6 +79,7 @@ class RunConfig:
             (all(n >= 1 for n in self.head_hidden), f"--head-hidden sizes must be positive (got {self.head_hidden})"),
             (self.image_size is None or 8 <= self.image_size <= 4096,
              f"--image-size must be between 8 and 4096 pixels (got {self.image_size})"),
+            (not self.curation or Path(self.curation).is_file(), f"--curation {self.curation}: no such file"),
             (self.input_size is None or 8 <= self.input_size <= 4096,
              f"--input-size must be between 8 and 4096 pixels (got {self.input_size})"),
         ]

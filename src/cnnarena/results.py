@@ -208,8 +208,10 @@ class DataReport:
     """What `cnnarena.doctor` found in a dataset: `.report` (doctor.json's content), `.serious`, `.path` (the folder
     of the report), `.files` (what this examination wrote there: doctor.md, doctor.json, the image grids)."""
 
-    def __init__(self, report: dict[str, Any], path: str | Path, files: list[Path] | None = None) -> None:
+    def __init__(self, report: dict[str, Any], path: str | Path, files: list[Path] | None = None,
+                 images: Any = None) -> None:
         self.report, self.path, self.files = report, Path(path), [Path(f) for f in files or []]
+        self.images = images  # the decoded images the report names (an ImageSet), for the review page
 
     def __repr__(self) -> str:
         return f"DataReport({str(self.path)!r}, {len(self.serious)} serious findings)"

@@ -115,8 +115,22 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     train_set = subsample(split.train, cfg.fraction, cfg.train.seed)
     cfg.train, note = cfg.train.fit_to_data(len(train_set))
     cfg.train = cfg.train.resolve_class_weights(train_set.class_counts(), train_set.classes)
-    return Prepared(cfg, source, split, train_set, groups, [*messages, *([note] if note else [])],
+    from .data.curation import describe
+
+    curated = describe(curation_record(cfg))
+    return Prepared(cfg, source, split, train_set, groups, [*([curated] if curated else []), *messages,
+                                                            *([note] if note else [])],
                     choice.reason if choice is not None else None)
+
+
+def curation_record(cfg_or_path: RunConfig | str | None) -> dict[str, Any] | None:
+    """What a run or study records of its curation file (None without one)."""
+    path = cfg_or_path.curation if isinstance(cfg_or_path, RunConfig) else cfg_or_path
+    if not path:
+        return None
+    from .data.curation import read_curation, summary
+
+    return summary(read_curation(path))
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -175,7 +189,7 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / rundir.CONFIG)  # first: it is what makes the directory a run of ours
         write_manifest(split, run_dir / rundir.SPLIT, source_name=prep.source.name, seed=cfg.split_seed,
-                       groups=prep.groups)
+                       groups=prep.groups, curation=curation_record(cfg))
         distributed.barrier()
     data_seconds = time.perf_counter() - t_start
 
@@ -330,6 +344,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "memory_budget_gb": round(memory.budget / 2**30, 2) if memory else None,
         "memory_estimate_gb": round(memory.estimate / 2**30, 2) if memory else None,
         "peak_rss_gb": peak_rss_gb(),
+        "curation": curation_record(cfg),
     })
     _write_predictions(run_dir / rundir.PREDICTIONS, test, logits)
     plot_dir = run_dir / "plots"

@@ -15,7 +15,7 @@ from typing import Any
 from . import rundir
 from .errors import UserError
 
-EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "web", "openvino")
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "web", "openvino", "tflite", "coreml")
 
 
 def as_sources(images: Any) -> list[tuple[str, Any]]:
@@ -109,8 +109,8 @@ def export(run_dir: Path, format: str = "onnx", output: Path | None = None, *, i
 
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown --format {format!r}: use {', '.join(EXPORT_FORMATS)}")
-    if int8 and format != "onnx":
-        raise UserError(f"--int8 quantizes ONNX models: not with --format {format}")
+    if int8 and format not in ("onnx", "tflite"):
+        raise UserError(f"--int8 quantizes ONNX and TFLite models: not with --format {format}")
     rundir.check_run(run_dir)
     if output is not None:
         if Path(output).is_dir() and format != "web":
@@ -120,6 +120,10 @@ def export(run_dir: Path, format: str = "onnx", output: Path | None = None, *, i
         return _export_web(Path(run_dir), output, timing)
     if format == "openvino":
         return _export_openvino(Path(run_dir), output, timing)
+    if format == "tflite":
+        return _export_tflite(Path(run_dir), output, int8, max_drop, calibration, timing)
+    if format == "coreml":
+        return _export_coreml(Path(run_dir), output)
     if format != "onnx":
         return _export_pytorch(Path(run_dir), output, format)
     if exporter not in EXPORTERS:
@@ -192,6 +196,39 @@ def _export_openvino(run_dir: Path, output: Path | None, timing: float) -> Expor
              *(f"batch {b:>2}: OpenVINO {speed['openvino'][b]:,.0f} images/s, ONNX Runtime "
                f"{speed['onnxruntime'][b]:,.0f}" for b in speed["openvino"])]
     return Exported(xml, [*lines, *_how_to_run(card)])
+
+
+def _export_tflite(run_dir: Path, output: Path | None, int8: bool, max_drop: float, calibration: int,
+                   timing: float) -> Exported:
+    from .export.tflite import card_path_of, export_tflite
+
+    path, card = export_tflite(run_dir, output, int8=int8, max_drop=max_drop, calibration=calibration,
+                               seconds=timing)
+    acc, speed, check = card["accuracy"], card["images_per_second"], card["check"]
+    diffs = ", ".join(f"{d:.1e} at batch {n}" for n, d in check["max_abs_diff"].items())
+    lines = [f"wrote {path} ({card['precision']}, {card['file_bytes'] / 1e6:.2f} MB, one image per call) and "
+             f"{card_path_of(path)}",
+             f"check passed: {check['runtime']}: float logits match PyTorch within {check['tolerance']:.0e} (max "
+             f"difference {diffs})",
+             f"test accuracy: float {acc['float']:.4f}" + (f", int8 {acc['int8']:.4f} ({acc['drop_points']:+.2f} "
+                                                          f"points lost, at most {acc['max_drop_points']:g})"
+                                                          if "int8" in acc else "")
+             + f" on {acc['test_images']} images",
+             *(f"batch {b:>2}: " + ", ".join(f"{name} {rates[b]:,.0f} images/s" for name, rates in speed.items())
+               for b in next(iter(speed.values())))]
+    return Exported(path, [*lines, *_how_to_run(card)])
+
+
+def _export_coreml(run_dir: Path, output: Path | None) -> Exported:
+    from .export.coreml import card_path_of, export_coreml
+
+    path, card = export_coreml(run_dir, output)
+    check = card["check"]
+    return Exported(path, [f"wrote {path} (a Core ML ML Program) and {card_path_of(path)}",
+                           f"spec checked: image input {check['input_size'][1]}x{check['input_size'][0]} "
+                           f"{check['color_space']}, outputs {' and '.join(check['outputs'])}, "
+                           f"{len(check['class_labels'])} class labels as the run's; not run: {check['why_not_run']}",
+                           *_how_to_run(card)])
 
 
 def _export_int8(run_dir: Path, output: Path | None, exporter: str, opset: int, max_drop: float,

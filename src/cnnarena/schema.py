@@ -75,6 +75,8 @@ RUN = _opts(
     Option("grayscale", bool, None, "force channel mode for folders", cli="--grayscale/--rgb", shown="as the images"),
     Option("class_map", Path, None, "YAML/JSON mapping folder names to class names", shown=""),
     Option("strict", bool, False, "unreadable images are an error", cli="--strict/--lenient"),
+    Option("curation", Path, None, "leave out and relabel images as this file says (the curation.yaml of `cnnarena "
+           "doctor --review`); the image files are never changed", shown=""),
     Option("image_column", str, None, "a Hugging Face dataset's image column", shown="its Image feature"),
     Option("label_column", str, None, "a Hugging Face dataset's label column", shown="its ClassLabel"),
     Option("split", Path, None, "reuse this split manifest (split.json of another run)", shown=""),
@@ -112,10 +114,14 @@ STUDY = _opts(
     Option("budget", str, None, "wall-clock budget of the study's training on the whole training set, e.g. 20m, "
            "shared equally by the models (and seeds)", shown=""),
     Option("budget_per_model", str, None, "or this budget for each model's run, e.g. 5m"),
+    Option("compare_curation", bool, False, "with --curation: also train every model on the data as given (in "
+           "OUT/as-given, on the same split) and report what the curation changed, both tested on the curated test "
+           "images"),
     Option("out", Path, None, "study directory; rerun to resume", short="-o",
            shown="default study: studies/default; with your DATA: studies/DATA-NAME"),
 )
-STUDY_RUN_OPTIONS = ("epochs", "max_minutes", "max_memory", "tensorboard", "device", "data_dir", "image_size")
+STUDY_RUN_OPTIONS = ("epochs", "max_minutes", "max_memory", "tensorboard", "device", "data_dir", "image_size",
+                     "curation")
 STUDY_ONLY = _opts(
     Option("mlflow", str, None, "also log to MLflow, one parent run with a child per run: a tracking URI, or "
            "'local' for sqlite:///mlflow.db here", config=False, shown=""),

@@ -52,6 +52,9 @@ DOCTOR = _c(
            "features) | pixels (16x16) | auto (the backbone up to 10,000 images)"),
     Option("out", Path, None, "where the report and its grids go", short="-o",
            shown="CACHE/doctor/NAME, beside the data's cache"),
+    Option("review", "flag", False, "then open a local page (127.0.0.1) to mark each finding keep, exclude or "
+           "relabel; it saves curation.yaml beside the report (for train/study --curation)"),
+    Option("review_port", int, 0, "the review page's port", shown="a free one", low=0, high=65535),
     DATA_DIR, IMAGE_SIZE, CLASS_MAP,
 )
 SUMMARY = _c(
@@ -83,16 +86,17 @@ EXPORT = _c(
     RUN_DIR,
     Option("fmt", str, "onnx", "onnx | torchscript (torch.jit.load) | pt2 (torch.export's archive, torch.export.load) "
            "| web (a static folder that classifies in the browser with ONNX Runtime Web, checked in Chromium) "
-           "| openvino (OpenVINO IR: model.xml + model.bin)",
+           "| openvino (OpenVINO IR: model.xml + model.bin) | tflite (LiteRT, for phones; with --int8 quantized) "
+           "| coreml (a Core ML ML Program for Apple apps)",
            short="-f", cli="--format"),
     Option("output", Path, None, "the file (a folder for web)", short="-o", shown="RUN_DIR/model.onnx, "
-           "model.int8.onnx, model.pt, model.pt2, web/ or model.xml"),
-    Option("int8", "flag", False, "ONNX Runtime static int8 quantization, calibrated on training images; reports "
-           "int8 vs float test accuracy and images/s"),
+           "model.int8.onnx, model.pt, model.pt2, web/, model.xml, model[.int8].tflite or model.mlpackage"),
+    Option("int8", "flag", False, "static int8 quantization (ONNX Runtime's, or LiteRT's with --format tflite), "
+           "calibrated on training images; reports int8 vs float test accuracy and images/s"),
     Option("max_drop", float, 1.0, "with --int8: refuse when test accuracy drops by more points", low=0),
     Option("calibration", int, 256, "with --int8: training images to calibrate on", low=1),
-    Option("timing", float, 2.0, "with --int8, web or openvino: seconds each model is timed at each batch size and "
-           "thread count (longer is steadier)", low=0.1),
+    Option("timing", float, 2.0, "with --int8, web, openvino or tflite: seconds each model is timed at each batch "
+           "size and thread count (longer is steadier)", low=0.1),
     Option("exporter", str, "torchscript", "ONNX exporter: torchscript | dynamo (needs onnxscript)"),
     Option("opset", int, 17, "ONNX opset (dynamo uses at least 18)"),
 )

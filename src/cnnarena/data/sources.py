@@ -32,8 +32,22 @@ _CHUNK = 4096  # images per tensor op when converting array datasets, to bound m
 def load_data(cfg: Any) -> Source:
     """The source a run config names (its data, data_dir, image_size, grayscale, class_map, strict), decoded once
     per process: a study's runs, its report and a re-evaluation share the same in-memory source."""
-    return _cached_source(cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict,
-                          cfg.image_column, cfg.label_column)
+    args = (cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict, cfg.image_column,
+            cfg.label_column)
+    curation = getattr(cfg, "curation", None)
+    if curation:
+        from .curation import read_curation
+
+        return _curated_source(args, read_curation(curation))
+    return _cached_source(*args)
+
+
+@lru_cache(maxsize=2)
+def _curated_source(args: tuple, curation) -> Source:
+    """The decoded source with a curation applied: the data as given and as curated share one decoding."""
+    from .curation import apply_curation
+
+    return apply_curation(_cached_source(*args), curation)
 
 
 @lru_cache(maxsize=4)

@@ -94,8 +94,9 @@ def subsample(data: ImageSet, fraction: float, seed: int) -> ImageSet:
 
 
 def write_manifest(split: Split, path: Path, *, source_name: str, seed: int,
-                   groups: list[list[str]] | None = None) -> None:
-    """groups: ids of the duplicate groups the split kept together (recorded so a reader can check)."""
+                   groups: list[list[str]] | None = None, curation: dict | None = None) -> None:
+    """groups: ids of the duplicate groups the split kept together (recorded so a reader can check); curation:
+    the curation the split's data went through (curation.summary)."""
     manifest = {
         "source": source_name,
         "seed": seed,
@@ -107,6 +108,8 @@ def write_manifest(split: Split, path: Path, *, source_name: str, seed: int,
     }
     if groups:
         manifest["groups"] = groups
+    if curation:
+        manifest["curation"] = curation
     atomic_write_text(path, json.dumps(manifest))
 
 
@@ -114,7 +117,8 @@ MAX_MANIFEST_BYTES = 512 << 20
 
 
 def load_manifest(path: Path, source: Source) -> Split:
-    """Rebuild a split from a manifest's ids; every id must exist in this source. A manifest lists every image, so
+    """Rebuild a split from a manifest's ids; every id must exist in this source (or be one its curation left
+    out). A manifest lists every image, so
     it may be large, but not larger than MAX_MANIFEST_BYTES (JSON has no aliases: its size bounds its value)."""
     try:
         size = Path(path).stat().st_size
@@ -143,6 +147,7 @@ def load_manifest(path: Path, source: Source) -> Split:
     where = {sid: (s, i) for s in range(len(sets)) for i, sid in enumerate(sets[s].ids)}
     out = {}
     for part, ids in parts.items():
+        ids = [sid for sid in ids if sid not in source.excluded]  # a curation left them out
         missing = [sid for sid in ids if sid not in where]
         if missing:
             raise UserError(f"split {path}: {len(missing)} {part} ids not in this dataset (first: {missing[0]})")

@@ -103,5 +103,5 @@ def _confusion(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data_options(comparison: dict[str, Any]) -> dict[str, Any]:
-    keys = ("data_dir", "image_size", "grayscale", "class_map", "strict")
+    keys = ("data_dir", "image_size", "grayscale", "class_map", "strict", "curation")
     return {k: v for k, v in comparison.get("data_options", {}).items() if k in keys}

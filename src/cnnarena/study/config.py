@@ -35,10 +35,21 @@ class StudyConfig:
     # model's (budget_per_model); runs on smaller fractions train their recipe's epochs
     budget: str | None = _DEFAULTS["budget"]
     budget_per_model: str | None = _DEFAULTS["budget_per_model"]
+    # with a curation in `common`: the models also train on the data as given, in OUT/as-given, to compare
+    compare_curation: bool = _DEFAULTS["compare_curation"]
     out: str | None = _DEFAULTS["out"]  # None: studies/DATA-NAME (study_dir_for)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def run_config(study: StudyConfig, data: str, model: str, split: Path, **extra: Any):
+    """The RunConfig of one of the study's runs: the study's common options, the model's own, then `extra`."""
+    from ..config import build_config
+
+    values = {**study.common, **study.overrides.get(model, {}), "data": data, "model": base_model(model),
+              "split": str(split), **extra}
+    return build_config(None, values)
 
 
 def parse_models(items: list[Any]) -> tuple[list[str], dict[str, dict[str, Any]]]:
@@ -102,7 +113,7 @@ def check_study_types(data: dict[str, Any], where: str) -> dict[str, Any]:
 
 STUDY_KEYS = {"data", "models", "seeds", "fractions", "lrs", "input_sizes", "lr_models", "lr_epochs", "lr_fraction",
               "out",
-              "measure_seconds", "budget", "budget_per_model"}
+              "measure_seconds", "budget", "budget_per_model", "compare_curation"}
 
 
 def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) -> StudyConfig:
@@ -118,6 +129,8 @@ def build_study_config(file_values: dict[str, Any], cli_values: dict[str, Any]) 
     if "models" in kwargs:
         kwargs["models"], kwargs["overrides"] = parse_models(kwargs["models"])
     cfg = StudyConfig(**kwargs, common=common)
+    if cfg.compare_curation and not cfg.common.get("curation"):
+        raise UserError("--compare-curation needs --curation FILE (the curation.yaml of `cnnarena doctor --review`)")
     if cfg.out is None:
         cfg.out = str(study_dir_for(cfg.data))
     if cfg.input_sizes:

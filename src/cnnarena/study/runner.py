@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .. import rundir
-from ..config import build_config, read_saved
+from ..config import read_saved
 from ..data.sources import load_data
 from ..data.split import load_manifest, write_manifest
 from ..errors import UserError
@@ -32,21 +32,14 @@ from ..models.artefacts import load_model, saved_freeze_state
 from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
 from ..report.study_report import write_report
-from ..run import new_split, tell, train_run
+from ..run import curation_record, new_split, tell, train_run
 from ..rundir import base_model, model_dir
 from ..train.callbacks import Callback
 from ..train.loop import resolve_device
 from . import answer, anytime, methods
-from .config import StudyConfig, resolve_data, run_budget
+from .config import StudyConfig, resolve_data, run_budget, run_config
 from .measure import measure_model
 from .stats import fraction_winners, mcnemar_exact, mean_std, ranking_key, tradeoffs, verdict
-
-
-def _run_config(study: StudyConfig, data: str, model: str, split: Path, **extra: Any):
-    values = {**study.common, **study.overrides.get(model, {}), "data": data, "model": base_model(model),
-              "split": str(split), **extra}
-    return build_config(None, values)
-
 
 log = logging.getLogger(__name__)
 _say = log.info
@@ -59,6 +52,13 @@ def run_study(study: StudyConfig, callbacks_for: CallbacksFor | None = None) -> 
     """Every run of the study, then the comparison and the report; one process writes a study directory at a time.
     callbacks_for: more training callbacks for each run that trains (a tracker logging it live)."""
     with rundir.sole_writer(Path(study.out), "study"):
+        if study.compare_curation:
+            from .curation_compare import run_compared
+
+            comparison = run_compared(study, lambda s: _run_study(s, callbacks_for))
+            write_comparison(comparison, Path(study.out))  # again, with the difference
+            write_report(comparison, Path(study.out))
+            return comparison
         return _run_study(study, callbacks_for)
 
 
@@ -78,7 +78,7 @@ def prepare_study(study: StudyConfig) -> tuple[str, Any, Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = resolve_data(study.data)
     atomic_write_text(out / rundir.STUDY, yaml.safe_dump({**study.to_dict(), "data": data}, sort_keys=False))
-    probe = _run_config(study, data, study.models[0], out / rundir.SPLIT)
+    probe = run_config(study, data, study.models[0], out / rundir.SPLIT)
     source = load_data(probe)
     split_path = out / rundir.SPLIT
     if not split_path.exists():
@@ -102,7 +102,7 @@ class Job:
 
 def lr_jobs(study: StudyConfig, data: str, split_path: Path) -> list[Job]:
     out = Path(study.out)
-    return [Job(f"lr {model} {lr:g}", _run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
+    return [Job(f"lr {model} {lr:g}", run_config(study, data, model, split_path, lr=lr, epochs=study.lr_epochs,
                                                    fraction=study.lr_fraction, early_stopping=None),
                 out / "lr" / model_dir(model) / f"lr={lr:g}", model)
             for model in (study.lr_models or study.models[:1]) if study.lrs for lr in study.lrs]
@@ -120,7 +120,7 @@ def final_jobs(study: StudyConfig, data: str, split_path: Path, chosen_lr: dict[
                     extra["lr"] = chosen_lr[model]
                 if fraction == 1.0 and budget is not None:
                     extra["budget"] = budget
-                jobs.append(Job(f"{model} f={fraction:g} s={seed}", _run_config(study, data, model, split_path,
+                jobs.append(Job(f"{model} f={fraction:g} s={seed}", run_config(study, data, model, split_path,
                                                                               **extra),
                                 out / "runs" / model_dir(model) / f"f={fraction:g}-s={seed}", model, fraction,
                                 seed))
@@ -188,7 +188,7 @@ def photo_sizes(study: StudyConfig, data: str, split_path: Path) -> tuple[StudyC
     reasons: dict[str, str] = {}
     budget = run_budget(study)
     for model in study.models:
-        cfg = _run_config(study, data, model, split_path, **({"budget": budget} if budget else {}))
+        cfg = run_config(study, data, model, split_path, **({"budget": budget} if budget else {}))
         first = Path(study.out) / "runs" / model_dir(model) / "f=1-s=0"
         saved = read_saved(first).get("image_size")
         choice = photo_resolution.for_run(cfg, lambda: file_listing(data), saved,
@@ -307,8 +307,9 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         "fraction_train_sizes": {f"{f:g}": n for f, n in train_sizes.items()},
         "fraction_winners": fraction_winners(curves),
         "device": str(device),
-        "data_options": {k: study.common[k] for k in ("data_dir", "image_size", "grayscale", "class_map", "strict")
-                         if k in study.common},
+        "data_options": {k: study.common[k] for k in ("data_dir", "image_size", "grayscale", "class_map", "strict",
+                                                      "curation") if k in study.common},
+        "curation": curation_record(study.common.get("curation")),
         "next_steps": answer.next_steps(best["run_dir"]),
     }
     comparison["resolutions"] = resolutions or {}

@@ -1,0 +1,32 @@
+"""Converters that talk: litert-torch prints its progress, coremltools draws progress bars and warns about
+versions it has not tested. An export's own lines say what matters, so theirs are held back while they run and
+shown only when the conversion fails (the last lines, in the error)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+
+TAIL_LINES = 5
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[io.StringIO]:
+    """Python-level output and warnings of the block captured (restored after it, whatever happens)."""
+    captured = io.StringIO()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            warnings.simplefilter("ignore")
+            yield captured
+    finally:
+        logging.disable(previous)
+
+
+def tail(captured: io.StringIO) -> str:
+    lines = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+    return " | ".join(lines[-TAIL_LINES:])

@@ -1,0 +1,144 @@
+"""`cnnarena doctor DATA --review`: a local page (127.0.0.1 only) to act on the doctor's findings.
+
+Each finding shows its images side by side (duplicate pairs, label issues with the given and the likely label,
+images unlike their class); the user marks each image keep, exclude or relabel, and the page saves curation.yaml
+beside the report. Images are served from the decoded tensors by index, so no path a client sends is ever opened,
+and the user's files are never written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.curation import read_curation, write_curation
+from ..data.dataset import ImageSet
+from ..errors import UserError
+
+STATIC = Path(__file__).parent / "static"
+MAX_SHOWN = 500  # findings of each kind on the page (the report lists them all)
+MAX_BODY = 16 << 20
+CURATION = "curation.yaml"
+
+
+def findings(report: dict[str, Any], index: dict[str, int]) -> list[dict[str, Any]]:
+    """The page's cards: each names its images by index and says what the doctor saw."""
+    cards: list[dict[str, Any]] = []
+    pairs = sorted(report["duplicates"]["pairs"], key=lambda r: (r["label_a"] == r["label_b"], r["kind"] != "exact"))
+    for p in pairs[:MAX_SHOWN]:
+        conflict = p["label_a"] != p["label_b"]
+        cards.append({"kind": "duplicate", "title": f"{p['kind']} duplicate" + (" filed under two classes"
+                                                                                if conflict else ""),
+                      "detail": f"similarity {p['similarity']:.3f}",
+                      "images": [_image(p[s], p[f"label_{s}"], index) for s in ("a", "b")]})
+    for issue in (report.get("label_issues") or [])[:MAX_SHOWN]:
+        cards.append({"kind": "label", "title": "label issue",
+                      "detail": f"given {issue['given']} ({issue['given_probability']:.2f}), likely "
+                                f"{issue['likely']} ({issue['likely_probability']:.2f})",
+                      "likely": issue["likely"], "images": [_image(issue["id"], issue["given"], index)]})
+    for o in (report.get("outliers") or [])[:MAX_SHOWN]:
+        cards.append({"kind": "outlier", "title": "unlike its class", "detail": f"z = {o['z']}",
+                      "images": [_image(o["id"], o["class"], index)]})
+    return cards
+
+
+def _image(image_id: str, label: str, index: dict[str, int]) -> dict[str, Any]:
+    return {"id": image_id, "label": label, "index": index[image_id]}
+
+
+def png(images: ImageSet, k: int) -> bytes:
+    from PIL import Image
+
+    x = images.images[k].numpy()
+    pixels = x[0] if x.shape[0] == 1 else np.ascontiguousarray(x.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def checked_decisions(body: Any, ids: set[str], classes: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """(exclude, relabel, keep) from the page's JSON, every id one of the data's and every class one of its
+    classes; anything else is a ValueError with one line to show."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object of exclude, relabel and keep")
+    exclude, keep, relabel = body.get("exclude", []), body.get("keep", []), body.get("relabel", {})
+    if not (isinstance(exclude, list) and isinstance(keep, list) and isinstance(relabel, dict)):
+        raise ValueError("exclude and keep must be lists of image ids, relabel a mapping of id to class")
+    named = [*exclude, *keep, *relabel]
+    if not all(isinstance(i, str) for i in named) or not all(isinstance(c, str) for c in relabel.values()):
+        raise ValueError("image ids and classes must be strings")
+    unknown = [i for i in named if i not in ids]
+    if unknown:
+        raise ValueError(f"{len(unknown)} id(s) not in this data (first: {unknown[0][:200]})")
+    bad = [c for c in relabel.values() if c not in classes]
+    if bad:
+        raise ValueError(f"not a class of this data: {bad[0][:200]}")
+    if set(exclude) & set(relabel) or set(keep) & (set(exclude) | set(relabel)):
+        raise ValueError("an image has two decisions")
+    return exclude, relabel, keep
+
+
+def saved_decisions(path: Path) -> dict[str, Any]:
+    """What an earlier review saved (so the page starts from it), or nothing."""
+    if not path.is_file():
+        return {"exclude": [], "relabel": {}, "keep": []}
+    try:
+        c = read_curation(path)
+    except UserError:
+        return {"exclude": [], "relabel": {}, "keep": []}
+    return {"exclude": sorted(c.exclude), "relabel": dict(c.relabel), "keep": sorted(c.keep)}
+
+
+def create_review_app(report: dict[str, Any], images: ImageSet, out: Path):
+    """The Starlette app of the review page; decisions are saved to out/curation.yaml."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    index = {image_id: k for k, image_id in enumerate(images.ids)}
+    ids, classes = set(index), list(images.classes)
+    target = Path(out) / CURATION
+    page = {"dataset": report["dataset"].get("spec") or report["dataset"]["name"], "classes": classes,
+            "cards": findings(report, index), "curation": str(target)}
+
+    async def findings_json(request: Request) -> Response:
+        return JSONResponse({**page, "saved": saved_decisions(target)})
+
+    async def image(request: Request) -> Response:
+        k = request.path_params["k"]
+        if not 0 <= k < len(images):
+            return JSONResponse({"detail": "no such image"}, status_code=404)
+        return Response(png(images, k), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    async def save(request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return JSONResponse({"detail": f"body over {MAX_BODY >> 20} MB"}, status_code=413)
+        try:
+            exclude, relabel, keep = checked_decisions(json.loads(body or b"null"), ids, classes)
+        except (ValueError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
+            return JSONResponse({"detail": str(e).splitlines()[0]}, status_code=400)
+        write_curation(target, dataset=page["dataset"], exclude=exclude, relabel=relabel, keep=keep)
+        return JSONResponse({"path": str(target), "excluded": len(exclude), "relabelled": len(relabel),
+                             "kept": len(keep)})
+
+    def static(name: str, media: str):
+        async def send(request: Request) -> Response:
+            return FileResponse(STATIC / name, media_type=media)
+        return send
+
+    return Starlette(routes=[
+        Route("/", static("review.html", "text/html")),
+        Route("/review.js", static("review.js", "text/javascript")),
+        Route("/style.css", static("style.css", "text/css")),
+        Route("/api/findings", findings_json),
+        Route("/api/image/{k:int}", image),
+        Route("/api/curation", save, methods=["POST"]),
+    ])
