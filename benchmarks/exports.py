@@ -6,7 +6,9 @@ figures are the ones its cards hold).
   python -m benchmarks.exports --runs DIR ...  # or export finished runs
 
 Formats: ONNX float and int8 (ONNX Runtime; both from the int8 export's card, timed in alternation), OpenVINO IR
-(OpenVINO's CPU runtime), and web (ONNX Runtime Web in headless Chromium, WebAssembly, one thread).
+(OpenVINO's CPU runtime), web (ONNX Runtime Web in headless Chromium, WebAssembly, one thread), TFLite float and int8
+(the LiteRT interpreter; both from the int8 export's card) and Core ML (converted and its spec checked: its runtime
+runs only on Apple's systems).
 Each is timed for --timing seconds per batch size.
 Results: benchmarks/results/exports.json.
 """
@@ -33,8 +35,12 @@ def export(run: Path, out: Path, *args: str) -> dict | str:
     print(done.stdout + done.stderr, flush=True)
     if done.returncode != 0:
         return done.stderr.strip().splitlines()[-1]
-    card = {"web": out / "model.card.json", "xml": out.with_name(out.name + ".card.json")}.get(
-        "web" if out.suffix == "" else "xml" if out.suffix == ".xml" else "", out.with_name(out.stem + ".card.json"))
+    if out.suffix == "":
+        card = out / "model.card.json"
+    elif out.suffix in (".xml", ".tflite", ".mlpackage"):
+        card = out.with_name(out.name + ".card.json")
+    else:
+        card = out.with_name(out.stem + ".card.json")
     return json.loads(Path(card).read_text())
 
 
@@ -43,7 +49,10 @@ def rows_of(run: Path, tmp: Path, timing: str) -> list[dict]:
     int8 = export(run, tmp / f"{run.name}.int8.onnx", "--int8", "--max-drop", "100", "--timing", timing)
     ov = export(run, tmp / f"{run.name}.xml", "--format", "openvino", "--timing", timing)
     web = export(run, tmp / f"{run.name}-web", "--format", "web", "--timing", timing)
-    for name, card in (("onnx int8", int8), ("openvino", ov), ("web", web)):
+    tflite = export(run, tmp / f"{run.name}.int8.tflite", "--format", "tflite", "--int8", "--max-drop", "100",
+                    "--timing", timing)
+    coreml = export(run, tmp / f"{run.name}.mlpackage", "--format", "coreml")
+    for name, card in (("onnx int8", int8), ("openvino", ov), ("web", web), ("tflite", tflite), ("coreml", coreml)):
         if isinstance(card, str):
             out.append({"model": run.name, "format": name, "error": card})
     if isinstance(int8, dict):
@@ -66,6 +75,19 @@ def rows_of(run: Path, tmp: Path, timing: str) -> list[dict]:
                     "test_accuracy": web["web"]["test_accuracy_onnxruntime"],
                     "accuracy_in_browser_on_checked_images": check["accuracy_in_browser"],
                     "images_per_second": check["images_per_second"]})
+    if isinstance(tflite, dict):
+        acc, check = tflite["accuracy"], tflite["check"]
+        for fmt in ("float", "int8"):
+            out.append({"model": run.name, "format": f"tflite {fmt}", "runtime": check["runtime"],
+                        "check": f"logits within {max(check['max_abs_diff'].values()):.1e} of PyTorch"
+                        if fmt == "float" else f"{acc['drop_points']:+.2f} points against float",
+                        "test_accuracy": acc[fmt], "images_per_second": tflite["images_per_second"][fmt]})
+    if isinstance(coreml, dict):
+        check = coreml["check"]
+        out.append({"model": run.name, "format": "coreml", "runtime": f"coremltools {coreml['coremltools']} "
+                    "(converted only)", "check": f"spec: image input {check['input_size']} {check['color_space']}, "
+                    f"{len(check['class_labels'])} class labels; not run ({check['why_not_run']})",
+                    "test_accuracy": None, "images_per_second": None})
     return out
 
 

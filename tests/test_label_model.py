@@ -140,3 +140,25 @@ def test_a_second_doctor_reads_its_near_duplicate_pairs_from_the_cache(tmp_path)
     entry.write_text("{")  # unreadable: searched again
     assert [(p.a, p.b) for p in cached_near_pairs(images, {(0, 1)}, 0.99, cache_dir=tmp_path)[0]] == \
         [(p.a, p.b) for p in first]
+
+
+def test_the_label_issues_probabilities_are_computed_once_for_the_same_pixels_and_labels(tmp_path, monkeypatch):
+    """A second doctor reuses the k-fold models' out-of-sample probabilities; a changed label refits them."""
+    from sklearn.datasets import load_digits
+
+    from cnnarena.data import label_issues
+
+    monkeypatch.setenv("CNNARENA_CACHE", str(tmp_path))
+    fits = []
+    fit = label_issues.out_of_sample_probabilities
+    monkeypatch.setattr(label_issues, "out_of_sample_probabilities", lambda *a: fits.append(1) or fit(*a))
+    digits = load_digits()
+    images = torch.from_numpy((digits.images[:300] * 255 / 16).astype(np.uint8))[:, None]
+    labels = digits.target[:300].copy()
+    labels[:6] = (labels[:6] + 1) % 10
+    first, _ = label_issues.find_label_issues(images, labels)
+    again, _ = label_issues.find_label_issues(images, labels)
+    assert len(fits) == 1 and first == again and {i.index for i in first} & set(range(6))
+    labels[10] = (labels[10] + 1) % 10
+    label_issues.find_label_issues(images, labels)
+    assert len(fits) == 2
