@@ -1,5 +1,6 @@
 """`cnnarena export RUN_DIR --format coreml`: a Core ML ML Program (model.mlpackage) for iPhone, iPad and Mac apps,
-converted with coremltools from the traced PyTorch model.
+converted with coremltools from the model as torch.export captures it (a traced model kept the backbones' shape
+arithmetic as `aten::Int` operations, which coremltools could not convert for EfficientNet-Lite0).
 
 It is a classifier the way Apple's Vision framework takes one: the input is an image (grayscale or RGB, the run's
 size, pixels scaled by 1/255 inside the model, which normalises itself as in training) and the outputs are the
@@ -61,9 +62,9 @@ def export_coreml(run_dir: Path, output: Path | None = None) -> tuple[Path, dict
     colour = ct.colorlayout.GRAYSCALE if channels == 1 else ct.colorlayout.RGB
     with quietly() as said:
         try:
-            with torch.inference_mode():
-                traced = torch.jit.trace(torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval(), example)
-            converted = ct.convert(traced, inputs=[ct.ImageType(name=INPUT, shape=example.shape, scale=1 / 255,
+            classifier = torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval()
+            exported = torch.export.export(classifier, (example,)).run_decompositions({})
+            converted = ct.convert(exported, inputs=[ct.ImageType(name=INPUT, shape=example.shape, scale=1 / 255,
                                                                 color_layout=colour)],
                                    classifier_config=ct.ClassifierConfig(list(card["classes"])),
                                    convert_to="mlprogram", compute_precision=ct.precision.FLOAT32,
