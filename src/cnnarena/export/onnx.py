@@ -159,6 +159,22 @@ def _export_graph(model: Classifier, path: Path, exporter: str, opset: int) -> N
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
 
 
+def logit_differences(model: Classifier, runner: Any, card: dict[str, Any],
+                      batches: tuple[int, ...] = CHECK_BATCHES) -> dict[str, float]:
+    """max |runner's logits - the model's| on seeded random images at each batch size, for a runner with ONNX
+    Runtime's `run` signature (another runtime behind it: OpenVINO, LiteRT)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    diffs = {}
+    for batch in batches:
+        x = rng.random((batch, card["input"]["channels"], *card["input"]["size"]), dtype=np.float32)
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).numpy()
+        diffs[str(batch)] = float(np.abs(runner.run([OUTPUT_NAME], {INPUT_NAME: x})[0] - expected).max())
+    return diffs
+
+
 def check_onnx(model: Classifier, path: Path, batches: tuple[int, ...] = CHECK_BATCHES,
                tolerance: float = TOLERANCE) -> dict[str, Any]:
     """Structural check, a symbolic batch axis, and ORT logits == PyTorch logits at each batch size."""

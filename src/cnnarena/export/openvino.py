@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import atomic_write_text
-from .onnx import CHECK_BATCHES, INPUT_NAME, OUTPUT_NAME, export_onnx
+from .onnx import CHECK_BATCHES, INPUT_NAME, export_onnx, logit_differences
 from .quantize import accuracy, run_images
 from .snippets import python
 from .speed import SPEED_BATCHES, images_per_second, session
@@ -71,18 +71,9 @@ def export_openvino(run_dir: Path, output: Path | None = None, seconds: float = 
 
 def _checked_card(run_dir: Path, card: dict[str, Any], runner: _Runner, onnx_runtime, seconds: float,
                   version: str) -> dict[str, Any]:
-    import torch
-
     from ..evaluate.predict import load_run_model
 
-    model = load_run_model(run_dir).cpu().eval()
-    rng = np.random.default_rng(0)
-    diffs = {}
-    for batch in CHECK_BATCHES:
-        x = rng.random((batch, card["input"]["channels"], *card["input"]["size"]), dtype=np.float32)
-        with torch.inference_mode():
-            expected = model(torch.from_numpy(x)).numpy()
-        diffs[str(batch)] = float(np.abs(runner.run([OUTPUT_NAME], {INPUT_NAME: x})[0] - expected).max())
+    diffs = logit_differences(load_run_model(run_dir).cpu().eval(), runner, card, CHECK_BATCHES)
     if max(diffs.values()) > TOLERANCE:
         raise UserError(f"OpenVINO's logits differ from PyTorch's by up to {max(diffs.values()):.1e} (more than "
                         f"{TOLERANCE:.0e}): not written")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import atomic_write_text
-from .onnx import INPUT_NAME, OUTPUT_NAME, model_card
+from .onnx import INPUT_NAME, logit_differences, model_card
 from .quantize import accuracy, calibration_batches, run_images
 from .quiet import quietly, tail
 from .snippets import python
@@ -107,7 +107,7 @@ def export_tflite(run_dir: Path, output: Path | None = None, *, int8: bool = Fal
         floats = {b: _convert(litert_torch, model, card, b, Path(tmp) / f"float-{b}.tflite") for b in CHECK_BATCHES}
         test = run_images(Path(run_dir)).test
         float_runner = Runner(floats)
-        diffs = _logit_diffs(model, float_runner, card)
+        diffs = logit_differences(model, float_runner, card, CHECK_BATCHES)
         if max(diffs.values()) > TOLERANCE:
             raise UserError(f"LiteRT's logits differ from PyTorch's by up to {max(diffs.values()):.1e} (more than "
                             f"{TOLERANCE:.0e}): not written")
@@ -152,19 +152,6 @@ def _quantize(float_path: Path, batches: list[np.ndarray], path: Path) -> Path:
         q.load_quantization_recipe(recipe.static_wi8_ai8())
         q.quantize(q.calibrate({SIGNATURE: samples})).export_model(str(path), overwrite=True)
     return path
-
-
-def _logit_diffs(model, runner: Runner, card: dict[str, Any]) -> dict[str, float]:
-    import torch
-
-    rng = np.random.default_rng(0)
-    diffs = {}
-    for batch in CHECK_BATCHES:
-        x = rng.random((batch, card["input"]["channels"], *card["input"]["size"]), dtype=np.float32)
-        with torch.inference_mode():
-            expected = model(torch.from_numpy(x)).numpy()
-        diffs[str(batch)] = float(np.abs(runner.run([OUTPUT_NAME], {INPUT_NAME: x})[0] - expected).max())
-    return diffs
 
 
 def _measured(runners: dict[str, Runner], test, float_accuracy: float, max_drop: float, seconds: float,
