@@ -131,8 +131,15 @@ def test_review_page_writes_curation_and_training_applies_it(folder, tmp_path, a
         bad = httpx.post(url + "/api/curation", json={"exclude": ["../../etc/passwd"]})
         assert bad.status_code == 400 and "not in this data" in bad.json()["detail"]
         assert httpx.post(url + "/api/curation", json={"relabel": {FLIPPED: "cat"}}).status_code == 400
-        assert httpx.post(url + "/api/curation", content=b"{not json").status_code == 400
+        json_type = {"Content-Type": "application/json"}
+        assert httpx.post(url + "/api/curation", content=b"{not json", headers=json_type).status_code == 400
         assert httpx.get(url + "/api/image/99999").status_code == 404
+        # another site in the user's browser: a form post, a page of another origin, a rebound host name
+        assert httpx.post(url + "/api/curation", content=b'{"exclude": []}',
+                          headers={"Content-Type": "text/plain"}).status_code == 415
+        assert httpx.post(url + "/api/curation", json={"exclude": []},
+                          headers={"Origin": "https://evil.example"}).status_code == 403
+        assert httpx.get(url + "/api/findings", headers={"Host": "evil.example"}).status_code == 400
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
@@ -147,6 +154,10 @@ def test_review_page_writes_curation_and_training_applies_it(folder, tmp_path, a
     assert COPY not in ids and len(ids) == 121
     assert split["curation"]["sha256"] == hashlib.sha256(curation_file.read_bytes()).hexdigest()
     assert _folder_hash(folder) == before, "the user's folder changed"
+    # the run holds to the curation it trained with: the file changed, its test split is refused in one line
+    curation_file.write_text(yaml.safe_dump({**saved, "keep": []}))
+    with pytest.raises(UserError, match="was made with the curation"):
+        run.evaluate()
 
 
 def test_a_curation_applies_in_memory_and_refuses_what_does_not_fit(folder, tmp_path):
@@ -160,6 +171,7 @@ def test_a_curation_applies_in_memory_and_refuses_what_does_not_fit(folder, tmp_
     assert COPY in curated.excluded
     for body, says in (({"exclude": ["nope.png"]}, "not in this data"), ({"relabel": {two: "cat"}}, "not a class"),
                        ({"exclude": [two], "relabel": {two: "zero"}}, "both excluded and relabelled"),
+                       ({"exclude": [two], "keep": [two]}, "both kept and excluded"),
                        ({"exclude": "one.png"}, "must be a list"), ({"surprise": 1}, "must be a mapping")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(yaml.safe_dump(body))

@@ -142,6 +142,7 @@ def test_a_second_doctor_reads_its_near_duplicate_pairs_from_the_cache(tmp_path)
         [(p.a, p.b) for p in first]
 
 
+@pytest.mark.slow  # three k-fold fits
 def test_the_label_issues_probabilities_are_computed_once_for_the_same_pixels_and_labels(tmp_path, monkeypatch):
     """A second doctor reuses the k-fold models' out-of-sample probabilities; a changed label refits them."""
     from sklearn.datasets import load_digits

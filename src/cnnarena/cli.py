@@ -173,7 +173,7 @@ def doctor(data: str, as_json: bool, strict: bool, review: bool, review_port: in
     print(f"report: {report.path / 'doctor.md'} (and {others})", file=sys.stderr)
     if review:
         api.review(report, port=review_port)
-    elif strict and report.serious:
+    if strict and report.serious:
         print(f"error: serious findings (--strict): {'; '.join(report.serious)}", file=sys.stderr)
         raise click.exceptions.Exit(1)
 

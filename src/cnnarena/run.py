@@ -117,20 +117,10 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None) -> Prepared:
     cfg.train = cfg.train.resolve_class_weights(train_set.class_counts(), train_set.classes)
     from .data.curation import describe
 
-    curated = describe(curation_record(cfg))
+    curated = describe(source.curation)
     return Prepared(cfg, source, split, train_set, groups, [*([curated] if curated else []), *messages,
                                                             *([note] if note else [])],
                     choice.reason if choice is not None else None)
-
-
-def curation_record(cfg_or_path: RunConfig | str | None) -> dict[str, Any] | None:
-    """What a run or study records of its curation file (None without one)."""
-    path = cfg_or_path.curation if isinstance(cfg_or_path, RunConfig) else cfg_or_path
-    if not path:
-        return None
-    from .data.curation import read_curation, summary
-
-    return summary(read_curation(path))
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -189,7 +179,7 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / rundir.CONFIG)  # first: it is what makes the directory a run of ours
         write_manifest(split, run_dir / rundir.SPLIT, source_name=prep.source.name, seed=cfg.split_seed,
-                       groups=prep.groups, curation=curation_record(cfg))
+                       groups=prep.groups, curation=prep.source.curation)
         distributed.barrier()
     data_seconds = time.perf_counter() - t_start
 
@@ -209,7 +199,8 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
     with distributed.alone():  # the test evaluation is rank 0's alone: no collective waits for the others
         metrics = finish_run(model, cfg, split, train_set, result, run_dir, data_seconds=data_seconds,
                              wall_seconds=time.perf_counter() - t_start, memory=memory,
-                             input_size_reason=input_size_reason(model, cfg, prep.resolution))
+                             input_size_reason=input_size_reason(model, cfg, prep.resolution),
+                             curation=prep.source.curation)
     distributed.barrier()
     return metrics
 
@@ -303,7 +294,7 @@ def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.d
 
 def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, result: TrainResult, run_dir: Path, *,
                data_seconds: float, wall_seconds: float, memory=None,
-               input_size_reason: str | None = None) -> dict[str, Any]:
+               input_size_reason: str | None = None, curation: dict | None = None) -> dict[str, Any]:
     """Evaluate the best weights on the test split and write model, metrics, predictions and plots."""
     save_model(model, run_dir / "model", {"epoch": result.best_epoch})
     test = split.test
@@ -344,7 +335,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "memory_budget_gb": round(memory.budget / 2**30, 2) if memory else None,
         "memory_estimate_gb": round(memory.estimate / 2**30, 2) if memory else None,
         "peak_rss_gb": peak_rss_gb(),
-        "curation": curation_record(cfg),
+        "curation": curation,
     })
     _write_predictions(run_dir / rundir.PREDICTIONS, test, logits)
     plot_dir = run_dir / "plots"

@@ -113,7 +113,7 @@ def export(run_dir: Path, format: str = "onnx", output: Path | None = None, *, i
         raise UserError(f"--int8 quantizes ONNX and TFLite models: not with --format {format}")
     rundir.check_run(run_dir)
     if output is not None:
-        if Path(output).is_dir() and format != "web":
+        if Path(output).is_dir() and format not in ("web", "coreml"):
             raise UserError(f"--output {output} is a directory: give a file name, e.g. {Path(output) / 'out'}")
         rundir.check_parents(Path(output), "--output")
     if format == "web":

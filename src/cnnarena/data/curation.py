@@ -25,8 +25,6 @@ from ..errors import UserError
 from ..files import atomic_write_text
 from .dataset import ImageSet, Source
 
-MAX_DECISIONS = 1_000_000
-
 
 @dataclass(frozen=True)
 class Curation:
@@ -58,12 +56,11 @@ def read_curation(path: str | Path) -> Curation:
     if not isinstance(relabel, dict) or not all(isinstance(k, str) and isinstance(v, str | int)
                                                  for k, v in relabel.items()):
         raise UserError(f"curation file {path}: relabel must map image ids to class names")
-    both = exclude & set(relabel)
-    if both:
-        raise UserError(f"curation file {path}: {len(both)} image(s) both excluded and relabelled "
-                        f"(first: {sorted(both)[0]})")
-    if len(exclude) + len(relabel) + len(keep) > MAX_DECISIONS:
-        raise UserError(f"curation file {path} holds more than {MAX_DECISIONS:,} decisions")
+    for first, second, what in ((exclude, set(relabel), "excluded and relabelled"),
+                                (keep, exclude | set(relabel), "kept and excluded or relabelled")):
+        both = first & second
+        if both:
+            raise UserError(f"curation file {path}: {len(both)} image(s) both {what} (first: {sorted(both)[0]})")
     return Curation(frozenset(exclude), tuple(sorted((k, str(v)) for k, v in relabel.items())), frozenset(keep),
                     str(data["dataset"]) if data.get("dataset") is not None else None,
                     hashlib.sha256(path.read_bytes()).hexdigest(), str(path))
@@ -114,7 +111,7 @@ def apply_curation(source: Source, curation: Curation) -> Source:
 
     return Source(source.name, curate(source.pool), curate(source.test), source.skipped,
                   _kept_sizes(source, curation.exclude), source.root, curate(source.val),
-                  excluded=curation.exclude)
+                  excluded=curation.exclude, curation=summary(curation))
 
 
 def _kept_sizes(source: Source, exclude: frozenset[str]) -> list[tuple[int, int]] | None:

@@ -73,6 +73,7 @@ class Source:
     root: Path | None = None  # where the files of a folder/CSV source are (their ids are relative to it)
     val: ImageSet | None = None  # an official validation split (a Hugging Face dataset's); only beside `test`
     excluded: frozenset[str] = frozenset()  # ids a curation file left out (a split naming them still loads)
+    curation: dict | None = None  # the curation applied (curation.summary: file, sha256, counts), as read once
 
     def official(self) -> list[ImageSet]:
         """The sets a split's ids are drawn from: pool, then the official test and validation splits."""

@@ -65,9 +65,12 @@ def find_label_issues(images: torch.Tensor, labels: np.ndarray, *, folds: int = 
     labels = np.asarray(labels, dtype=np.int64)
     if len(np.unique(labels)) < 2 or np.bincount(labels).min() < 2:
         return [], np.zeros((len(labels), 0))
+    import sklearn
+
     from .feature_cache import cached_array
 
-    probs = cached_array("label-probabilities", [folds, seed], [images, labels, given],
+    settings = [folds, seed, FEATURE_SIDE, MAX_ITER, REGULARISATION, sklearn.__version__]  # all that shapes them
+    probs = cached_array("label-probabilities", settings, [images, labels, given],
                          lambda: out_of_sample_probabilities(images, labels, folds, seed, given))
     ranked = cleanlab_find(labels, probs, return_indices_ranked_by="self_confidence")
     issues = [LabelIssue(int(i), int(labels[i]), int(probs[i].argmax()), round(float(probs[i, labels[i]]), 4),

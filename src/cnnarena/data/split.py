@@ -116,6 +116,16 @@ def write_manifest(split: Split, path: Path, *, source_name: str, seed: int,
 MAX_MANIFEST_BYTES = 512 << 20
 
 
+def _check_curation(path: Path, recorded: object, source: Source) -> None:
+    """A split made from curated data is rebuilt only with the same curation file, unchanged (its sha256)."""
+    if not isinstance(recorded, dict) or not recorded.get("sha256"):
+        return
+    if recorded["sha256"] != (source.curation or {}).get("sha256"):
+        now = f"the curation {source.curation['file']} differs" if source.curation else "no --curation was given"
+        raise UserError(f"split {path} was made with the curation {recorded.get('file')} (sha256 "
+                        f"{str(recorded['sha256'])[:12]}), but {now}: give that file, unchanged, or a new --out")
+
+
 def load_manifest(path: Path, source: Source) -> Split:
     """Rebuild a split from a manifest's ids; every id must exist in this source (or be one its curation left
     out). A manifest lists every image, so
@@ -141,6 +151,7 @@ def load_manifest(path: Path, source: Source) -> Split:
     if overlap:
         raise UserError(f"split {path}: {len(overlap)} id(s) are in train and in val or test (first: "
                         f"{sorted(overlap)[0]})")
+    _check_curation(path, manifest.get("curation"), source)
     if manifest.get("classes") not in (None, source.classes):
         raise UserError(f"split {path} was made for classes {manifest['classes']}, data has {source.classes}")
     sets = source.official()
@@ -148,6 +159,8 @@ def load_manifest(path: Path, source: Source) -> Split:
     out = {}
     for part, ids in parts.items():
         ids = [sid for sid in ids if sid not in source.excluded]  # a curation left them out
+        if not ids and part != "test":
+            raise UserError(f"split {path}: the curation left no {part} images")
         missing = [sid for sid in ids if sid not in where]
         if missing:
             raise UserError(f"split {path}: {len(missing)} {part} ids not in this dataset (first: {missing[0]})")

@@ -77,7 +77,8 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = Non
     saved = read_saved(run_dir)
     model = load_model(run_dir / "model")
     own_data = data is None or same_data(data, run_cfg.data)
-    cfg = run_cfg if own_data else build_config(saved, {"data": data}, use_recipe=False)
+    cfg = run_cfg if own_data else build_config({**saved, "curation": None}, {"data": data},
+                                                          use_recipe=False)  # the run's curation names its own ids
     source = load_data(cfg)
     if source.classes != model.meta.classes:
         raise UserError(f"{cfg.data} has classes {source.classes}, the model was trained on {model.meta.classes}")

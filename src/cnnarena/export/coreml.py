@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import UserError
 from ..files import atomic_write_text
 from .onnx import model_card
-from .quiet import quietly, tail
+from .quiet import first_line, quietly, tail
 
 INPUT = "image"
 LABEL, PROBABILITIES = "classLabel", "classLabel_probs"
@@ -55,6 +55,8 @@ def export_coreml(run_dir: Path, output: Path | None = None) -> tuple[Path, dict
     path = Path(output) if output else Path(run_dir) / "model.mlpackage"
     if path.suffix.lower() != ".mlpackage":
         raise UserError(f"--output must end in .mlpackage (a Core ML ML Program is a folder), got {path}")
+    if path.is_dir() and not (path / "Manifest.json").is_file():  # a folder of the user's: never replaced
+        raise UserError(f"--output {path} is a folder that is not a Core ML package: give a new name")
     model = load_run_model(Path(run_dir)).cpu().eval()
     card = model_card(model, Path(run_dir))
     channels, (height, width) = card["input"]["channels"], card["input"]["size"]
@@ -70,7 +72,7 @@ def export_coreml(run_dir: Path, output: Path | None = None) -> tuple[Path, dict
                                    convert_to="mlprogram", compute_precision=ct.precision.FLOAT32,
                                    minimum_deployment_target=ct.target.iOS15)
         except Exception as e:  # the converter's many failure types all mean "cannot export"
-            raise UserError(f"Core ML conversion failed: {type(e).__name__}: {str(e).splitlines()[0]} (the "
+            raise UserError(f"Core ML conversion failed: {type(e).__name__}: {first_line(e)} (the "
                             f"converter said: {tail(said)})") from e
     check = check_spec(converted.get_spec(), card)
     with tempfile.TemporaryDirectory(prefix="cnnarena-coreml-", dir=path.parent if path.parent.exists() else None) \
@@ -78,8 +80,10 @@ def export_coreml(run_dir: Path, output: Path | None = None) -> tuple[Path, dict
         staged = Path(tmp) / path.name
         with quietly():
             converted.save(str(staged))
-        if path.exists():
+        if path.is_dir():
             shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
         shutil.move(str(staged), path)
     card.update(export_format="coreml", mlpackage=path.name, check=check, precision="float32",
                 coremltools=ct.__version__)

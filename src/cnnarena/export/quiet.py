@@ -27,6 +27,11 @@ def quietly() -> Iterator[io.StringIO]:
         logging.disable(previous)
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message's first line ("" for one without a message)."""
+    return (str(error).splitlines() or [""])[0]
+
+
 def tail(captured: io.StringIO) -> str:
     lines = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
     return " | ".join(lines[-TAIL_LINES:])

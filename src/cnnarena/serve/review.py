@@ -82,22 +82,60 @@ def checked_decisions(body: Any, ids: set[str], classes: list[str]) -> tuple[lis
     return exclude, relabel, keep
 
 
-def saved_decisions(path: Path) -> dict[str, Any]:
-    """What an earlier review saved (so the page starts from it), or nothing."""
+def saved_decisions(path: Path, dataset: str, ids: set[str], classes: list[str]) -> dict[str, Any]:
+    """What an earlier review of this dataset saved (so the page starts from it): decisions on images the data no
+    longer has are dropped, and said; a file of another dataset, or one that cannot be read, is not loaded."""
+    empty: dict[str, Any] = {"exclude": [], "relabel": {}, "keep": [], "dropped": 0, "note": None}
     if not path.is_file():
-        return {"exclude": [], "relabel": {}, "keep": []}
+        return empty
     try:
         c = read_curation(path)
-    except UserError:
-        return {"exclude": [], "relabel": {}, "keep": []}
-    return {"exclude": sorted(c.exclude), "relabel": dict(c.relabel), "keep": sorted(c.keep)}
+    except UserError as e:
+        return {**empty, "note": f"{e} (saving keeps it as {path.name}.bak)"}
+    if c.dataset is not None and c.dataset != dataset:
+        return {**empty, "note": f"{path} holds decisions on {c.dataset}, not on {dataset}: saving replaces it"}
+    relabel = {i: cls for i, cls in c.relabel if i in ids and cls in classes}
+    kept = {"exclude": sorted(c.exclude & ids), "relabel": relabel, "keep": sorted(c.keep & ids)}
+    dropped = len(c.exclude) + len(c.relabel) + len(c.keep) - len(kept["exclude"]) - len(relabel) - len(kept["keep"])
+    return {**kept, "dropped": dropped,
+            "note": f"{dropped} saved decision(s) name images this data no longer has: dropped" if dropped else None}
+
+
+def _keep_unreadable(path: Path) -> None:
+    """A curation file that cannot be read (a hand edit gone wrong) is moved aside, not overwritten."""
+    if path.is_file():
+        try:
+            read_curation(path)
+        except UserError:
+            path.replace(path.with_name(path.name + ".bak"))
+
+
+def _refused(request) -> Any:
+    """The save comes from the page itself: JSON (a cross-site form or no-cors fetch cannot send that without a
+    preflight, which is not answered) and, where the browser says where it comes from, from this origin."""
+    from starlette.responses import JSONResponse
+
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return JSONResponse({"detail": "send the decisions as application/json"}, status_code=415)
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+        return JSONResponse({"detail": f"saving from {origin[:100]} is not allowed"}, status_code=403)
+    return None
+
+
+def _static(name: str, media: str):
+    from starlette.responses import FileResponse
+
+    async def send(request) -> Any:
+        return FileResponse(STATIC / name, media_type=media)
+    return send
 
 
 def create_review_app(report: dict[str, Any], images: ImageSet, out: Path):
     """The Starlette app of the review page; decisions are saved to out/curation.yaml."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     index = {image_id: k for k, image_id in enumerate(images.ids)}
@@ -107,7 +145,7 @@ def create_review_app(report: dict[str, Any], images: ImageSet, out: Path):
             "cards": findings(report, index), "curation": str(target)}
 
     async def findings_json(request: Request) -> Response:
-        return JSONResponse({**page, "saved": saved_decisions(target)})
+        return JSONResponse({**page, "saved": saved_decisions(target, page["dataset"], ids, classes)})
 
     async def image(request: Request) -> Response:
         k = request.path_params["k"]
@@ -116,6 +154,9 @@ def create_review_app(report: dict[str, Any], images: ImageSet, out: Path):
         return Response(png(images, k), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     async def save(request: Request) -> Response:
+        refused = _refused(request)
+        if refused is not None:
+            return refused
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -125,19 +166,23 @@ def create_review_app(report: dict[str, Any], images: ImageSet, out: Path):
             exclude, relabel, keep = checked_decisions(json.loads(body or b"null"), ids, classes)
         except (ValueError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
             return JSONResponse({"detail": str(e).splitlines()[0]}, status_code=400)
-        write_curation(target, dataset=page["dataset"], exclude=exclude, relabel=relabel, keep=keep)
+        try:
+            _keep_unreadable(target)
+            write_curation(target, dataset=page["dataset"], exclude=exclude, relabel=relabel, keep=keep)
+        except OSError as e:
+            return JSONResponse({"detail": f"cannot write {target}: {e.strerror or e}"}, status_code=500)
         return JSONResponse({"path": str(target), "excluded": len(exclude), "relabelled": len(relabel),
                              "kept": len(keep)})
 
-    def static(name: str, media: str):
-        async def send(request: Request) -> Response:
-            return FileResponse(STATIC / name, media_type=media)
-        return send
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    return Starlette(routes=[
-        Route("/", static("review.html", "text/html")),
-        Route("/review.js", static("review.js", "text/javascript")),
-        Route("/style.css", static("style.css", "text/css")),
+    # another site's page in the user's browser must not read the images or write the file (DNS rebinding included)
+    hosts = Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
+    return Starlette(middleware=[hosts], routes=[
+        Route("/", _static("review.html", "text/html")),
+        Route("/review.js", _static("review.js", "text/javascript")),
+        Route("/style.css", _static("style.css", "text/css")),
         Route("/api/findings", findings_json),
         Route("/api/image/{k:int}", image),
         Route("/api/curation", save, methods=["POST"]),

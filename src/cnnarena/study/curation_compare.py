@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,9 @@ def run_compared(study: StudyConfig, run: Callable[[StudyConfig], dict[str, Any]
 def _shared_split(study: StudyConfig, given: StudyConfig) -> None:
     """OUT/split.json cut from the data as given, copied to OUT/as-given (kept when the study resumes)."""
     split_path = Path(study.out) / rundir.SPLIT
+    if split_path.exists() and "curation" in json.loads(split_path.read_text()):
+        raise UserError(f"{split_path} was cut from the curated data (this study ran with --curation before): "
+                        "--compare-curation needs a split of the data as given; give a new --out")
     if not split_path.exists():
         data = resolve_data(study.data)
         probe = run_config(given, data, given.models[0], split_path)
@@ -76,6 +80,9 @@ def difference(curated: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]
         truth = _predictions(row["run_dir"])  # the curated test set: its ids, its labels
         before = _predictions(given_runs[row["model"]])
         ids = sorted(truth)
+        if not ids or not set(ids) <= set(before):
+            raise UserError(f"{row['run_dir']} and {given_runs[row['model']]} were not tested on one split: "
+                            "rerun the comparison into a new --out")
         right_after = [truth[i][1] == truth[i][0] for i in ids]
         right_before = [before[i][1] == truth[i][0] for i in ids]
         test = mcnemar_exact(right_after, right_before)

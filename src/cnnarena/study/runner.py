@@ -32,7 +32,7 @@ from ..models.artefacts import load_model, saved_freeze_state
 from ..models.base import Classifier, count_parameters
 from ..report.comparison import write_comparison
 from ..report.study_report import write_report
-from ..run import curation_record, new_split, tell, train_run
+from ..run import new_split, tell, train_run
 from ..rundir import base_model, model_dir
 from ..train.callbacks import Callback
 from ..train.loop import resolve_device
@@ -84,7 +84,8 @@ def prepare_study(study: StudyConfig) -> tuple[str, Any, Path]:
     if not split_path.exists():
         split, groups, messages = new_split(probe, source)
         tell(messages)
-        write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed, groups=groups)
+        write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed, groups=groups,
+                       curation=source.curation)
     return data, source, split_path
 
 
@@ -309,7 +310,7 @@ def summarise(study: StudyConfig, data: str, source, runs: dict, lr_results: dic
         "device": str(device),
         "data_options": {k: study.common[k] for k in ("data_dir", "image_size", "grayscale", "class_map", "strict",
                                                       "curation") if k in study.common},
-        "curation": curation_record(study.common.get("curation")),
+        "curation": source.curation,
         "next_steps": answer.next_steps(best["run_dir"]),
     }
     comparison["resolutions"] = resolutions or {}

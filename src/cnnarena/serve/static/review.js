@@ -69,6 +69,7 @@ function render() {
   for (const id of saved.exclude) decide(id, "exclude");
   for (const id of saved.keep) decide(id, "keep");
   for (const [id, cls] of Object.entries(saved.relabel)) decide(id, `relabel:${cls}`);
+  if (saved.note) document.getElementById("status").textContent = saved.note;
   counts();
 }
 
