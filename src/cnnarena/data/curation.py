@@ -14,7 +14,7 @@ Ids are the doctor's: a file's path relative to the data folder (or a built-in d
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,7 @@ class Curation:
     keep: frozenset[str] = frozenset()
     dataset: str | None = None
     sha256: str = ""
-    path: str = field(default="", compare=False)
-
-    @property
-    def changes(self) -> int:
-        return len(self.exclude) + len(self.relabel)
+    path: str = ""  # part of the key: a source cached under one file name records that name
 
 
 def read_curation(path: str | Path) -> Curation:
@@ -48,34 +44,41 @@ def read_curation(path: str | Path) -> Curation:
     if not path.is_file():
         raise UserError(f"curation file not found: {path}")
     data = read_document(path, "curation file")
-    if not isinstance(data, dict) or not set(data) <= {"dataset", "exclude", "relabel", "keep", "version"}:
-        raise UserError(f"curation file {path} must be a mapping of exclude (a list of image ids), relabel "
-                        "(image id: class) and keep (a list of image ids)")
-    exclude, keep = _ids(data.get("exclude"), "exclude", path), _ids(data.get("keep"), "keep", path)
-    relabel = data.get("relabel") or {}
-    if not isinstance(relabel, dict) or not all(isinstance(k, str) and isinstance(v, str | int)
-                                                 for k, v in relabel.items()):
-        raise UserError(f"curation file {path}: relabel must map image ids to class names")
-    for first, second, what in ((exclude, set(relabel), "excluded and relabelled"),
-                                (keep, exclude | set(relabel), "kept and excluded or relabelled")):
-        both = first & second
-        if both:
-            raise UserError(f"curation file {path}: {len(both)} image(s) both {what} (first: {sorted(both)[0]})")
-    return Curation(frozenset(exclude), tuple(sorted((k, str(v)) for k, v in relabel.items())), frozenset(keep),
+    exclude, relabel, keep = decisions(data, f"curation file {path}")
+    return Curation(frozenset(exclude), tuple(sorted(relabel.items())), frozenset(keep),
                     str(data["dataset"]) if data.get("dataset") is not None else None,
                     hashlib.sha256(path.read_bytes()).hexdigest(), str(path))
 
 
-def _ids(value: Any, key: str, path: Path) -> set[str]:
+def decisions(data: Any, where: str) -> tuple[set[str], dict[str, str], set[str]]:
+    """(exclude, relabel, keep) of a curation document (a file's, or the review page's JSON), checked: one
+    decision per image; anything malformed is one UserError naming `where`."""
+    if not isinstance(data, dict) or not set(data) <= {"dataset", "exclude", "relabel", "keep", "version"}:
+        raise UserError(f"{where} must be a mapping of exclude (a list of image ids), relabel (image id: class) "
+                        "and keep (a list of image ids)")
+    exclude, keep = _ids(data.get("exclude"), "exclude", where), _ids(data.get("keep"), "keep", where)
+    relabel = data.get("relabel") or {}
+    if not isinstance(relabel, dict) or not all(isinstance(k, str) and isinstance(v, str | int)
+                                                 for k, v in relabel.items()):
+        raise UserError(f"{where}: relabel must map image ids to class names")
+    for first, second, what in ((exclude, set(relabel), "excluded and relabelled"),
+                                (keep, exclude | set(relabel), "kept and excluded or relabelled")):
+        both = first & second
+        if both:
+            raise UserError(f"{where}: {len(both)} image(s) both {what} (first: {sorted(both)[0][:200]})")
+    return exclude, {k: str(v) for k, v in relabel.items()}, keep
+
+
+def _ids(value: Any, key: str, where: str) -> set[str]:
     if value is None:
         return set()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise UserError(f"curation file {path}: {key} must be a list of image ids")
+        raise UserError(f"{where}: {key} must be a list of image ids")
     return set(value)
 
 
-def write_curation(path: Path, *, dataset: str | None, exclude: list[str], relabel: dict[str, str],
-                   keep: list[str]) -> None:
+def write_curation(path: Path, *, dataset: str | None, exclude: set[str] | list[str], relabel: dict[str, str],
+                   keep: set[str] | list[str]) -> None:
     header = ("# written by `cnnarena doctor --review`: train or study with --curation FILE to leave out and relabel\n"
               "# these images (the files themselves are never changed)\n")
     body = {"dataset": dataset, "exclude": sorted(exclude), "relabel": dict(sorted(relabel.items())),

@@ -34,11 +34,10 @@ def load_data(cfg: Any) -> Source:
     per process: a study's runs, its report and a re-evaluation share the same in-memory source."""
     args = (cfg.data, cfg.data_dir, cfg.image_size, cfg.grayscale, cfg.class_map, cfg.strict, cfg.image_column,
             cfg.label_column)
-    curation = getattr(cfg, "curation", None)
-    if curation:
+    if cfg.curation:
         from .curation import read_curation
 
-        return _curated_source(args, read_curation(curation))
+        return _curated_source(args, read_curation(cfg.curation))
     return _cached_source(*args)
 
 

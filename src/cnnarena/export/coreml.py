@@ -75,8 +75,8 @@ def export_coreml(run_dir: Path, output: Path | None = None) -> tuple[Path, dict
             raise UserError(f"Core ML conversion failed: {type(e).__name__}: {first_line(e)} (the "
                             f"converter said: {tail(said)})") from e
     check = check_spec(converted.get_spec(), card)
-    with tempfile.TemporaryDirectory(prefix="cnnarena-coreml-", dir=path.parent if path.parent.exists() else None) \
-            as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".cnnarena-coreml-", dir=path.parent) as tmp:  # moved in one rename
         staged = Path(tmp) / path.name
         with quietly():
             converted.save(str(staged))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..files import atomic_write_text
+from ..files import atomic_write, atomic_write_text
 from .onnx import INPUT_NAME, logit_differences, model_card
 from .quantize import accuracy, calibration_batches, run_images
 from .quiet import first_line, quietly, tail
@@ -119,8 +119,7 @@ def export_tflite(run_dir: Path, output: Path | None = None, *, int8: bool = Fal
             kept = {b: _quantize(p, batches, Path(tmp) / f"int8-{b}.tflite") for b, p in floats.items()}
             runners["int8"] = Runner(kept)
         card.update(_measured(runners, Runner({1: kept[1]}), test, float_accuracy, max_drop, seconds, checked))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kept[1], path)
+        atomic_write(path, lambda tmp: shutil.copyfile(kept[1], tmp))  # whole or not at all
     return path, _finish_card(card, path, int8)
 
 
@@ -142,8 +141,9 @@ def _quantize(float_path: Path, batches: list[np.ndarray], path: Path) -> Path:
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
 
-    signature = Interpreter(model_path=str(float_path)).get_signature_list()[SIGNATURE]
-    name, batch = signature["inputs"][0], Interpreter(model_path=str(float_path)).get_input_details()[0]["shape"][0]
+    interpreter = Interpreter(model_path=str(float_path))
+    name = interpreter.get_signature_list()[SIGNATURE]["inputs"][0]
+    batch = interpreter.get_input_details()[0]["shape"][0]
     images = np.concatenate(batches)
     padded = np.concatenate([images, np.repeat(images[-1:], -len(images) % batch, 0)])  # every image, both sizes
     samples = [{name: padded[i:i + batch]} for i in range(0, len(padded), batch)]

@@ -8,14 +8,13 @@ and the user's files are never written.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.curation import read_curation, write_curation
+from ..data.curation import decisions, read_curation, write_curation
 from ..data.dataset import ImageSet
 from ..errors import UserError
 
@@ -51,41 +50,29 @@ def _image(image_id: str, label: str, index: dict[str, int]) -> dict[str, Any]:
 
 
 def png(images: ImageSet, k: int) -> bytes:
-    from PIL import Image
+    from ..explain.figures import png_bytes
 
     x = images.images[k].numpy()
-    pixels = x[0] if x.shape[0] == 1 else np.ascontiguousarray(x.transpose(1, 2, 0))
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(x[0] if x.shape[0] == 1 else np.ascontiguousarray(x.transpose(1, 2, 0)))
 
 
-def checked_decisions(body: Any, ids: set[str], classes: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
-    """(exclude, relabel, keep) from the page's JSON, every id one of the data's and every class one of its
-    classes; anything else is a ValueError with one line to show."""
-    if not isinstance(body, dict):
-        raise ValueError("expected a JSON object of exclude, relabel and keep")
-    exclude, keep, relabel = body.get("exclude", []), body.get("keep", []), body.get("relabel", {})
-    if not (isinstance(exclude, list) and isinstance(keep, list) and isinstance(relabel, dict)):
-        raise ValueError("exclude and keep must be lists of image ids, relabel a mapping of id to class")
-    named = [*exclude, *keep, *relabel]
-    if not all(isinstance(i, str) for i in named) or not all(isinstance(c, str) for c in relabel.values()):
-        raise ValueError("image ids and classes must be strings")
-    unknown = [i for i in named if i not in ids]
+def checked_decisions(body: Any, ids: set[str], classes: list[str]) -> tuple[set[str], dict[str, str], set[str]]:
+    """(exclude, relabel, keep) from the page's JSON, checked as a curation file is, every id one of the data's
+    and every class one of its classes; anything else is a UserError with one line to show."""
+    exclude, relabel, keep = decisions(body, "the decisions")
+    unknown = [i for i in (*exclude, *keep, *relabel) if i not in ids]
     if unknown:
-        raise ValueError(f"{len(unknown)} id(s) not in this data (first: {unknown[0][:200]})")
+        raise UserError(f"{len(unknown)} id(s) not in this data (first: {unknown[0][:200]})")
     bad = [c for c in relabel.values() if c not in classes]
     if bad:
-        raise ValueError(f"not a class of this data: {bad[0][:200]}")
-    if set(exclude) & set(relabel) or set(keep) & (set(exclude) | set(relabel)):
-        raise ValueError("an image has two decisions")
+        raise UserError(f"not a class of this data: {bad[0][:200]}")
     return exclude, relabel, keep
 
 
 def saved_decisions(path: Path, dataset: str, ids: set[str], classes: list[str]) -> dict[str, Any]:
     """What an earlier review of this dataset saved (so the page starts from it): decisions on images the data no
     longer has are dropped, and said; a file of another dataset, or one that cannot be read, is not loaded."""
-    empty: dict[str, Any] = {"exclude": [], "relabel": {}, "keep": [], "dropped": 0, "note": None}
+    empty: dict[str, Any] = {"exclude": [], "relabel": {}, "keep": [], "note": None}
     if not path.is_file():
         return empty
     try:
@@ -97,8 +84,8 @@ def saved_decisions(path: Path, dataset: str, ids: set[str], classes: list[str])
     relabel = {i: cls for i, cls in c.relabel if i in ids and cls in classes}
     kept = {"exclude": sorted(c.exclude & ids), "relabel": relabel, "keep": sorted(c.keep & ids)}
     dropped = len(c.exclude) + len(c.relabel) + len(c.keep) - len(kept["exclude"]) - len(relabel) - len(kept["keep"])
-    return {**kept, "dropped": dropped,
-            "note": f"{dropped} saved decision(s) name images this data no longer has: dropped" if dropped else None}
+    note = f"{dropped} saved decision(s) name images this data no longer has: dropped" if dropped else None
+    return {**kept, "note": note}
 
 
 def _keep_unreadable(path: Path) -> None:
@@ -164,8 +151,8 @@ def create_review_app(report: dict[str, Any], images: ImageSet, out: Path):
                 return JSONResponse({"detail": f"body over {MAX_BODY >> 20} MB"}, status_code=413)
         try:
             exclude, relabel, keep = checked_decisions(json.loads(body or b"null"), ids, classes)
-        except (ValueError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
-            return JSONResponse({"detail": str(e).splitlines()[0]}, status_code=400)
+        except (UserError, ValueError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
+            return JSONResponse({"detail": (str(e).splitlines() or [""])[0]}, status_code=400)
         try:
             _keep_unreadable(target)
             write_curation(target, dataset=page["dataset"], exclude=exclude, relabel=relabel, keep=keep)

@@ -34,9 +34,7 @@ def as_given(study: StudyConfig) -> StudyConfig:
 
 def run_compared(study: StudyConfig, run: Callable[[StudyConfig], dict[str, Any]]) -> dict[str, Any]:
     """Both studies (`run` trains one and writes its report), then the difference, added to the main report."""
-    if not study.common.get("curation"):
-        raise UserError("--compare-curation needs --curation FILE (the curation.yaml of `cnnarena doctor --review`)")
-    given = as_given(study)
+    given = as_given(study)  # build_study_config refused --compare-curation without --curation
     _shared_split(study, given)
     given_comparison = run(given)
     comparison = run(study)
@@ -54,10 +52,11 @@ def _shared_split(study: StudyConfig, given: StudyConfig) -> None:
     if not split_path.exists():
         data = resolve_data(study.data)
         probe = run_config(given, data, given.models[0], split_path)
-        split, groups, messages = new_split(probe, load_data(probe))
+        source = load_data(probe)
+        split, groups, messages = new_split(probe, source)
         tell(messages)
         Path(study.out).mkdir(parents=True, exist_ok=True)
-        write_manifest(split, split_path, source_name=data, seed=probe.split_seed, groups=groups)
+        write_manifest(split, split_path, source_name=source.name, seed=probe.split_seed, groups=groups)
     given_split = Path(given.out) / rundir.SPLIT
     if not given_split.exists():
         given_split.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +87,7 @@ def difference(curated: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]
         test = mcnemar_exact(right_after, right_before)
         rows.append({"model": row["model"], "test_images": len(ids),
                      "as_given": sum(right_before) / len(ids), "curated": sum(right_after) / len(ids),
-                     "change": (sum(right_after) - sum(right_before)) / len(ids), "p_value": test.get("p_value")})
+                     "change": (sum(right_after) - sum(right_before)) / len(ids), "p_value": test["p_value"]})
     return {"rows": rows, "as_given_dir": AS_GIVEN,
             "method": "both tested on the curated test images (the same ids and labels); the split was cut once "
                       "from the data as given; McNemar's exact test on the paired predictions"}
@@ -101,8 +100,7 @@ def lines(comparison: dict[str, Any]) -> list[str]:
         return []
     out = []
     for r in found["rows"]:
-        p = f", p = {r['p_value']:.3g}" if r.get("p_value") is not None else ""
         out.append(f"{r['model']}: {100 * r['as_given']:.2f}% trained on the data as given, {100 * r['curated']:.2f}% "
                    f"trained as curated ({100 * r['change']:+.2f} points on {r['test_images']} curated test "
-                   f"images{p})")
+                   f"images, p = {r['p_value']:.3g})")
     return out
