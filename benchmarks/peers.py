@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import selectors
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,35 +91,15 @@ def run_row(row: Row, cap: float, workdir: Path, log) -> dict:
     if "--hours" in args:  # Ultralytics fits its schedule to its own budget: give it the cap, less start-up
         args[args.index("--hours") + 1] = f"{(cap - 30) / 3600:.4f}"
     cwd = workdir / row.name
-    cwd.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(cwd, ignore_errors=True)  # a run directory left there would be resumed, not trained
+    cwd.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(RUNS), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": "", "YOLO_CONFIG_DIR": str(cwd / "yolo-config")}
     stderr, stdout_log = open(cwd / "stderr.log", "w"), open(cwd / "stdout.log", "w")
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(python), str(RUNS / row.script), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=stderr, text=True, start_new_session=True)
-    excluded, capped = 0.0, False
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    while True:
-        left = cap - (time.perf_counter() - t0 - excluded)
-        if left <= 0:
-            capped = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        if not sel.select(timeout=min(left, 5.0)):
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if not line.startswith(PREFIX):
-            stdout_log.write(line)
-        else:
-            point = json.loads(line[len(PREFIX):])
-            excluded += point["eval_seconds"]
-            point["seconds"] = round(time.perf_counter() - t0 - excluded, 2)
-            row.curve.append(point)
-            log(f"{row.name}: epoch {point['epoch']}  test {point['test_accuracy']:.4f}  {point['seconds']:.0f} s")
+                            stderr=stderr, start_new_session=True)
+    excluded, capped = _follow(proc, row, cap, t0, stdout_log, log)
     _, status, usage = os.wait4(proc.pid, 0)
     stderr.close()
     stdout_log.close()
@@ -128,6 +109,38 @@ def run_row(row: Row, cap: float, workdir: Path, log) -> dict:
     if result["status"] == "failed":
         result["reason"] = peer_envs.last_line((cwd / "stderr.log").read_text(errors="replace"))
     return result
+
+
+def _follow(proc: subprocess.Popen, row: Row, cap: float, t0: float, stdout_log, log) -> tuple[float, bool]:
+    """Read the process's stdout as it comes, stamping each epoch line; kill its group once `cap` seconds of its
+    own work have passed. (seconds of test scoring to take out of the clock, whether it was capped)"""
+    excluded, capped, pending = 0.0, False, b""
+    fd = proc.stdout.fileno()
+    while True:
+        left = cap - (time.perf_counter() - t0 - excluded)
+        if left <= 0:
+            capped = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        readable, _, _ = select.select([fd], [], [], min(left, 5.0))
+        if not readable:
+            continue
+        chunk = os.read(fd, 1 << 16)  # unbuffered: a line is stamped when it arrives
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            at = line.find(PREFIX)  # a progress bar may leave its text before the line on the same row
+            stdout_log.write((line if at < 0 else line[:at]) + "\n")
+            if at >= 0:
+                point = json.loads(line[at + len(PREFIX):])
+                excluded += point["eval_seconds"]
+                point["seconds"] = round(time.perf_counter() - t0 - excluded, 2)
+                row.curve.append(point)
+                log(f"{row.name}: epoch {point['epoch']}  test {point['test_accuracy']:.4f}  "
+                    f"{point['seconds']:.0f} s")
+    return excluded, capped
 
 
 def summarise(row: Row, outcome: dict) -> dict:
@@ -153,7 +166,8 @@ def whole_process_epoch(data, workdir: Path, rounds: int, log) -> dict:
     for r in range(rounds):
         for name, cmd in commands.items():
             cwd = workdir / f"epoch-{r}-{name.replace(' ', '-')}"
-            cwd.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(cwd, ignore_errors=True)
+            cwd.mkdir(parents=True)
             t0 = time.perf_counter()
             subprocess.run(cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(RUNS)}, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

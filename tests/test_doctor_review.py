@@ -203,3 +203,28 @@ def test_compare_curation_trains_as_given_and_as_curated_on_one_split(folder, tm
     html = (study.path / "report.html").read_text()
     assert "What the curation changed" in html and "1\nimage(s) left out, 3 relabelled" in html
     assert (study.path / "as-given" / "report.html").is_file()
+
+
+def test_review_in_a_notebook_serves_in_the_background_and_stops(folder, tmp_path):
+    """`report.review()` returns at once with the page running on loopback in this process (as a notebook cell
+    needs); Save writes curation.yaml beside the report; stop() frees the port."""
+    report = cnnarena.doctor(folder, out=tmp_path / "report")
+    page = report.review()
+    try:
+        assert page.running and page.url.startswith("http://127.0.0.1:")
+        shown = page._repr_html_()
+        assert f'<iframe src="{page.url}"' in shown and "curation.yaml" in shown
+        cards = httpx.get(page.url + "api/findings", timeout=10).json()["cards"]
+        assert any(card["kind"] == "duplicate" for card in cards)
+        saved = httpx.post(page.url + "api/curation", json={"exclude": [COPY], "relabel": {FLIPPED: "one"}},
+                           timeout=10)
+        assert saved.status_code == 200, saved.text
+        assert read_curation(tmp_path / "report" / "curation.yaml").exclude == {COPY}
+        assert httpx.get(page.url, headers={"Host": "evil.example"}, timeout=10).status_code == 400
+    finally:
+        page.stop()
+    assert not page.running and "stopped" in page._repr_html_()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(page.url + "api/findings", timeout=2)
+    with pytest.raises(UserError, match="no images"):
+        cnnarena.DataReport(report.report, tmp_path / "report").review()

@@ -8,7 +8,6 @@ line has been said.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -296,22 +295,13 @@ def check_review_port(port: int) -> None:
         check_listen("127.0.0.1", port)
 
 
-def review(report: DataReport, *, port: int = 0) -> None:
-    """Serve the review page of a doctor's findings on 127.0.0.1 until Ctrl-C: mark each image keep, exclude or
-    relabel; the page saves curation.yaml beside the report (give it to train or study as `curation=`)."""
-    import uvicorn
+def review(report: DataReport, *, port: int = 0, wait: bool = True):
+    """Serve the review page of a doctor's findings on 127.0.0.1: mark each image keep, exclude or relabel; the page
+    saves curation.yaml beside the report (give it to train or study as `curation=`).
 
-    from .serve.launch import free_port
-    from .serve.review import CURATION, create_review_app
-
-    if report.images is None:
-        raise UserError("this report holds no images: run cnnarena.doctor again to review it")
-    check_review_port(port)
-    port = port or free_port()
-    app = create_review_app(report.report, report.images, report.path)
-    print(f"review the findings at http://127.0.0.1:{port}/ (Ctrl+C stops); decisions are saved to "
-          f"{report.path / CURATION}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    wait=True (the command line) serves until Ctrl-C. wait=False (a notebook) serves from a background thread and
+    returns the running page at once: a cell shows it inline, `.url` links to it, `.stop()` ends it."""
+    return report.review(port=port, wait=wait)
 
 
 def _read_split_ids(path: Path) -> dict[str, list[str]]:

@@ -220,6 +220,20 @@ class DataReport:
     def serious(self) -> list[str]:
         return list(self.report.get("serious", []))
 
+    def review(self, *, port: int = 0, wait: bool = False):
+        """The review page of these findings on 127.0.0.1: mark each image keep, exclude or relabel, and Save writes
+        curation.yaml beside the report. Served from a background thread (a notebook cell shows it inline;
+        `.stop()` ends it), or until Ctrl-C with wait=True."""
+        from .errors import UserError
+        from .serve.address import check_listen
+        from .serve.review_server import serve_review
+
+        if self.images is None:
+            raise UserError("this report holds no images: run cnnarena.doctor again to review it")
+        if port:
+            check_listen("127.0.0.1", port)
+        return serve_review(self.report, self.images, self.path, port=port, wait=wait)
+
     @property
     def summary(self) -> str:
         from .data.doctor import summary_lines
