@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system test fuzz study bench lint clean
+.PHONY: setup system test fuzz study bench peers lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -55,6 +55,11 @@ study: setup
 # Quick check: make bench BENCH_ARGS="--seconds 5 --keras-epochs 1 --fast-epochs 2"
 bench: setup system
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Time to accuracy against fastai, Ultralytics, Keras and a plain PyTorch script, each a whole process in its own
+# venv under benchmarks/ (made on first use, ~6 GB each); ~1 hour. Table and chart: python -m benchmarks.peers_report
+peers: setup system
+	$(BIN)/python -m benchmarks.peers $(PEERS_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks tools

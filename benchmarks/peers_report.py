@@ -20,9 +20,13 @@ def _seconds(value) -> str:
     return "—" if value is None else f"{value:.0f} s"
 
 
+def _megabytes(value) -> str:
+    return "—" if value is None else f"{value:,} MB"
+
+
 def table(result: dict) -> str:
     lines = ["| row | tool | time to 90% | to 92% | to 93% | to 94% | best test accuracy | epochs | "
-             "peak memory | ended |",
+             "peak memory (largest process) | ended |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         best = row.get("best_test_accuracy")
@@ -31,7 +35,7 @@ def table(result: dict) -> str:
         lines.append(f"| {row['row']} | {row['tool']} | {_seconds(to['90%'])} | {_seconds(to['92%'])} | "
                      f"{_seconds(to['93%'])} | {_seconds(to['94%'])} | "
                      f"{'—' if best is None else f'{100 * best:.2f}%'} | {row['epochs']} | "
-                     f"{row['peak_rss_mb']:,} MB | {ended.replace('|', '/')} |")
+                     f"{_megabytes(row.get('peak_rss_mb'))} | {ended.replace('|', '/')} |")
     epoch = result.get("whole_process_epoch")
     if epoch:
         best = epoch["best"]

@@ -207,7 +207,7 @@ def test_compare_curation_trains_as_given_and_as_curated_on_one_split(folder, tm
 
 def test_review_in_a_notebook_serves_in_the_background_and_stops(folder, tmp_path):
     """`report.review()` returns at once with the page running on loopback in this process (as a notebook cell
-    needs); Save writes curation.yaml beside the report; stop() frees the port."""
+    needs); Save writes curation.yaml beside the report; after stop() nothing answers on its port."""
     report = cnnarena.doctor(folder, out=tmp_path / "report")
     page = report.review()
     try:
@@ -221,10 +221,13 @@ def test_review_in_a_notebook_serves_in_the_background_and_stops(folder, tmp_pat
         assert saved.status_code == 200, saved.text
         assert read_curation(tmp_path / "report" / "curation.yaml").exclude == {COPY}
         assert httpx.get(page.url, headers={"Host": "evil.example"}, timeout=10).status_code == 400
+        again = report.review()  # a second page replaces the first: servers do not pile up
+        assert again.running and not page.running
     finally:
-        page.stop()
-    assert not page.running and "stopped" in page._repr_html_()
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(page.url + "api/findings", timeout=2)
+        report.review().stop()
+    assert not page.running and not again.running and "stopped" in page._repr_html_()
+    for stopped in (page, again):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(stopped.url + "api/findings", timeout=2)
     with pytest.raises(UserError, match="no images"):
         cnnarena.DataReport(report.report, tmp_path / "report").review()

@@ -50,8 +50,9 @@ class TestEveryEpoch(Callback):
         self.took = time.perf_counter() - self.t0
 
     def after_epoch(self):
-        values = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1], strict=False))
-        emit(self.epoch + 1, float(values["accuracy"]), self.took)
+        values = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1], strict=True))
+        self.epochs = getattr(self, "epochs", 0) + 1  # fine_tune runs two fits: count across both
+        emit(self.epochs, float(values["accuracy"]), self.took)
 
 
 def main() -> None:
@@ -71,7 +72,7 @@ def main() -> None:
         learn = Learner(dls, fast_layers(), metrics=accuracy, cbs=TestEveryEpoch())
     else:
         learn = vision_learner(dls, resnet18, metrics=accuracy, cbs=TestEveryEpoch())
-    learn.fit_one_cycle(a.epochs, a.lr) if a.arch == "fast" else learn.fine_tune(a.epochs, a.lr)
+    learn.fit_one_cycle(a.epochs, a.lr) if a.arch == "fast" else learn.fine_tune(a.epochs)
     learn.export("model.pkl")
 
 

@@ -33,6 +33,7 @@ from .commands import (  # noqa: F401 - the CLI's other commands, and what it pr
 from .errors import UserError
 from .results import DataReport, Run, Study
 from .run_actions import evaluate, explain, export, predict, serve  # noqa: F401 - the CLI's commands on a run
+from .runtime import exit_now  # noqa: F401 - how the command ends
 from .tracking.checked_uri import checked_uri, mask_secrets
 
 log = logging.getLogger("cnnarena")
@@ -295,12 +296,12 @@ def check_review_port(port: int) -> None:
         check_listen("127.0.0.1", port)
 
 
-def review(report: DataReport, *, port: int = 0, wait: bool = True):
+def review(report: DataReport, *, port: int = 0, wait: bool = False):
     """Serve the review page of a doctor's findings on 127.0.0.1: mark each image keep, exclude or relabel; the page
     saves curation.yaml beside the report (give it to train or study as `curation=`).
 
-    wait=True (the command line) serves until Ctrl-C. wait=False (a notebook) serves from a background thread and
-    returns the running page at once: a cell shows it inline, `.url` links to it, `.stop()` ends it."""
+    By default (a notebook) the page is served from a background thread and returned at once: a cell shows it
+    inline, `.url` links to it, `.stop()` ends it. wait=True (the command line) serves until Ctrl-C."""
     return report.review(port=port, wait=wait)
 
 

@@ -172,7 +172,7 @@ def doctor(data: str, as_json: bool, strict: bool, review: bool, review_port: in
     others = ", ".join(f.name for f in report.files if f.name != "doctor.md")
     print(f"report: {report.path / 'doctor.md'} (and {others})", file=sys.stderr)
     if review:
-        api.review(report, port=review_port)
+        api.review(report, port=review_port, wait=True)
     if strict and report.serious:
         print(f"error: serious findings (--strict): {'; '.join(report.serious)}", file=sys.stderr)
         raise click.exceptions.Exit(1)
@@ -285,7 +285,7 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQU
 def main() -> None:
     """The `cnnarena` command: the one place that opts into process-wide settings (runtime.py)."""
     api.configure_for_command_line()
-    sys.exit(run(sys.argv[1:]))
+    api.exit_now(run(sys.argv[1:]))
 
 
 def run(args: list[str]) -> int:

@@ -212,6 +212,7 @@ class DataReport:
                  images: Any = None) -> None:
         self.report, self.path, self.files = report, Path(path), [Path(f) for f in files or []]
         self.images = images  # the decoded images the report names (an ImageSet), for the review page
+        self._page = None  # the review page this report serves, if any
 
     def __repr__(self) -> str:
         return f"DataReport({str(self.path)!r}, {len(self.serious)} serious findings)"
@@ -223,22 +224,16 @@ class DataReport:
     def review(self, *, port: int = 0, wait: bool = False):
         """The review page of these findings on 127.0.0.1: mark each image keep, exclude or relabel, and Save writes
         curation.yaml beside the report. Served from a background thread (a notebook cell shows it inline;
-        `.stop()` ends it), or until Ctrl-C with wait=True."""
+        `.stop()` ends it; a second call stops the first page), or until Ctrl-C with wait=True."""
         from .errors import UserError
-        from .serve.address import check_listen
         from .serve.review_server import serve_review
 
         if self.images is None:
             raise UserError("this report holds no images: run cnnarena.doctor again to review it")
-        if port:
-            check_listen("127.0.0.1", port)
-        return serve_review(self.report, self.images, self.path, port=port, wait=wait)
-
-    @property
-    def summary(self) -> str:
-        from .data.doctor import summary_lines
-
-        return "\n".join(summary_lines(self.report))
+        if self._page is not None:
+            self._page.stop()
+        self._page = serve_review(self.report, self.images, self.path, port=port, wait=wait)
+        return self._page
 
     def _repr_html_(self) -> str:
         from .data.doctor import summary_lines

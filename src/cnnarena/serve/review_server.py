@@ -9,6 +9,7 @@ installs no signal handlers outside the main thread, so the caller's Ctrl-C and 
 from __future__ import annotations
 
 import html
+import socket
 import sys
 import threading
 import time
@@ -16,24 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import ImageSet
-from .launch import free_port
+from ..errors import UserError
 from .review import CURATION, create_review_app
 
 STARTUP_SECONDS = 20.0
+GRACE_SECONDS = 2  # for a request still open when the page is stopped
 
 
 class ReviewPage:
     """The review page served in the background: `.url`, `.curation` (where Save writes), `.stop()`. A notebook
     cell that returns it shows the page inline."""
 
-    def __init__(self, app: Any, port: int, curation: Path) -> None:
-        import uvicorn
-
-        self.port, self.curation = port, curation
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                                lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="cnnarena-review", daemon=True)
+    def __init__(self, app: Any, sock: socket.socket, curation: Path) -> None:
+        self._socket, self.port, self.curation = sock, sock.getsockname()[1], curation
+        self._server = _server(app)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="cnnarena-review", daemon=True)
 
     @property
     def url(self) -> str:
@@ -54,10 +53,14 @@ class ReviewPage:
         return self
 
     def stop(self) -> None:
-        """End the server and wait for its thread (open connections are closed)."""
+        """End the server and wait for its thread: a request still open is given GRACE_SECONDS, then cut."""
         self._server.should_exit = True
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=GRACE_SECONDS + 5)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=5)
+        self._socket.close()
 
     def __enter__(self) -> ReviewPage:
         return self
@@ -78,17 +81,37 @@ class ReviewPage:
                 f'<iframe src="{url}" width="100%" height="640" style="border:1px solid #ccc"></iframe>')
 
 
+def _server(app: Any):
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=GRACE_SECONDS)
+    return uvicorn.Server(config)
+
+
+def _listening_socket(port: int) -> socket.socket:
+    """A socket bound to 127.0.0.1:port (0: a free one), held from here on: no other process can take the port
+    between choosing it and serving on it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot serve the review page on 127.0.0.1:{port}: {e.strerror or e}") from None
+    return sock
+
+
 def serve_review(report: dict[str, Any], images: ImageSet, out: Path, *, port: int = 0,
                  wait: bool = True) -> ReviewPage | None:
     """Serve the review page of `report` (decisions saved to out/curation.yaml) on 127.0.0.1: until Ctrl-C when
     `wait`, else in a background thread, returning the running ReviewPage."""
-    port = port or free_port()
     app = create_review_app(report, images, out)
+    sock = _listening_socket(port)
     if not wait:
-        return ReviewPage(app, port, Path(out) / CURATION).start()
-    import uvicorn
-
-    print(f"review the findings at http://127.0.0.1:{port}/ (Ctrl+C stops); decisions are saved to "
-          f"{Path(out) / CURATION}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        return ReviewPage(app, sock, Path(out) / CURATION).start()
+    print(f"review the findings at http://127.0.0.1:{sock.getsockname()[1]}/ (Ctrl+C stops); decisions are saved "
+          f"to {Path(out) / CURATION}", file=sys.stderr, flush=True)
+    with sock:
+        _server(app).run(sockets=[sock])
     return None
