@@ -44,6 +44,7 @@ class Row:
     script: str
     args: list[str]
     what: str
+    fetches: str = ""  # what the tool downloads at first use, named when it fails here
     curve: list[dict] = field(default_factory=list)
 
 
@@ -68,7 +69,8 @@ def rows(data) -> list[Row]:
             "cnnarena's `fast` layers in a fastai Learner from the PNG folders: fit_one_cycle(8, 3e-3), "
             "batch 256, flips"),
         Row("fastai-resnet18", "fastai", "fastai", "fastai_run.py", [folder, "--arch", "resnet18", "--epochs", "2"],
-            "vision_learner(dls, resnet18).fine_tune(2): ImageNet weights"),
+            "vision_learner(dls, resnet18).fine_tune(2): ImageNet weights",
+            fetches="fastai fetches resnet18's ImageNet weights from download.pytorch.org at first use"),
         Row("ultralytics-yolo11n-cls", "Ultralytics", "ultralytics", "ultralytics_run.py", [folder, "--hours", "0"],
             "YOLO('yolo11n-cls.yaml').train(imgsz=32, batch=256, workers=2, time=the cap): from scratch"),
     ]
@@ -112,7 +114,8 @@ def run_row(row: Row, cap: float, workdir: Path, log) -> dict:
     result = {"status": "capped" if capped else ("finished" if status == 0 else "failed"),
               "wall_seconds": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
     if result["status"] == "failed":
-        result["reason"] = peer_envs.last_line((cwd / "stderr.log").read_text(errors="replace"))
+        error = peer_envs.last_line((cwd / "stderr.log").read_text(errors="replace"))
+        result["reason"] = f"{row.fetches}: {error}" if row.fetches else error
     return result
 
 

@@ -60,7 +60,7 @@ def chart(result: dict, out: Path) -> None:
                     marker="o", markersize=3, label=row["row"])
     for target in (92, 93):
         ax.axhline(target, color="grey", linewidth=0.6, linestyle=":")
-    ax.set_ylim(85, 95)
+    ax.set_ylim(80, 95)
     ax.set_xlabel("seconds since the process started (test scoring excluded)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Fashion-MNIST, time to accuracy on this CPU")

@@ -164,31 +164,3 @@ def test_the_label_issues_probabilities_are_computed_once_for_the_same_pixels_an
     label_issues.find_label_issues(images, labels)
     assert len(fits) == 2
 
-
-def test_the_backbones_nearest_neighbours_add_copies_and_no_look_alikes():
-    """duplicates.embedding_pairs on real digits tinted at 48 px: a copy cropped by 15%, recoloured and re-encoded as
-    JPEG is confirmed from the backbone's nearest neighbours; different digits of one class are not."""
-    import io
-
-    from PIL import Image, ImageEnhance
-    from sklearn.datasets import load_digits
-
-    from cnnarena.data import duplicates
-
-    digits = load_digits()
-    pictures = []
-    for k in np.flatnonzero(digits.target == 3)[:30]:
-        ink = np.asarray(Image.fromarray((digits.images[k] * 255 / 16).astype(np.uint8)).resize((48, 48),
-                                                                                                 Image.BICUBIC))
-        colour = ink[..., None] / 255.0 * np.array([40, 60, 200]) + (1 - ink[..., None] / 255.0) * 235
-        pictures.append(Image.fromarray(colour.astype(np.uint8)))
-    original = pictures[0]
-    copy = ImageEnhance.Color(original.crop((4, 4, 44, 44)).resize((48, 48))).enhance(0.6)
-    buffer = io.BytesIO()
-    copy.save(buffer, "JPEG", quality=50)
-    pictures.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-    images = torch.from_numpy(np.stack([np.asarray(p).transpose(2, 0, 1) for p in pictures]).copy())
-    features = embeddings.backbone_embeddings(images)
-    found = duplicates.embedding_pairs(images, features)
-    assert [(p.a, p.b) for p in found] == [(0, len(pictures) - 1)], found
-    assert duplicates.embedding_pairs(images, features, known={(0, len(pictures) - 1)}) == []

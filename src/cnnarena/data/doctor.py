@@ -68,18 +68,17 @@ def examine(source: Source, *, split_ids: dict[str, list[str]] | None = None, ro
         "unreadable": [{"path": p, "reason": r} for p, r in source.skipped],
         "files": file_findings(root, data.ids, source.original_sizes) if root is not None else None,
     }
-    report["label_issues"], report["label_issues_model"], features = (
-        _label_issues(data, source.classes, folds, seed, label_model, embed, embed_name) if label_issues
-        else (None, None, None))
     near_ok = duplicates.near_search_applies(source.original_sizes)
     searched, train_searches = near and near_ok, source.root is not None and near_ok  # as data/health.check decides
     report["duplicates"] = duplicate_findings(data, split_ids, near=searched, near_threshold=near_threshold,
-                                              reusable=source.test is None and searched == train_searches,
-                                              features=features)
+                                              reusable=source.test is None and searched == train_searches)
     if near and not near_ok:
         report["duplicates"]["method"] += (f" (near-duplicates not searched: images under "
                                            f"{duplicates.NEAR_MIN_SIDE} px hold too little detail to tell a copy "
                                            "from a look-alike)")
+    report["label_issues"], report["label_issues_model"], features = (
+        _label_issues(data, source.classes, folds, seed, label_model, embed, embed_name) if label_issues
+        else (None, None, None))
     report["outliers"] = _outliers(data, source.classes, features) if features is not None else None
     report["serious"] = serious(report)
     return report
@@ -173,20 +172,11 @@ def file_findings(root: Path, ids: list[str], sizes: list[tuple[int, int]] | Non
 
 
 def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *, near: bool = True,
-                       near_threshold: float = duplicates.NEAR_THRESHOLD, reusable: bool = False,
-                       features: np.ndarray | None = None) -> dict:
-    """reusable: `data` is the pool a new split is cut from, searched as `train` would search it; features: a
-    pretrained backbone's, whose nearest neighbours add candidates (the doctor's report only: `train` has no
-    features, and its split must not depend on whether a doctor ran first)."""
+                       near_threshold: float = duplicates.NEAR_THRESHOLD, reusable: bool = False) -> dict:
+    """reusable: `data` is the pool a new split is cut from, searched as `train` would search it."""
     exact = duplicates.exact_pairs(data.images)
     near_found, capped = cached_near_pairs(data.images, {(p.a, p.b) for p in exact}, near_threshold) \
         if near else ([], False)
-    if reusable and near_threshold == duplicates.NEAR_THRESHOLD:  # what train's split would search for: kept
-        remember(data.images, near=near, groups=duplicates.groups(len(data), [*exact, *near_found]),
-                 exact=len(exact), found=len(near_found))
-    by_embedding = duplicates.embedding_pairs(data.images, features, {(p.a, p.b) for p in [*exact, *near_found]},
-                                              near_threshold) if near and features is not None else []
-    near_found = [*near_found, *by_embedding]
     where = {}
     for name in SPLITS:
         for image_id in (split_ids or {}).get(name, ()):
@@ -203,6 +193,8 @@ def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *
         if r["split_a"] and r["split_b"] and r["split_a"] != r["split_b"]:
             leakage["-".join(sorted((r["split_a"], r["split_b"]), key=SPLITS.index))] += 1
     groups = duplicates.groups(len(data), [*exact, *near_found])
+    if reusable and near_threshold == duplicates.NEAR_THRESHOLD:  # what train's split would search for: kept
+        remember(data.images, near=near, groups=groups, exact=len(exact), found=len(near_found))
     return {
         "pairs": rows,
         "groups": [[data.ids[i] for i in g] for g in groups],
@@ -213,9 +205,7 @@ def duplicate_findings(data: ImageSet, split_ids: dict[str, list[str]] | None, *
         "leakage": dict(leakage) if split_ids is not None else None,
         "near_search_capped": capped,
         "method": (f"exact: identical decoded pixels; near: each image's {duplicates.NEIGHBOURS} nearest in pHash "
-                   f"(within {duplicates.PHASH_CANDIDATE_BITS} bits) and in thumbnails"
-                   + (f", and {duplicates.EMBEDDING_NEIGHBOURS} nearest in the backbone's features (found "
-                      f"{len(by_embedding)} more)" if features is not None else "") + ", "
+                   f"(within {duplicates.PHASH_CANDIDATE_BITS} bits) and in thumbnails, "
                    f"confirmed as the same picture by ECC alignment (correlation >= "
                    f"{near_threshold}, edges, a crop's warp, colours)") if near else "exact only",
     }

@@ -29,10 +29,6 @@ NEIGHBOURS = 20  # per image, in pHash and in each kind of thumbnail
 # (share of the image kept about its centre, side in px): the whole image, and two centres (a crop shifts and scales
 # the whole; the centre moves less)
 THUMBNAILS = ((1.0, 8), (0.8, 12), (0.7, 8))
-# A backbone's features add each image's few nearest as candidates (cheap to confirm: a few per image); copies of one
-# picture sit far above this cosine, different photos of one class mostly below it.
-EMBEDDING_NEIGHBOURS = 5
-EMBEDDING_MIN_COSINE = 0.9
 MAX_CONFIRMED = 400_000  # pairs given the copy check (~0.5 ms each), hash-close ones first
 NEAR_MIN_SIDE = 32  # originals smaller than this (digits' 8x8, MNIST's 28x28) hold too little detail to tell a
 # copy from a look-alike: the near-duplicate search is skipped for them
@@ -80,31 +76,10 @@ def near_pairs(images: torch.Tensor, exclude: Iterable[tuple[int, int]] = (),
     if len(a) > MAX_CONFIRMED:
         capped = True
         a, b = a[:MAX_CONFIRMED], b[:MAX_CONFIRMED]
-    return confirmed(images, a, b, threshold), capped
-
-
-def confirmed(images: torch.Tensor, a: np.ndarray, b: np.ndarray, threshold: float = NEAR_THRESHOLD) -> list[Pair]:
-    """The candidate pairs (a[k], b[k]) that the copy check confirms as the same picture."""
     similarity = same_picture(images, a, b, threshold)
     found = similarity >= threshold
     return [Pair(int(i), int(j), "near", round(float(s), 4))
-            for i, j, s in zip(a[found], b[found], similarity[found], strict=True)]
-
-
-def embedding_pairs(images: torch.Tensor, features: np.ndarray, known: Iterable[tuple[int, int]] = (),
-                    threshold: float = NEAR_THRESHOLD) -> list[Pair]:
-    """Near-duplicates among each image's EMBEDDING_NEIGHBOURS nearest in a pretrained backbone's features (cosine
-    at least EMBEDDING_MIN_COSINE), not already `known`, confirmed by the same copy check: a heavy crop or recolouring
-    moves pHash and thumbnails, but a backbone still sees the same picture."""
-    if len(features) < 2:
-        return []
-    vectors = torch.nn.functional.normalize(torch.as_tensor(np.asarray(features, np.float32)), dim=1)
-    pairs = np.unique(_nearest_pairs(vectors, neighbours=EMBEDDING_NEIGHBOURS), axis=0)
-    cosine = (vectors[pairs[:, 0]] * vectors[pairs[:, 1]]).sum(1).numpy()
-    skip = set(known)
-    keep = [k for k, (i, j) in enumerate(pairs) if cosine[k] >= EMBEDDING_MIN_COSINE and (int(i), int(j)) not in skip]
-    pairs = pairs[keep].astype(np.int64)
-    return confirmed(images, pairs[:, 0], pairs[:, 1], threshold) if len(pairs) else []
+            for i, j, s in zip(a[found], b[found], similarity[found], strict=True)], capped
 
 
 def candidates(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -133,9 +108,9 @@ def _thumbnails(images: torch.Tensor, side: int, keep: float) -> torch.Tensor:
     return _normalised(F.adaptive_avg_pool2d(gray, side))
 
 
-def _nearest_pairs(vectors: torch.Tensor, chunk: int = 512, neighbours: int = NEIGHBOURS) -> np.ndarray:
-    """(i, j), i < j, with j among i's `neighbours` most similar vectors or i among j's."""
-    k = min(neighbours, len(vectors) - 1)
+def _nearest_pairs(vectors: torch.Tensor, chunk: int = 512) -> np.ndarray:
+    """(i, j), i < j, with j among i's NEIGHBOURS most similar vectors or i among j's."""
+    k = min(NEIGHBOURS, len(vectors) - 1)
     found = []
     for lo in range(0, len(vectors), chunk):
         similarity = vectors[lo:lo + chunk] @ vectors.T
