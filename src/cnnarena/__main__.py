@@ -1,5 +1,5 @@
 """`python -m cnnarena ...` (and `torchrun -m cnnarena ...`): the same as the `cnnarena` command."""
 
-from .cli import main
+from .cli import command
 
-main()
+command()

@@ -1,7 +1,6 @@
 """Command line: parse (options generated from schema.py), call the API, print. No logic of its own.
 
-Every mistake a user can make ends as one `error: ...` line on stderr and exit code 2.
-"""
+Every mistake a user can make ends as one `error: ...` line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -143,8 +142,7 @@ def study(data: str, **options) -> None:
 def evaluate(run_dir: Path, data: str | None, tta: bool | None) -> None:
     """Re-evaluate a saved run's model on its test split (or on another dataset with the same classes).
 
-    With no options this reproduces the test accuracy of the run's metrics.json; results go to evaluation.json.
-    """
+    With no options this reproduces the test accuracy of the run's metrics.json; results go to evaluation.json."""
     m = api.evaluate(run_dir, data=data, tta=tta)
     print(f"evaluated on {m['test_set']}; test-time augmentation {'on' if m['tta'] else 'off'} (from "
           f"{m['tta_from']})\n")
@@ -240,8 +238,7 @@ def serve(run_dir: Path, **options) -> None:
     --max-files images of at most --max-pixels each (413), headers of at most 16 KiB (400), an upload that stalls
     for --body-timeout seconds (408), --max-connections requests at once (503); a connection that has not sent a
     whole request head --head-timeout seconds after opening (or after its last answer) is closed, so idle sockets
-    cannot take the server down. /v1/model names the run and data without their paths.
-    """
+    cannot take the server down. /v1/model names the run and data without their paths."""
     api.serve(run_dir, **options)
 
 
@@ -283,9 +280,17 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQU
 
 
 def main() -> None:
-    """The `cnnarena` command: the one place that opts into process-wide settings (runtime.py)."""
+    """`cnnarena ARGS` in this process, the one place that opts into process-wide settings (runtime.py)."""
     api.configure_for_command_line()
-    api.exit_now(run(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))
+
+
+def command() -> None:
+    """The `cnnarena` program: main(), then an exit without module teardown (runtime.exit_now)."""
+    try:
+        main()
+    except SystemExit as done:
+        api.exit_now(int(done.code or 0))
 
 
 def run(args: list[str]) -> int:
@@ -342,4 +347,4 @@ def _usage_message(e: click.ClickException) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    command()
