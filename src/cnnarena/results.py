@@ -235,6 +235,12 @@ class DataReport:
         self._page = serve_review(self.report, self.images, self.path, port=port, wait=wait)
         return self._page
 
+    @property
+    def summary(self) -> str:
+        from .data.doctor import summary_lines
+
+        return "\n".join(summary_lines(self.report))
+
     def _repr_html_(self) -> str:
         from .data.doctor import summary_lines
 
