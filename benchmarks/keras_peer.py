@@ -39,7 +39,7 @@ class PeerUnavailable(Exception):
     """The Keras peer cannot be set up or run; the message is the reason printed in the table."""
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "no output"
 
@@ -47,32 +47,9 @@ def _last_line(text: str) -> str:
 def ensure_env(venv: Path = DEFAULT_VENV, packages: tuple[str, ...] = DEFAULT_PACKAGES, *,
                log=lambda m: None) -> Path:
     """The Keras venv's python, creating the venv and installing `packages` first when needed."""
-    venv = Path(venv)
-    python = venv / "bin" / "python"
-    stamp = venv / STAMP
-    wanted = " ".join(packages)
-    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
-        return python
-    log(f"setting up the Keras peer in {venv} (pip install {wanted}); once, a few minutes")
-    venv.mkdir(parents=True, exist_ok=True)
-    pip_log = venv / "setup.log"
+    from benchmarks.peer_envs import install  # the orchestrator's side only: the worker has no benchmarks package
 
-    def step(cmd: list[str], what: str) -> None:
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise PeerUnavailable(f"{what} failed: {e}") from None
-        with open(pip_log, "a") as f:
-            f.write(f"$ {' '.join(cmd)}\n{done.stdout}\n{done.stderr}\n")
-        if done.returncode != 0:
-            raise PeerUnavailable(f"{what} failed: {_last_line(done.stderr or done.stdout)} (log: {pip_log})")
-
-    if not python.exists():
-        step([sys.executable, "-m", "venv", str(venv)], "python -m venv")
-    step([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], "pip upgrade")
-    step([str(python), "-m", "pip", "install", "-q", *packages], f"pip install {wanted}")
-    stamp.write_text(wanted + "\n")
-    return python
+    return install(venv, packages, what="Keras", log=log)
 
 
 class KerasPeer:

@@ -88,7 +88,7 @@ def run_row(row: Row, cap: float, workdir: Path, log) -> dict:
     """Start the row's process, follow its epoch lines until it ends or `cap` seconds pass; its figures."""
     try:
         python = python_for(row, log)
-    except (peer_envs.PeerUnavailable, keras_peer.PeerUnavailable) as e:
+    except peer_envs.PeerUnavailable as e:
         return {"status": "cannot run here", "reason": str(e)}
     args = list(row.args)
     if "--hours" in args:  # Ultralytics fits its schedule to its own budget (its start-up and validation in it)

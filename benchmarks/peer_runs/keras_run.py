@@ -4,14 +4,13 @@ Run by benchmarks.peers with benchmarks/.venv-keras's python.
 `python keras_run.py DATA.npz --epochs 10 --batch-size 128`
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from protocol import Stopwatch, emit  # noqa: E402
+from protocol import Stopwatch, array_script_args, emit  # noqa: E402
 
 
 def simple_2conv() -> keras.Model:
@@ -36,11 +35,7 @@ class TestEveryEpoch(keras.callbacks.Callback):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("npz")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    a = p.parse_args()
+    a = array_script_args()
     keras.utils.set_random_seed(0)
     d = np.load(a.npz)
     x = d["x_train"].astype("float32")[..., None] / 255.0

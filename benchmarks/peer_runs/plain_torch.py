@@ -4,11 +4,10 @@ Run by benchmarks.peers with cnnarena's venv (it uses only torch and numpy).
 `python plain_torch.py DATA.npz --epochs 10 --batch-size 128`
 """
 
-import argparse
 
 import numpy as np
 import torch
-from protocol import Stopwatch, emit
+from protocol import Stopwatch, array_script_args, emit
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -22,11 +21,7 @@ def simple_2conv() -> nn.Sequential:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("npz")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    a = p.parse_args()
+    a = array_script_args()
     torch.manual_seed(0)
     d = np.load(a.npz)
     x = torch.from_numpy(d["x_train"]).float().div(255).unsqueeze(1)

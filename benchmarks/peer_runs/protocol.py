@@ -7,6 +7,7 @@ clock, so every tool is timed on its own work. Arrays come from the .npz the orc
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,3 +30,12 @@ class Stopwatch:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
+
+
+def array_script_args() -> argparse.Namespace:
+    """`SCRIPT DATA.npz --epochs 10 --batch-size 128`: what the array tools' scripts take."""
+    p = argparse.ArgumentParser()
+    p.add_argument("npz")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    return p.parse_args()
