@@ -5,7 +5,9 @@ The second image is aligned onto the first by OpenCV's ECC (enhanced correlation
 an affine warp, which also absorbs brightness and contrast. A pair is the same picture when, after that alignment:
 - the intensities agree: the ECC correlation reaches `threshold` (NEAR_THRESHOLD by default);
 - the edges agree: the correlation of the two gradient-magnitude images reaches EDGE_AGREEMENT (smooth, low-detail
-  images correlate highly even when their strokes lie elsewhere: a "1" against a "7");
+  images correlate highly even when their strokes lie elsewhere: a "1" against a "7"), with both images cut at
+  the lower of their full scales (a brightened copy clips its highlights flat, which removes the gradients inside
+  its strokes);
 - the warp is one a copy can have: no shear or rotation beyond a few percent, and one frame inside the other
   within FRAME_SLACK, at least MIN_CROP_SCALE of its side (a crop of up to ~10% a side);
 - the colours agree up to one common gain, on the pixels neither image clips (a brightened copy clips its
@@ -146,7 +148,7 @@ def _check(cv2, first: np.ndarray, second: np.ndarray, warp: np.ndarray, thresho
         return None
     if not final:
         return float(cc), warp
-    if _correlation(_edges(cv2, g1), _edges(cv2, aligned), inside) < EDGE_AGREEMENT:
+    if _correlation(*(_edges(cv2, g) for g in _common_ceiling(g1, aligned, inside)), inside) < EDGE_AGREEMENT:
         return None
     colour = np.stack([cv2.warpAffine(c, warp, (side, side), flags=flags) for c in second]) \
         if first.shape[0] == 3 else None
@@ -187,6 +189,16 @@ def _without_turn(cv2, warp: np.ndarray, gray: np.ndarray) -> np.ndarray:
 
 def _sticking_out(points: np.ndarray, side: int) -> float:
     return float(max(-points.min(), points.max() - (side - 1), 0.0)) / side
+
+
+def _common_ceiling(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both images in the second's intensities (a least-squares gain and offset), cut at the lower of their two
+    full scales: what a brightened copy clipped is clipped in both, and its flat highlights compare as flat."""
+    x, y = first[mask], second[mask]
+    gain, offset = np.polyfit(x, y, 1) if x.std() > 1e-6 else (1.0, 0.0)
+    ceiling = min(1.0, gain + offset) if gain > 0 else 1.0
+    return (np.minimum(gain * first + offset, ceiling).astype(np.float32),
+            np.minimum(second, ceiling).astype(np.float32))
 
 
 def _edges(cv2, gray: np.ndarray) -> np.ndarray:
