@@ -13,6 +13,8 @@ import sys
 import pytest
 from cli_run import KILL_AFTER_STATE, run_cli
 
+from cnnarena.train.checkpoint import load_trainer_state
+
 pytestmark = pytest.mark.slow  # every test trains in CLI subprocesses (and in-process CLI runs beside them)
 
 # one thread: the same arithmetic in every process, so histories can be compared exactly
@@ -20,11 +22,34 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 
 
-def train(args, out, kill_at=None):
-    cmd = [sys.executable, "-m", "cnnarena.cli", "train", *args, "--out", str(out)]
+# like KILL_AFTER_STATE, but SIGKILLed right after committing the state of the epoch that early stopping ended
+# (the first state with a stop reason): no need to know that epoch's number before the run starts
+KILL_AFTER_STOPPING_STATE = KILL_AFTER_STATE.replace('if state["epoch"] == kill_at:', 'if state["stop_reason"]:')
+assert KILL_AFTER_STOPPING_STATE != KILL_AFTER_STATE
+
+
+def command(args, out, kill_at=None):
+    if kill_at == "stopping":
+        return [sys.executable, "-c", KILL_AFTER_STOPPING_STATE, "0", "train", *args, "--out", str(out)]
     if kill_at is not None:
-        cmd = [sys.executable, "-c", KILL_AFTER_STATE, str(kill_at), "train", *args, "--out", str(out)]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+        return [sys.executable, "-c", KILL_AFTER_STATE, str(kill_at), "train", *args, "--out", str(out)]
+    return [sys.executable, "-m", "cnnarena.cli", "train", *args, "--out", str(out)]
+
+
+def train(args, out, kill_at=None):
+    return subprocess.run(command(args, out, kill_at), env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def train_side_by_side(*jobs):
+    """The same as train(*job) for each job, the processes running at the same time (one thread each, so the
+    arithmetic is the one of a process alone): their start-ups overlap on the two cores."""
+    procs = [subprocess.Popen(command(*job), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for job in jobs]
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
 
 
 def rows(run):
@@ -41,8 +66,8 @@ def test_killed_and_resumed_run_trains_exactly_like_an_uninterrupted_one(tmp_pat
     args = ["digits", "--model", "simple-2conv", "--epochs", "7", "--fraction", "0.3", "--batch-size", "16",
             "--lr", "2e-2", "--reduce-on-plateau", "1", "--augment", "translate=2"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    assert train(args, whole).returncode == 0
-    killed = train(args, broken, kill_at=3)
+    first, killed = train_side_by_side((args, whole), (args, broken, 3))
+    assert first.returncode == 0, first.stderr[-2000:]
     assert killed.returncode == -9 and not (broken / "metrics.json").exists()
     again = train(args, broken)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -57,10 +82,13 @@ def test_a_run_killed_in_its_early_stopping_epoch_stays_stopped(tmp_path):
     args = ["digits", "--model", "simple-2conv", "--epochs", "40", "--fraction", "0.1", "--batch-size", "16",
             "--lr", "3e-2", "--early-stopping", "2"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    assert train(args, whole).returncode == 0
+    first, killed = train_side_by_side((args, whole), (args, broken, "stopping"))
+    assert first.returncode == 0, first.stderr[-2000:]
     stopped_at = len(rows(whole))
     assert metrics(whole)["stop_reason"].startswith("early stopping") and stopped_at < 40
-    assert train(args, broken, kill_at=stopped_at).returncode == -9
+    assert killed.returncode == -9 and not (broken / "metrics.json").exists()
+    # killed right after committing the state of the epoch early stopping ended, as kill_at=stopped_at did
+    assert load_trainer_state(broken / "checkpoints" / "trainer_state.pt")["epoch"] == stopped_at
     again = train(args, broken)
     assert again.returncode == 0, again.stderr[-2000:]
     assert rows(broken) == rows(whole)  # not one epoch more

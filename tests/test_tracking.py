@@ -265,7 +265,7 @@ def mlflow_server(tmp_path, monkeypatch):
             except httpx.TransportError:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "the MLflow server did not start"
-            time.sleep(0.3)
+            time.sleep(0.05)
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)

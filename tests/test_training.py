@@ -80,10 +80,10 @@ def test_warmup_ramps_up():
     assert schedule_factor(cfg, 19, 10) == 1.0
 
 
-@pytest.mark.slow  # training subprocesses, 12 epochs
+@pytest.mark.slow  # training subprocesses, 6 epochs
 def test_killed_run_resumes_from_last_epoch(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cnnarena.cli", "train", "digits", "--epochs", "12", "--batch-size", "16",
+    cmd = [sys.executable, "-m", "cnnarena.cli", "train", "digits", "--epochs", "6", "--batch-size", "16",
            "--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     history = run / "history.jsonl"
@@ -93,12 +93,12 @@ def test_killed_run_resumes_from_last_epoch(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: like a power cut
     proc.wait()
     done_before = len(history.read_text().splitlines())
-    assert 2 <= done_before < 12 and not (run / "metrics.json").exists()
+    assert 2 <= done_before < 6 and not (run / "metrics.json").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr
     epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
-    assert epochs == list(range(1, 13))
+    assert epochs == list(range(1, 7))
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] > 0.9
 
 

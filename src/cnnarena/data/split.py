@@ -16,6 +16,7 @@ import torch
 from ..errors import UserError
 from ..files import atomic_write_text
 from .dataset import ImageSet, Source
+from .stratify import stratified_train_test_split
 
 
 @dataclass
@@ -30,13 +31,11 @@ class Split:
 
 def _stratified_cut(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, cut) with `frac` of every class in `cut`."""
-    from sklearn.model_selection import train_test_split
-
     index = np.arange(len(labels))
     if frac <= 0:
         return index, index[:0]
     try:
-        kept, cut = train_test_split(index, test_size=frac, random_state=seed, stratify=labels)
+        kept, cut = stratified_train_test_split(index, labels, frac, seed)
     except ValueError as e:  # a class too small to appear on both sides
         raise UserError(f"cannot make a stratified split: {e}") from None
     return np.sort(kept), np.sort(cut)

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import classification_report, confusion_matrix
+
+from .class_scores import class_report, confusion
 
 
 def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
@@ -16,11 +17,9 @@ def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[st
     k_values = [k for k in (3, 5) if k < len(classes)]
     topk = {f"test_top{k}_accuracy": (logits.topk(k, 1).indices == labels[:, None]).any(1).float().mean().item()
             for k in k_values}
-    index = list(range(len(classes)))
-    report = classification_report(labels.numpy(), pred.numpy(), labels=index, target_names=classes,
-                                   output_dict=True, zero_division=0)
+    report = class_report(labels.numpy(), pred.numpy(), classes)
     per_class = {c: {m: report[c][m] for m in ("precision", "recall", "f1-score", "support")} for c in classes}
-    cm = confusion_matrix(labels.numpy(), pred.numpy(), labels=index)
+    cm = confusion(labels.numpy(), pred.numpy(), len(classes))
     return {
         "test_loss": F.cross_entropy(logits, labels).item(),
         "test_accuracy": (pred == labels).float().mean().item(),
