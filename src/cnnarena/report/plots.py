@@ -15,9 +15,10 @@ import torch  # noqa: E402
 from ..evaluate.metrics import normalised_confusion  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, trim: bool = True) -> Path:
+    """`trim`: cut the margins to what is drawn (one more drawing pass; not needed after tight_layout)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight" if trim else None)
     plt.close(fig)
     return path
 
@@ -65,7 +66,7 @@ def confusion_matrices(cm: list[list[int]], classes: list[str], path: Path) -> P
                     ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=9 if n <= 12 else 7,
                             color="white" if data[i, j] > limit else "black")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, trim=n > 12)  # tight_layout leaves the titles of larger grids cut
 
 
 def top_mistakes(images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, classes: list[str],
@@ -74,17 +75,36 @@ def top_mistakes(images: torch.Tensor, labels: torch.Tensor, logits: torch.Tenso
     probs = logits.softmax(1)
     conf, pred = probs.max(1)
     wrong = (pred != labels).nonzero().flatten()
-    order = wrong[conf[wrong].argsort(descending=True)][:count]
+    order = wrong[conf[wrong].argsort(descending=True)][:count].tolist()
     cols = 8
     rows = max(1, -(-len(order) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, order.tolist(), strict=False):
-        img = images[i].permute(1, 2, 0).numpy()
-        ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None)
-        ax.set_title(f"true {classes[labels[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}", fontsize=7)
-    if len(order) == 0:
-        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center")
+    fig, ax = plt.subplots(figsize=(cols * 1.6, rows * 1.9))
+    ax.axis("off")
+    if order:  # one mosaic on one axes: 16 axes of their own cost more to draw than the images
+        mosaic, cell = _mosaic(images[order], cols)
+        ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=255)
+        for k, i in enumerate(order):
+            row, col = divmod(k, cols)
+            ax.text((col + 0.5) * cell[1], row * cell[0] + cell[0] - cell[1] - 1,
+                    f"true {classes[labels[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}", fontsize=7, ha="center",
+                    va="bottom")
+    else:
+        ax.text(0.5, 0.5, "no mistakes", ha="center", transform=ax.transAxes)
     fig.suptitle("most confident mistakes", fontsize=9)
     return _save(fig, path)
+
+
+def _mosaic(images: torch.Tensor, cols: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The uint8 N×C×H×W images tiled `cols` to a row on white, each centred in the square at the bottom of its
+    cell, below room for two lines of text (a cell 1.6 wide and 1.9 high, as the figure is); (the mosaic, (cell
+    height, cell width)) in pixels."""
+    n, channels, h, w = images.shape
+    width = int(max(h, w) * 1.15)
+    height = int(round(width * 1.9 / 1.6))
+    rows = -(-n // cols)
+    out = np.full((rows * height, cols * width, channels), 255, dtype=np.uint8)
+    for k, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        row, col = divmod(k, cols)
+        top, left = (row + 1) * height - width + (width - h) // 2, col * width + (width - w) // 2  # centred
+        out[top:top + h, left:left + w] = image
+    return (out[..., 0] if channels == 1 else out), (height, width)
