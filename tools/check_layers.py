@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 ROOMS = [
     # helpers below everything
     ("errors", "files", "documents", "writer_lock", "machine", "runtime", "memory", "__init__", "callable_package",
-     "option", "schema", "schema_commands", "rundir", "display", "masking"),
+     "option", "schema", "schema_commands", "rundir", "display", "masking", "figure_text"),
     ("data",),
     ("models",),
     ("train",),

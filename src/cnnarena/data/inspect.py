@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..figure_text import literal
 from .dataset import Source
 
 SAMPLES_PER_CLASS = 8
@@ -91,9 +92,10 @@ def _distribution_plot(source: Source, path: Path) -> Path:
         bars = ax.bar(x, counts["test"], bottom=counts["pool"], label="official test")
         ax.legend(loc="upper left", bbox_to_anchor=(1, 1))  # outside: never hides a bar
     ax.bar_label(bars, labels=[str(t) for t in counts["total"]], fontsize=8)
-    ax.set_xticks(x, classes, rotation=45 if len(classes) > 5 else 0, ha="right" if len(classes) > 5 else "center")
+    many = len(classes) > 5
+    ax.set_xticks(x, [literal(c) for c in classes], rotation=45 if many else 0, ha="right" if many else "center")
     ax.set_ylabel("images")
-    ax.set_title(f"{source.name}: images per class (imbalance ratio {desc['imbalance_ratio']:.2f})")
+    ax.set_title(literal(f"{source.name}: images per class (imbalance ratio {desc['imbalance_ratio']:.2f})"))
     fig.savefig(path, dpi=100)
     return path
 
@@ -116,6 +118,6 @@ def _samples_plot(source: Source, path: Path) -> Path:
             if col < len(chosen):
                 image = pool.images[int(chosen[col])].permute(1, 2, 0).numpy()
                 ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
-        axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center")
+        axes[row][0].set_ylabel(literal(name), rotation=0, ha="right", va="center")
     fig.savefig(path, dpi=100)
     return path

@@ -2,7 +2,8 @@
 
 Importing scikit-learn costs about 2 s (scipy.stats comes with it), more than the rest of a small run's start-up
 after torch; every split cnnarena makes goes through here, so the split files of earlier runs and the published
-figures stay what they were. tests/test_stratify.py checks it against scikit-learn itself on many label sets.
+figures stay what they were. tests/test_same_as_scikit_learn.py checks it against scikit-learn itself on many label
+sets.
 """
 
 from __future__ import annotations

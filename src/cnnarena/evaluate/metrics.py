@@ -17,9 +17,9 @@ def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[st
     k_values = [k for k in (3, 5) if k < len(classes)]
     topk = {f"test_top{k}_accuracy": (logits.topk(k, 1).indices == labels[:, None]).any(1).float().mean().item()
             for k in k_values}
-    report = class_report(labels.numpy(), pred.numpy(), classes)
-    per_class = {c: {m: report[c][m] for m in ("precision", "recall", "f1-score", "support")} for c in classes}
     cm = confusion(labels.numpy(), pred.numpy(), len(classes))
+    report = class_report(cm, classes)
+    per_class = {c: {m: report[c][m] for m in ("precision", "recall", "f1-score", "support")} for c in classes}
     return {
         "test_loss": F.cross_entropy(logits, labels).item(),
         "test_accuracy": (pred == labels).float().mean().item(),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..figure_text import literal
+
 DISPLAY_SIDE = 160  # small images (8x8 digits, 28x28 Fashion-MNIST) are enlarged to about this for display
 
 
@@ -68,7 +70,7 @@ def image_figure(image: np.ndarray, heat: np.ndarray, top: Sequence[tuple[str, f
     axes[0].imshow(plain(image))
     axes[0].set_title("input", fontsize=9)
     axes[1].imshow(overlay(image, heat))
-    axes[1].set_title(note, fontsize=9)
+    axes[1].set_title(literal(note), fontsize=9)
     for ax in axes[:2]:
         ax.set_axis_off()
     labels = [label for label, _ in top][::-1]
@@ -119,4 +121,5 @@ def grid_figure(rows: Sequence[Sequence[Cell]], columns: Sequence[str], path: Pa
 
 
 def _short(text: str, width: int = 18) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+    """`text` cut to `width` characters, as matplotlib draws it unchanged."""
+    return literal(text if len(text) <= width else text[:width - 1] + "…")

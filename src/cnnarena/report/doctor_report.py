@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..data.dataset import ImageSet
+from ..figure_text import literal
 from ..files import atomic_write_text
 from .plots import _save, plt
 
@@ -44,7 +45,7 @@ def _pair_grid(pairs: list[dict], data: ImageSet, index: dict[str, int], path: P
         for ax, side in zip(row, ("a", "b"), strict=True):
             ax.imshow(_image(data, index[pair[side]]), cmap="gray")
             split = f" [{pair[f'split_{side}']}]" if pair[f"split_{side}"] else ""
-            ax.set_title(f"{pair[side]}\n{pair[f'label_{side}']}{split}", fontsize=7)
+            ax.set_title(literal(f"{pair[side]}\n{pair[f'label_{side}']}{split}"), fontsize=7)
             ax.axis("off")
         row[0].text(1.02, 0.5, f"{pair['kind']}\n{pair['similarity']:.3f}", transform=row[0].transAxes,
                     fontsize=7, va="center")
@@ -60,8 +61,8 @@ def _label_grid(issues: list[dict], data: ImageSet, index: dict[str, int], path:
         ax.axis("off")
     for ax, issue in zip(axes.flat, issues, strict=False):
         ax.imshow(_image(data, index[issue["id"]]), cmap="gray")
-        ax.set_title(f"{issue['id']}\ngiven {issue['given']} ({issue['given_probability']:.2f})\n"
-                     f"likely {issue['likely']} ({issue['likely_probability']:.2f})", fontsize=7)
+        ax.set_title(literal(f"{issue['id']}\ngiven {issue['given']} ({issue['given_probability']:.2f})\n"
+                             f"likely {issue['likely']} ({issue['likely_probability']:.2f})"), fontsize=7)
     fig.suptitle("label issues: given vs likely label (out-of-sample probabilities)", fontsize=9)
     return _save(fig, path)
 

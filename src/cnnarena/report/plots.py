@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ..evaluate.metrics import normalised_confusion  # noqa: E402
+from ..figure_text import literal  # noqa: E402
 
 
 def _save(fig, path: Path, trim: bool = True) -> Path:
@@ -41,7 +42,7 @@ def training_curves(history: list[dict[str, Any]], path: Path, phase_boundary: i
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal(title))
     return _save(fig, path)
 
 
@@ -55,8 +56,8 @@ def confusion_matrices(cm: list[list[int]], classes: list[str], path: Path) -> P
                                                                      "row-normalised", ".2f")):
         ax.imshow(data, cmap="Blues")
         ax.set_title(title)
-        ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(n), classes, fontsize=8)
+        ax.set_xticks(range(n), [literal(c) for c in classes], rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), [literal(c) for c in classes], fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         if n <= 20:
@@ -86,8 +87,8 @@ def top_mistakes(images: torch.Tensor, labels: torch.Tensor, logits: torch.Tenso
         for k, i in enumerate(order):
             row, col = divmod(k, cols)
             ax.text((col + 0.5) * cell[1], row * cell[0] + cell[0] - cell[1] - 1,
-                    f"true {classes[labels[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}", fontsize=7, ha="center",
-                    va="bottom")
+                    literal(f"true {classes[labels[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}"), fontsize=7,
+                    ha="center", va="bottom")
     else:
         ax.text(0.5, 0.5, "no mistakes", ha="center", transform=ax.transAxes)
     fig.suptitle("most confident mistakes", fontsize=9)

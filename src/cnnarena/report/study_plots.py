@@ -7,6 +7,7 @@ from typing import Any
 
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
+from ..figure_text import literal
 from ..rundir import base_model
 from .plots import _save, plt
 
@@ -47,8 +48,8 @@ def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, 
     for r in table:
         marker = "o" if r["family"] == "custom" else "s"
         ax.errorbar(r[x_key], 100 * r["accuracy"], yerr=100 * (r["accuracy_std"] or 0), fmt=marker, ms=8, capsize=3,
-                    label=r["model"], color=colors.get(r["model"]))
-        ax.annotate(r["model"], (r[x_key], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
+                    label=literal(r["model"]), color=colors.get(r["model"]))
+        ax.annotate(literal(r["model"]), (r[x_key], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
                     fontsize=9)
     if log_x:
         _log_counts(ax, [r[x_key] for r in table])
@@ -91,7 +92,7 @@ def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: flo
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"learning-rate comparison: {model}")
+    fig.suptitle(literal(f"learning-rate comparison: {model}"))
     return _save(fig, path)
 
 
@@ -99,7 +100,7 @@ def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], 
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, by_fraction in curves.items():
         fractions = sorted(by_fraction, key=float)
-        ax.plot([sizes[f] for f in fractions], [100 * by_fraction[f] for f in fractions], "o-", label=model,
+        ax.plot([sizes[f] for f in fractions], [100 * by_fraction[f] for f in fractions], "o-", label=literal(model),
                 color=colors.get(model))
     _log_counts(ax, list(sizes.values()))
     ax.set_xlabel("training images")
@@ -115,10 +116,10 @@ def anytime_curves(anytime: dict[str, Any], path: Path, colors: Colors) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for model, points in anytime["curves"].items():
         t = [p[0] for p in points]
-        line, = ax.plot(t, [100 * p[1] for p in points], "o-", ms=3, label=f"{model} (validation)",
+        line, = ax.plot(t, [100 * p[1] for p in points], "o-", ms=3, label=literal(f"{model} (validation)"),
                         color=colors.get(model))
         ax.plot([t[-1]], [100 * anytime["test_accuracy"][model]], "*", ms=12, color=line.get_color(),
-                label=f"{model} test: {100 * anytime['test_accuracy'][model]:.2f}%")
+                label=literal(f"{model} test: {100 * anytime['test_accuracy'][model]:.2f}%"))
     if anytime.get("budget_seconds"):
         ax.axvline(anytime["budget_seconds"], color="gray", ls="--", lw=1, label="budget per model")
     for c in anytime.get("crossings", []):
@@ -145,11 +146,11 @@ def resolution_tradeoff(table: list[dict[str, Any]], path: Path, colors: Colors)
         rows = sorted(rows, key=lambda r: r.get("input_px") or 0)
         color = colors.get(rows[0]["model"])
         ax.plot([r["latency_ms"] for r in rows], [100 * r["accuracy"] for r in rows],
-                "s-" if rows[0]["family"] == "pretrained" else "o", color=color, ms=7, label=base)
+                "s-" if rows[0]["family"] == "pretrained" else "o", color=color, ms=7, label=literal(base))
         for r in rows:
             label = f"{r['input_px']} px" if r.get("input_px") else r["model"]
-            ax.annotate(label, (r["latency_ms"], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6),
-                        fontsize=9)
+            ax.annotate(literal(label), (r["latency_ms"], 100 * r["accuracy"]), textcoords="offset points",
+                        xytext=(6, 6), fontsize=9)
     ax.set_xlim(left=0)
     _accuracy_axes(ax, "latency: ms per image at batch 1 on this machine")
     ax.legend(fontsize=8, loc="lower right")
