@@ -5,6 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= 2
 
 .PHONY: setup system test fuzz study bench peers lint clean
 
@@ -38,7 +39,10 @@ system:
 test: setup system
 	$(BIN)/python -m tools.check_layers
 	$(BIN)/python -m tools.structure --check
-	$(BIN)/python -m pytest -q
+	# two workers of one thread each (pytest-xdist), a file per worker at a time; then, by themselves, the tests
+	# timed against the clock or the machine's load (marked `alone`)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone"
+	$(BIN)/python -m pytest -q -m alone
 
 # The property-based tests with many more examples than the suite's fixed, derandomised budget (a few minutes).
 fuzz: setup

@@ -14,6 +14,15 @@ from cnnarena.config import build_config
 from cnnarena.run import train_run
 
 
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        # a pytest-xdist worker (make test runs two): the cores are shared with the other worker, so each trains on
+        # one thread, and so do the processes its tests start (two threads per worker on two cores waited at every
+        # op's barrier for a thread the other worker held)
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """One trained digits run per test session, shared by the predict, export, serve and web-page tests."""

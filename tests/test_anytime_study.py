@@ -51,6 +51,7 @@ def default_study_on_digits(tmp_path_factory):
 
 
 @pytest.mark.slow  # 9 trainings, 3 of them budgeted
+@pytest.mark.alone  # the study's budget buys as many epochs as the free cores allow
 def test_the_default_study_compares_at_equal_time_and_over_data_fractions(default_study_on_digits):
     out, comparison = default_study_on_digits
     assert [r["model"] for r in sorted(comparison["table"], key=lambda r: r["model"])] == [
@@ -67,6 +68,7 @@ def test_the_default_study_compares_at_equal_time_and_over_data_fractions(defaul
 
 
 @pytest.mark.slow  # a browser
+@pytest.mark.alone  # shares the budgeted study above
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt)")
 def test_the_default_study_report_shows_the_anytime_chart_and_fraction_curves(default_study_on_digits,
                                                                               artifacts_dir):
@@ -101,6 +103,7 @@ def _colour_in(png: Path, hex_colour: str) -> bool:
 
 
 @pytest.mark.slow  # a browser
+@pytest.mark.alone  # shares the budgeted study above
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt)")
 def test_the_report_opens_with_the_answer_and_reads_on_a_laptop_and_a_phone(default_study_on_digits, artifacts_dir):
     from playwright.sync_api import sync_playwright

@@ -138,30 +138,35 @@ def test_the_fast_presets_fuse_every_batchnorm_relu_run():
     assert names.count("_BatchNormPoolReLUBackward") == 5 and "NativeBatchNormBackward0" not in names
 
 
-def test_a_trained_network_follows_the_same_path_with_and_without_fusion():
+def test_a_trained_network_follows_the_float64_path_of_the_layers():
+    """8 SGD steps with the fused blocks stay next to the same steps through the plain layers in float64. (Not next
+    to PyTorch's own float32 layers: on one thread its channels-last BatchNorm backward is the less accurate one,
+    up to 1.7% of a weight's scale away from float64 after these steps, against the fused blocks' 0.2%.)"""
     torch.manual_seed(0)
     fused = build_layers(PRESETS["simple-2conv"], (1, 28, 28), 10).to(memory_format=CL)
-    plain = nn.Sequential(*[type(m)() if isinstance(m, nn.ReLU) else m for m in build_layers(
+    exact = nn.Sequential(*[type(m)() if isinstance(m, nn.ReLU) else m for m in build_layers(
         PRESETS["simple-2conv"], (1, 28, 28), 10)]).to(memory_format=CL)
-    plain.load_state_dict(fused.state_dict())
+    exact.load_state_dict(fused.state_dict())
+    exact.double()
     data = torch.Generator().manual_seed(1)
     x = torch.rand(64, 1, 28, 28, generator=data).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (64,), generator=data)
     losses = {}
-    for name, net in (("fused", fused), ("plain", plain)):
+    for name, net in (("fused", fused), ("exact", exact)):
         # SGD: Adam would blow the conv biases' rounding-noise gradients (exactly zero before BatchNorm) up to steps
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
         losses[name] = []
         for step in range(8):
             batch = slice(step % 2 * 32, step % 2 * 32 + 32)
-            loss = F.cross_entropy(net.train()(x[batch]), y[batch])
+            loss = F.cross_entropy(net.train()(x[batch].to(next(net.parameters()).dtype)), y[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses[name].append(loss.item())
-    torch.testing.assert_close(torch.tensor(losses["fused"]), torch.tensor(losses["plain"]), rtol=1e-4, atol=1e-5)
-    for (key, a), (_, b) in zip(fused.state_dict().items(), plain.state_dict().items(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=key)
+    torch.testing.assert_close(torch.tensor(losses["fused"]), torch.tensor(losses["exact"]), rtol=1e-4, atol=1e-5)
+    for (key, a), (_, b) in zip(fused.state_dict().items(), exact.state_dict().items(), strict=True):
+        if a.is_floating_point():
+            assert (a.double() - b).abs().max() <= 5e-3 * b.abs().max(), key
 
 
 def test_without_a_compiler_or_when_switched_off_training_uses_the_layers(monkeypatch, tmp_path):

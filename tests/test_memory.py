@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # a fresh process for each case
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # a fresh process for each case; page faults counted
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow  # a Jupyter kernel, a doctor, a two-model study with a pretrained network, an export
+@pytest.mark.alone  # its study runs on a 3 s budget per model
 def test_the_quickstart_notebook_runs_and_displays_its_results(tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

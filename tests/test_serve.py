@@ -221,6 +221,7 @@ def test_serve_help_documents_the_limits(monkeypatch, capsys):
 
 
 @pytest.mark.slow  # a uvicorn server process
+@pytest.mark.alone  # batches form only when the requests outrun the model
 def test_real_server_under_concurrent_load_batches_requests(run, samples):
     with ServerProcess(run, "--max-wait-ms", "10", "--log-level", "warning") as server:
         with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -258,6 +259,7 @@ def test_real_server_under_concurrent_load_batches_requests(run, samples):
 
 
 @pytest.mark.slow  # timing
+@pytest.mark.alone  # waits measured in milliseconds
 def test_batcher_answers_a_lone_request_at_once_and_waits_only_under_load():
     import asyncio
     import time

@@ -68,6 +68,7 @@ def busy_cpu():
 
 
 @pytest.mark.slow  # busy-loop subprocesses on every core, timing
+@pytest.mark.alone  # the busy cores must be its own
 def test_on_a_busy_cpu_training_drops_to_one_thread_and_gives_the_threads_back(busy_cpu, monkeypatch, caplog):
     monkeypatch.setattr(threads, "_CHOOSERS", {})  # no decision carried over from another test
     monkeypatch.setattr(threads, "WINDOW_SECONDS", 0.5)
