@@ -82,6 +82,7 @@ def image_figure(image: np.ndarray, heat: np.ndarray, top: Sequence[tuple[str, f
     axes[2].tick_params(axis="x", labelsize=7)
     fig.suptitle(_short(title, 80), fontsize=10)
     fig.tight_layout()
+    fig.set_layout_engine(None)  # else savefig draws the figure once more for the placeholder engine left
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
@@ -115,6 +116,7 @@ def grid_figure(rows: Sequence[Sequence[Cell]], columns: Sequence[str], path: Pa
         if row_labels:
             axes[r][0].set_ylabel(_short(row_labels[r], 22), fontsize=7)
     fig.tight_layout()
+    fig.set_layout_engine(None)  # else savefig draws the figure once more for the placeholder engine left
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path

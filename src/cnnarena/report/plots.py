@@ -19,6 +19,9 @@ from ..figure_text import literal  # noqa: E402
 def _save(fig, path: Path, trim: bool = True) -> Path:
     """`trim`: cut the margins to what is drawn (one more drawing pass; not needed after tight_layout)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # tight_layout leaves a placeholder layout engine behind, and savefig then draws the whole figure once more
+    # before the real drawing, for nothing: the margins are already set
+    fig.set_layout_engine(None)
     fig.savefig(path, dpi=110, bbox_inches="tight" if trim else None)
     plt.close(fig)
     return path

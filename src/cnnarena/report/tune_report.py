@@ -32,6 +32,7 @@ def _history(study, path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    fig.set_layout_engine(None)  # else savefig draws the figure once more for the placeholder engine left
     fig.savefig(path, dpi=100)
     return path
 
@@ -50,6 +51,7 @@ def _importance(study, path: Path) -> tuple[Path | None, dict[str, float]]:
     ax.barh(names, [importance[n] for n in names], color="#2563eb")
     ax.set_xlabel("importance (fANOVA)")
     fig.tight_layout()
+    fig.set_layout_engine(None)  # else savefig draws the figure once more for the placeholder engine left
     fig.savefig(path, dpi=100)
     return path, {k: round(v, 4) for k, v in importance.items()}
 
