@@ -178,7 +178,10 @@ def test_phase1_on_cached_features_matches_the_slow_path():
 
 @pytest.mark.slow  # EfficientNet-Lite0 fine-tunes, twice
 def test_phase2_on_the_cached_trunk_matches_the_slow_path():
-    cfg = dataclasses.replace(build_config(None, dict(RECIPE, batch_size=32, lr=1e-3, epochs=1)).train)
+    # the phase-2 settings the tolerances below were measured with (the recipe's 3x larger cosine rate moves the
+    # weights further from where rounding alone would put them)
+    cfg = dataclasses.replace(build_config(None, dict(RECIPE, batch_size=32, lr=1e-3, epochs=1, finetune_lr_scale=0.1,
+                                                      schedule="constant", label_smoothing=0.0)).train)
     base = lite0()
     set_trainable(base, 1, bn_frozen=True)
     runs = {}
