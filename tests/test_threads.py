@@ -57,6 +57,28 @@ def test_a_choice_that_holds_is_rechecked_less_often_and_a_slowdown_triggers_a_r
     assert chooser.best == 1 and chooser.interval == 30  # on fewer threads it keeps looking for the cores
 
 
+def test_a_window_of_slow_steps_holds_several_of_them(monkeypatch):
+    """A backbone's step takes ~0.4 s, longer than a window's 0.3 s: one step alone must not decide a probe."""
+    from types import SimpleNamespace
+
+    clock = iter(0.4 * k for k in range(100))
+    monkeypatch.setattr(threads.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(threads, "_CHOOSERS", {})
+    tuner = threads.ThreadTuner(2)
+    before = torch.get_num_threads()
+    try:
+        tuner.chooser.start_probe(-1.0)
+        tuner.measuring = tuner.chooser.pending()  # measuring 2 threads
+        state = SimpleNamespace(epoch=1, progress=SimpleNamespace(seen=0))
+        for step in range(1 + threads.WINDOW_STEPS):  # the first call opens the window
+            state.progress.seen = 64 * step
+            assert tuner.chooser.rates == {}, f"decided after {step - 1} step(s)"
+            tuner.after_step(state)
+        assert tuner.chooser.rates == {2: pytest.approx(64 / 0.4)}
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def busy_cpu():
     """Every core kept busy by another process, as on a laptop that is doing something else."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 0.3  # one measurement: long enough to span scheduler time slices
+WINDOW_STEPS = 3  # and this many steps at least: one slow step (a backbone's, ~0.4 s) is a single noisy sample
 FIRST_RECHECK, LAST_RECHECK = 30.0, 240.0  # seconds between probes: doubling while the choice holds
 MARGIN = 1.1  # fewer threads must be this much faster to win (noise should not cost an idle machine its cores)
 SLOWDOWN = 0.7  # a window this much slower than the choice's probe means the load changed: probe now
@@ -79,6 +80,7 @@ class ThreadTuner:
         self.chooser = _CHOOSERS.setdefault(most, ThreadChooser(most))
         self.measuring: int | None = None
         self.mark: tuple[float, int, int] | None = None  # (time, images seen, epoch) at the window's start
+        self.steps = 0  # steps since the window's start
 
     @staticmethod
     def wanted(deterministic: bool) -> bool:
@@ -98,10 +100,11 @@ class ThreadTuner:
         mark = self.mark
         seen = s.progress.seen
         if mark is None or mark[2] != s.epoch or seen < mark[1]:
-            self.mark = (now, seen, s.epoch)  # warm-up steps and epoch boundaries (validation): unmeasured
+            self.mark, self.steps = (now, seen, s.epoch), 0  # warm-up steps and epoch boundaries: unmeasured
             return
+        self.steps += 1
         seconds = now - mark[0]
-        if seconds < WINDOW_SECONDS:
+        if seconds < WINDOW_SECONDS or self.steps < WINDOW_STEPS:
             return
         rate = (seen - mark[1]) / seconds
         chooser = self.chooser
@@ -116,4 +119,4 @@ class ThreadTuner:
             chooser.start_probe(now)
         self.measuring = chooser.pending()
         torch.set_num_threads(self.measuring or chooser.best)
-        self.mark = (now, seen, s.epoch)
+        self.mark, self.steps = (now, seen, s.epoch), 0
