@@ -40,7 +40,7 @@ def summarise(name: str, out: Path, wall: float | None) -> dict:
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines() if line.strip()]
     return {"variant": name, "options": VARIANTS[name], "test_accuracy": m["test_accuracy"],
             "val_accuracy_by_epoch": [round(r["val_accuracy"], 4) for r in history],
-            "phase_2_images_per_second": [round(r["images_per_second"]) for r in history[2:]],
+            "phase_2_images_per_second": [round(r["images_per_second"]) for r in history if r["phase"] == "fine-tune"],
             "train_seconds": m["train_seconds"], "wall_seconds": None if wall is None else round(wall, 1)}
 
 

@@ -61,10 +61,9 @@ def test_a_window_of_slow_steps_holds_several_of_them(monkeypatch):
     """A backbone's step takes ~0.4 s, longer than a window's 0.3 s: one step alone must not decide a probe."""
     from types import SimpleNamespace
 
-    clock = iter(0.4 * k for k in range(100))
-    monkeypatch.setattr(threads.time, "perf_counter", lambda: next(clock))
+    ticks = iter(0.4 * k for k in range(100))
     monkeypatch.setattr(threads, "_CHOOSERS", {})
-    tuner = threads.ThreadTuner(2)
+    tuner = threads.ThreadTuner(2, clock=lambda: next(ticks))
     before = torch.get_num_threads()
     try:
         tuner.chooser.start_probe(-1.0)

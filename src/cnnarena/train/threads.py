@@ -75,8 +75,9 @@ class ThreadTuner:
     """Called after every training step: measures windows of steps, probes the candidates when due, and trains
     at the fastest. A perf_counter() call per step when not at a window's end."""
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, clock=time.perf_counter) -> None:
         self.most = most
+        self.clock = clock
         self.chooser = _CHOOSERS.setdefault(most, ThreadChooser(most))
         self.measuring: int | None = None
         self.mark: tuple[float, int, int] | None = None  # (time, images seen, epoch) at the window's start
@@ -96,7 +97,7 @@ class ThreadTuner:
         torch.set_num_threads(self.most)
 
     def after_step(self, s: TrainState) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         mark = self.mark
         seen = s.progress.seen
         if mark is None or mark[2] != s.epoch or seen < mark[1]:
