@@ -26,13 +26,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Fashion-MNIST, Chromium, PostgreSQL (the tune tests' shared storage) and a C compiler (for the fused training
-# kernels) come from Debian where apt is
-# available (tests skip, saying why, elsewhere).
+# Fashion-MNIST, Chromium, PostgreSQL (the tune tests' shared storage), a C compiler (for the fused training
+# kernels) and npm come from Debian where apt is available (tests skip, saying why, elsewhere); only the missing
+# ones are asked for, so a Node.js/npm installed another way (which Debian's npm conflicts with) is left alone.
 system:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium gcc libc6-dev postgresql npm >/dev/null; \
+	  missing=""; \
+	  [ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	  command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  fi; \
 	else echo "apt-get not available as root: Fashion-MNIST / Chromium tests may skip"; fi
 
