@@ -25,12 +25,18 @@ def test_import_cnnarena_loads_no_torch_and_names_the_api():
 
 
 @pytest.mark.slow  # a training process
-def test_training_a_custom_cnn_never_imports_timm(tmp_path):
-    """timm (and through it torchvision's detection models) costs ~3 s of start-up: only a backbone needs it."""
-    code = ("import sys, cnnarena; cnnarena.train('digits', model='simple-2conv', epochs=1, out=sys.argv[1]); "
-            "assert 'timm' not in sys.modules, 'timm imported'")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
-                   check=True)
+def test_training_a_custom_cnn_never_imports_timm_nor_pyplot(tmp_path):
+    """timm (and through it torchvision's detection models) costs ~3 s of start-up: only a backbone needs it.
+    pyplot would switch a notebook's matplotlib backend: the run's figures are drawn on bare Figures."""
+    code = ("import sys, matplotlib; before = matplotlib.rcParams._get_backend_or_none(); import cnnarena; "
+            "run = cnnarena.train('digits', model='simple-2conv', epochs=1, out=sys.argv[1]); "
+            "assert 'timm' not in sys.modules, 'timm imported'; "
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
+            "assert matplotlib.rcParams._get_backend_or_none() == before, 'backend changed'; "
+            "assert (run.path / 'plots' / 'confusion_matrix.png').stat().st_size > 1000")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_verbs_stay_callable_after_their_subpackages_are_imported():

@@ -12,7 +12,7 @@ import numpy as np
 from ..data.dataset import ImageSet
 from ..figure_text import literal
 from ..files import atomic_write_text
-from .plots import _save, plt
+from .plots import _save, subplots
 
 GRID_PAIRS = 12
 GRID_LABELS = 16
@@ -40,7 +40,7 @@ def _image(data: ImageSet, k: int) -> np.ndarray:
 
 
 def _pair_grid(pairs: list[dict], data: ImageSet, index: dict[str, int], path: Path) -> Path:
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(4.6, 2.3 * len(pairs)), squeeze=False)
+    fig, axes = subplots(len(pairs), 2, figsize=(4.6, 2.3 * len(pairs)), squeeze=False)
     for row, pair in zip(axes, pairs, strict=True):
         for ax, side in zip(row, ("a", "b"), strict=True):
             ax.imshow(_image(data, index[pair[side]]), cmap="gray")
@@ -56,7 +56,7 @@ def _pair_grid(pairs: list[dict], data: ImageSet, index: dict[str, int], path: P
 def _label_grid(issues: list[dict], data: ImageSet, index: dict[str, int], path: Path) -> Path:
     cols = 4
     rows = -(-len(issues) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, issue in zip(axes.flat, issues, strict=False):

@@ -30,9 +30,9 @@ def plot_path(path: Path | str) -> Path:
 
 def plot_lr_find(result: LRFindResult, path: Path | str) -> Path:
     """The plot, written to plot_path(path); returns that path."""
-    from .plots import _save, plt
+    from .plots import _save, subplots
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses)
     ax.set_xscale("log")
     ax.axvline(result.suggestion, color="red", ls="--", label=f"suggested {result.suggestion:.2e}")

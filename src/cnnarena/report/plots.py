@@ -5,15 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from ..evaluate.metrics import normalised_confusion
+from ..figure_text import literal
 
-from ..evaluate.metrics import normalised_confusion  # noqa: E402
-from ..figure_text import literal  # noqa: E402
+
+def subplots(*args: Any, figsize: tuple[float, float] | None = None, **kwargs: Any) -> tuple[Figure, Any]:
+    """plt.subplots without pyplot: a bare Figure, drawn by Agg when saved. pyplot would switch the process's
+    backend and keep every figure in its registry (a notebook's own inline plots would change), and importing it
+    costs a command's start-up a few tenths of a second."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path: Path, trim: bool = True) -> Path:
@@ -23,7 +28,6 @@ def _save(fig, path: Path, trim: bool = True) -> Path:
     # before the real drawing, for nothing: the margins are already set
     fig.set_layout_engine(None)
     fig.savefig(path, dpi=110, bbox_inches="tight" if trim else None)
-    plt.close(fig)
     return path
 
 
@@ -33,7 +37,7 @@ def training_curves(history: list[dict[str, Any]], path: Path, phase_boundary: i
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label, scale in ((axes[0], "loss", "loss", 1), (axes[1], "accuracy", "accuracy (%)", 100)):
         ax.plot(epochs, [scale * r[f"train_{key}"] for r in history], "o-", ms=3, label="train")
         ax.plot(epochs, [scale * r[f"val_{key}"] for r in history], "o-", ms=3, label="validation")
@@ -53,7 +57,7 @@ def confusion_matrices(cm: list[list[int]], classes: list[str], path: Path) -> P
     """Counts and row-normalised (recall per class) side by side."""
     n = len(classes)
     size = max(4.5, 0.45 * n + 2)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    fig, axes = subplots(1, 2, figsize=(2 * size + 1, size))
     counts = np.asarray(cm)
     for ax, data, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], normalised_confusion(cm),
                                                                      "row-normalised", ".2f")):
@@ -82,7 +86,7 @@ def top_mistakes(images: torch.Tensor, labels: torch.Tensor, logits: torch.Tenso
     order = wrong[conf[wrong].argsort(descending=True)][:count].tolist()
     cols = 8
     rows = max(1, -(-len(order) // cols))
-    fig, ax = plt.subplots(figsize=(cols * 1.6, rows * 1.9))
+    fig, ax = subplots(figsize=(cols * 1.6, rows * 1.9))
     ax.axis("off")
     if order:  # one mosaic on one axes: 16 axes of their own cost more to draw than the images
         mosaic, cell = _mosaic(images[order], cols)

@@ -5,18 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from ..figure_text import literal
 from ..rundir import base_model
-from .plots import _save, plt
+from .plots import _save, subplots
 
 Colors = dict[str, str]
 
 
 def model_colors(models: list[str]) -> Colors:
     """One colour per model, the same in every chart of the report (the table's order picks them)."""
-    palette = plt.get_cmap("tab10").colors
+    palette = matplotlib.colormaps["tab10"].colors
     return {m: matplotlib_hex(palette[i % len(palette)]) for i, m in enumerate(models)}
 
 
@@ -44,7 +45,7 @@ def _log_counts(ax, values: list[float]) -> None:
 
 def _scatter(table: list[dict[str, Any]], x_key: str, x_label: str, path: Path, colors: Colors,
              log_x: bool = False) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for r in table:
         marker = "o" if r["family"] == "custom" else "s"
         ax.errorbar(r[x_key], 100 * r["accuracy"], yerr=100 * (r["accuracy_std"] or 0), fmt=marker, ms=8, capsize=3,
@@ -79,7 +80,7 @@ def accuracy_vs_params(table, path: Path, colors: Colors) -> Path:
 
 def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: float, path: Path) -> Path:
     """Validation loss and accuracy per epoch, one line per learning rate."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     for lr, history in curves.items():
         epochs = [r["epoch"] for r in history]
         style = "-" if float(lr) == best else "--"
@@ -97,7 +98,7 @@ def lr_comparison(model: str, curves: dict[str, list[dict[str, Any]]], best: flo
 
 
 def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], path: Path, colors: Colors) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for model, by_fraction in curves.items():
         fractions = sorted(by_fraction, key=float)
         ax.plot([sizes[f] for f in fractions], [100 * by_fraction[f] for f in fractions], "o-", label=literal(model),
@@ -113,7 +114,7 @@ def fraction_curves(curves: dict[str, dict[str, float]], sizes: dict[str, int], 
 
 def anytime_curves(anytime: dict[str, Any], path: Path, colors: Colors) -> Path:
     """Validation accuracy against training wall-clock time, one line per model, its test accuracy at the end."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     for model, points in anytime["curves"].items():
         t = [p[0] for p in points]
         line, = ax.plot(t, [100 * p[1] for p in points], "o-", ms=3, label=literal(f"{model} (validation)"),
@@ -138,7 +139,7 @@ def anytime_curves(anytime: dict[str, Any], path: Path, colors: Colors) -> Path:
 def resolution_tradeoff(table: list[dict[str, Any]], path: Path, colors: Colors) -> Path:
     """--input-sizes: test accuracy against the cost of one image (latency at batch 1), a line through each
     pretrained model's resolutions, the custom CNNs as points for reference."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     by_base: dict[str, list[dict[str, Any]]] = {}
     for r in table:
         by_base.setdefault(base_model(r["model"]), []).append(r)
