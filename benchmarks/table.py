@@ -104,7 +104,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         add(label, status, figure)
     # The 10-minute target belongs to fast-large when the run has it (older results only have fast).
     large_name = "fast-large" if "fast-large" in acc else "fast"
-    for name, accuracy, budget in (("fast", 0.925, 180), (large_name, 0.935, 600)):
+    for name, accuracy, budget in (("fast", 0.93, 180), (large_name, 0.94, 600)):  # issue 36
         entry = acc.get(name)
         label = f"{name} >= {accuracy:.1%} test accuracy within {budget // 60} min (data loading included)"
         if not entry or "not_measured" in entry:

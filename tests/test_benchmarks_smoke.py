@@ -102,7 +102,7 @@ def _by_target(results):
 def test_missed_targets_are_marked_missed_with_the_figure():
     curve = [{"epoch": 1, "seconds": 100.0, "test_accuracy": 0.912},
              {"epoch": 2, "seconds": 200.0, "test_accuracy": 0.926},
-             {"epoch": 3, "seconds": 300.0, "test_accuracy": 0.936}]
+             {"epoch": 3, "seconds": 300.0, "test_accuracy": 0.941}]
     results = _results(cnnarena=120.0, plain=100.0, keras=40.0, fast_curve=curve)
     got = _by_target(results)
     plain32 = got["cnnarena training >= 1.5x plain PyTorch, batch 32"]
@@ -110,13 +110,13 @@ def test_missed_targets_are_marked_missed_with_the_figure():
     assert got["cnnarena training >= 2x Keras/TF, batch 256"]["status"] == table.MET
     sooner = got["fast reaches the report pipeline's test accuracy >= 5x sooner"]
     assert sooner["status"] == table.MET and sooner["figure"].startswith("9.0x sooner")
-    assert got["fast >= 92.5% test accuracy within 3 min (data loading included)"]["status"] == table.MISSED  # 200 s
-    assert got["fast >= 93.5% test accuracy within 10 min (data loading included)"]["status"] == table.MET
+    assert got["fast >= 93.0% test accuracy within 3 min (data loading included)"]["status"] == table.MISSED  # 300 s
+    assert got["fast >= 94.0% test accuracy within 10 min (data loading included)"]["status"] == table.MET
 
     text = table.format_table(results)
     line = next(ln for ln in text.splitlines() if "plain PyTorch, batch 32" in ln)
     assert line.startswith("target") and "MISSED" in line and "1.20x (120 vs 100 img/s)" in line
-    assert "MISSED" in next(ln for ln in text.splitlines() if "92.5%" in ln)
+    assert "MISSED" in next(ln for ln in text.splitlines() if "93.0%" in ln)
 
 
 def test_unmeasured_rows_and_targets_say_why_and_are_never_judged():
@@ -126,23 +126,23 @@ def test_unmeasured_rows_and_targets_say_why_and_are_never_judged():
     got = _by_target(results)
     keras = got["cnnarena training >= 2x Keras/TF, batch 32"]
     assert keras["status"] == table.NOT_MEASURED and "pip install tensorflow-cpu failed" in keras["figure"]
-    # a capped fast run that has not reached 92.5% within its budget yet was not measured, not missed
-    assert got["fast >= 92.5% test accuracy within 3 min (data loading included)"]["status"] == table.NOT_MEASURED
+    # a capped fast run that has not reached 93.0% within its budget yet was not measured, not missed
+    assert got["fast >= 93.0% test accuracy within 3 min (data loading included)"]["status"] == table.NOT_MEASURED
     text = table.format_table(results)
     assert "not measured: pip install tensorflow-cpu failed" in text
     assert "MET" not in next(ln for ln in text.splitlines() if "2x Keras/TF, batch 32" in ln)
 
 
 def test_the_ten_minute_target_is_judged_on_fast_large_when_the_run_has_it():
-    curve = [{"epoch": 8, "seconds": 170.0, "test_accuracy": 0.926}]
+    curve = [{"epoch": 8, "seconds": 170.0, "test_accuracy": 0.931}]
     results = _results(fast_curve=curve)
     large = dict(results["accuracy"]["fast"], epochs=14, recipe_epochs=14, final_test_accuracy=0.934,
                  wall_seconds=560.0, curve=[{"epoch": 13, "seconds": 520.0, "test_accuracy": 0.931},
                                             {"epoch": 14, "seconds": 560.0, "test_accuracy": 0.934}])
     results["accuracy"]["fast-large"] = large
     got = _by_target(results)
-    assert got["fast >= 92.5% test accuracy within 3 min (data loading included)"]["status"] == table.MET
-    ten = got["fast-large >= 93.5% test accuracy within 10 min (data loading included)"]
+    assert got["fast >= 93.0% test accuracy within 3 min (data loading included)"]["status"] == table.MET
+    ten = got["fast-large >= 94.0% test accuracy within 10 min (data loading included)"]
     assert ten["status"] == table.MISSED and "best 93.40%" in ten["figure"]
     text = table.format_table(results)
     assert "93.40% in 560 s" in next(ln for ln in text.splitlines() if "cnnarena fast-large (its recipe)" in ln)

@@ -45,20 +45,18 @@ PRESETS: dict[str, Spec] = {
         {"conv": 128}, "batchnorm", "relu",
         "flatten", {"dense": 512}, "relu", {"dropout": 0.5},
     ],
-    # Designed for accuracy per second on 28–64 px images on a CPU: a stride-2 first conv (the
-    # full-resolution layer is the expensive one), BatchNorm everywhere, no wide dense layer;
-    # trained with the recipe in models/recipes.py (one-cycle SGD, label smoothing, flip + flip TTA).
-    # 48 (not 64) filters in the middle: ~2/3 of the epoch time for the same accuracy (benchmarks/results/
-    # custom_presets.md).
+    # Designed for accuracy per second on 28–64 px images on a CPU: a full-resolution 32-filter stem (one input
+    # channel: cheap) pooled at once, two 3x3 convs of 32 at half and two of 64 at a quarter resolution, pools
+    # before BatchNorm + ReLU, no dense layer; trained with the FAST recipe in schema.py (one-cycle SGD, label
+    # smoothing, flip + flip TTA). The measurements behind it: benchmarks/results/custom_presets.md.
     "fast": [
-        {"conv": {"filters": 32, "stride": 2}}, "batchnorm", "relu",
-        {"conv": 48}, "batchnorm", "relu", "maxpool",
-        {"conv": 128}, "batchnorm", "relu", "maxpool",
+        {"conv": 32}, "maxpool", "batchnorm", "relu",
+        {"conv": 32}, "batchnorm", "relu", {"conv": 32}, "maxpool", "batchnorm", "relu",
+        {"conv": 64}, "batchnorm", "relu", {"conv": 64}, "maxpool", "batchnorm", "relu",
         "flatten",
     ],
-    # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU on 28 px images (`fast` levels off near 92.6% on
-    # Fashion-MNIST): a full-resolution stem, pools before BatchNorm + ReLU, 40/80 filters; the variants
-    # measured against it: benchmarks/results/custom_presets.md.
+    # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU on 28 px images: the same design with 40/80
+    # filters; the variants measured against it: benchmarks/results/custom_presets.md.
     "fast-large": [
         {"conv": 32}, "maxpool", "batchnorm", "relu",
         {"conv": 40}, "batchnorm", "relu", {"conv": 40}, "maxpool", "batchnorm", "relu",
