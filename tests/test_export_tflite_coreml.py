@@ -95,3 +95,13 @@ def test_a_wrong_file_name_is_one_line_and_writes_nothing(digits_run, tmp_path, 
                            "--output", str(tmp_path / name)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and says in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_what_native_code_logs_is_held_back_and_shown_only_when_the_block_fails():
+    """A converter's C++ logs (written to file descriptor 2, past Python's redirection) stay off the terminal."""
+    code = ("import os, sys\nfrom cnnarena.export.quiet import native_stderr_held\n"
+            "with native_stderr_held():\n    os.write(2, b'held back\\n')\n"
+            "print('after', file=sys.stderr, flush=True)\n"
+            "with native_stderr_held():\n    os.write(2, b'shown with the failure\\n'); raise SystemExit(3)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and done.stderr == "after\nshown with the failure\n"

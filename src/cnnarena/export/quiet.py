@@ -7,6 +7,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 
@@ -25,6 +28,26 @@ def quietly() -> Iterator[io.StringIO]:
             yield captured
     finally:
         logging.disable(previous)
+
+
+@contextlib.contextmanager
+def native_stderr_held() -> Iterator[None]:
+    """What native code writes to file descriptor 2 during the block (C++ libraries' logs, which Python's
+    redirection does not see) held in a temporary file; written out after the block only if it raised."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def first_line(error: BaseException) -> str:

@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..files import atomic_write, atomic_write_text
 from .onnx import INPUT_NAME, logit_differences, model_card
 from .quantize import accuracy, calibration_batches, run_images
-from .quiet import first_line, quietly, tail
+from .quiet import first_line, native_stderr_held, quietly, tail
 from .snippets import python
 from .speed import SPEED_BATCHES, images_per_second
 
@@ -89,8 +89,11 @@ def card_path_of(path: Path) -> Path:
 def export_tflite(run_dir: Path, output: Path | None = None, *, int8: bool = False, max_drop: float = 1.0,
                   calibration: int = 256, seconds: float = 2.0) -> tuple[Path, dict[str, Any]]:
     """Write model.tflite (or model.int8.tflite) and its card, once the checks pass; returns (path, card)."""
+    path = Path(output) if output else Path(run_dir) / ("model.int8.tflite" if int8 else "model.tflite")
+    if path.suffix.lower() != ".tflite":  # before the converter's import, which takes seconds and may log
+        raise UserError(f"--output must end in .tflite, got {path}")
     try:
-        with quietly():
+        with quietly(), native_stderr_held():  # TensorFlow's C++ logs a line on import on some CPUs (oneDNN)
             import ai_edge_litert  # noqa: F401 - the runtime the checks run on
             import litert_torch
     except ImportError:
@@ -98,12 +101,10 @@ def export_tflite(run_dir: Path, output: Path | None = None, *, int8: bool = Fal
             from None
     from ..evaluate.predict import load_run_model
 
-    path = Path(output) if output else Path(run_dir) / ("model.int8.tflite" if int8 else "model.tflite")
-    if path.suffix.lower() != ".tflite":
-        raise UserError(f"--output must end in .tflite, got {path}")
     model = load_run_model(Path(run_dir)).cpu().eval()
     card = model_card(model, Path(run_dir))
-    with tempfile.TemporaryDirectory(prefix="cnnarena-tflite-") as tmp:
+    # the converter and the interpreter log from C++ (op counts, the XNNPACK delegate): shown only if it fails
+    with native_stderr_held(), tempfile.TemporaryDirectory(prefix="cnnarena-tflite-") as tmp:
         floats = {b: _convert(litert_torch, model, card, b, Path(tmp) / f"float-{b}.tflite") for b in CHECK_BATCHES}
         test = run_images(Path(run_dir)).test
         float_runner = Runner(floats)
