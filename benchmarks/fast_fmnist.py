@@ -63,7 +63,10 @@ def main() -> None:
               f"{r['epochs']:>8}  {r['target']}: {'met' if r['met'] else 'MISSED'}")
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "rows": results}, indent=1))
+    measured = {r["row"] for r in results}  # with --only, the other rows of the file are kept
+    kept = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    rows = results + [r for r in kept if r["row"] not in measured]
+    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
