@@ -1,7 +1,7 @@
-"""Issue-2 and issue-5 targets on Fashion-MNIST (official 10,000 test images), wall time with data loading included.
+"""Issue-36 targets on Fashion-MNIST (official 10,000 test images), wall time with data loading included.
 
-  python benchmarks/fast_fmnist.py                 # every row
-  python benchmarks/fast_fmnist.py --only fast     # just the `fast` preset
+  python -m benchmarks.fast_fmnist                 # every row
+  python -m benchmarks.fast_fmnist --only fast     # just the `fast` preset
 
 Rows:
   fast           the `fast` preset with its recipe: target >= 93.0% test accuracy in <= 3 minutes (issue 36)
@@ -44,6 +44,8 @@ def run_row(name: str, options: dict, val_frac: float) -> dict:
 
 
 def main() -> None:
+    from benchmarks import machine as machine_name
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(ROWS), action="append")
     parser.add_argument("--val-frac", type=float, default=0.05, help="validation share carved from train")
@@ -62,8 +64,10 @@ def main() -> None:
         print(f"{r['row']:<14}{100 * r['test_accuracy']:>9.2f}%{r['wall_seconds']:>9.1f}{r['train_seconds']:>9.1f}"
               f"{r['epochs']:>8}  {r['target']}: {'met' if r['met'] else 'MISSED'}")
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    for r in results:  # each row says where and when: with --only, rows measured elsewhere stay in the file
+        r["cpu"], r["date"] = machine_name(), time.strftime("%Y-%m-%d %H:%M")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    measured = {r["row"] for r in results}  # with --only, the other rows of the file are kept
+    measured = {r["row"] for r in results}
     kept = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
     rows = results + [r for r in kept if r["row"] not in measured]
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")

@@ -38,16 +38,17 @@ def native_stderr_held() -> Iterator[None]:
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
+        failed = True
         try:
             yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            os.write(2, held.read())
-            raise
+            failed = False
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            if failed:
+                held.seek(0)
+                with open(2, "wb", closefd=False) as stderr:  # writes all of it (os.write may stop short)
+                    stderr.write(held.read())
 
 
 def first_line(error: BaseException) -> str:
