@@ -25,12 +25,14 @@ def test_import_cnnarena_loads_no_torch_and_names_the_api():
 
 
 @pytest.mark.slow  # a training process
-def test_training_a_custom_cnn_never_imports_timm_nor_pyplot(tmp_path):
+def test_training_a_custom_cnn_never_imports_timm_pyplot_nor_dynamo(tmp_path):
     """timm (and through it torchvision's detection models) costs ~3 s of start-up: only a backbone needs it.
+    torch._dynamo costs 1.1-1.9 s, and torch.optim imports it unless the optimiser is train/eager_optim's.
     pyplot would switch a notebook's matplotlib backend: the run's figures are drawn on bare Figures."""
     code = ("import sys, matplotlib; before = matplotlib.rcParams._get_backend_or_none(); import cnnarena; "
             "run = cnnarena.train('digits', model='simple-2conv', epochs=1, out=sys.argv[1]); "
             "assert 'timm' not in sys.modules, 'timm imported'; "
+            "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'; "
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
             "assert matplotlib.rcParams._get_backend_or_none() == before, 'backend changed'; "
             "assert (run.path / 'plots' / 'confusion_matrix.png').stat().st_size > 1000")

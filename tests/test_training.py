@@ -116,7 +116,7 @@ def test_optimizers_use_the_fused_kernels_on_cpu_and_still_learn(name, kind):
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
     opt = build_optimizer([{"params": [w], "lr": 0.1}], TrainConfig(optimizer=name, lr=0.1, nesterov=True))
-    assert type(opt) is kind and opt.defaults["fused"] is True
+    assert isinstance(opt, kind) and opt.defaults["fused"] is True
     for _ in range(100):
         opt.zero_grad()
         (w ** 2).sum().backward()

@@ -11,6 +11,7 @@ import math
 import torch
 
 from .config import TrainConfig
+from .eager_optim import eager
 
 
 def schedule_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -68,6 +69,7 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     else:
         kind, options = (torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam), {}
     options.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    kind = eager(kind)
     try:
         return kind(params, fused=True, **options)
     except (RuntimeError, TypeError, ValueError):  # a device or dtype without a fused kernel
