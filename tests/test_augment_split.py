@@ -31,6 +31,23 @@ def test_translate_shifts_content_within_bounds():
     assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 10  # really random per sample
 
 
+def test_erase_blanks_one_rectangle_of_2_to_33_percent_in_about_half_the_images():
+    x = torch.rand(400, 1, 28, 28) * 0.9 + 0.1  # no pixel is 0 before
+    out = BatchAugment(parse_augment("erase=0.5"))(x, torch.Generator().manual_seed(0))
+    blank = out == 0
+    erased = blank.flatten(1).any(1)
+    assert 150 < erased.sum() < 250
+    for image in blank[erased][:, 0]:
+        rows, cols = image.any(1).nonzero().flatten(), image.any(0).nonzero().flatten()
+        box = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all() and image.sum() == box.numel()  # one solid rectangle
+        assert 0.01 <= image.float().mean() <= 0.34
+    assert torch.equal(out[~erased], x[~erased])
+    assert len({tuple(b.nonzero()[0].tolist()) for b in blank[erased][:, 0]}) > 50  # drawn per image
+    again = BatchAugment(parse_augment("erase=0.5"))(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
 def test_affine_and_colour_keep_shape_and_range():
     aug = BatchAugment(parse_augment("strong"))
     x = torch.rand(16, 3, 32, 32)
@@ -46,6 +63,9 @@ def test_parse_augment_forms():
         parse_augment("flip,sparkle=1")
     with pytest.raises(UserError, match="needs a number"):
         parse_augment("rotation=lots")
+    assert parse_augment("flip,erase=0.5").erase == 0.5
+    with pytest.raises(UserError, match="erase must be a number from 0 to 1"):
+        parse_augment("erase=2")
 
 
 def test_loader_batches_cover_the_data_once_per_epoch():

@@ -14,7 +14,8 @@ from typing import Any
 from .errors import UserError
 from .option import DATA, DATA_HELP, MISSING, SEED_RANGE, Option, _opts, number_problem  # noqa: F401 - re-exported
 
-AUGMENT_HELP = "none | flip | light | standard | strong, or a list like 'flip,translate=2,rotation=10'"
+AUGMENT_HELP = ("none | flip | light | standard | strong, or a list like 'flip,translate=2,rotation=10' "
+                "(also zoom, shear, brightness, contrast, saturation, erase=PROBABILITY)")
 
 # A run's data and model options (RunConfig) and its training options (TrainConfig), in --help's order.
 RUN = _opts(

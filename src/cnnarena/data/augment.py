@@ -63,6 +63,24 @@ def colour(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Ten
     return x.clamp_(0, 1)
 
 
+def erase(x: torch.Tensor, probability: float, g: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2017), drawn per image as torchvision's RandomErasing draws it: with
+    `probability`, a rectangle of 2-33% of the image's area, of aspect ratio 0.3-3.3, set to 0."""
+    n, _, h, w = x.shape
+    area = torch.rand(n, generator=g) * 0.31 + 0.02
+    aspect = torch.exp(torch.rand(n, generator=g) * math.log(3.3 / 0.3) + math.log(0.3))
+    tall = (area * aspect).sqrt().mul(h).round().clamp(1, h)
+    wide = (area / aspect).sqrt().mul(w).round().clamp(1, w)
+    top = (torch.rand(n, generator=g) * (h - tall + 1)).floor()
+    left = (torch.rand(n, generator=g) * (w - wide + 1)).floor()
+    chosen = torch.rand(n, generator=g) < probability
+    rows, cols = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
+    in_rows = (rows >= top.view(n, 1)) & (rows < (top + tall).view(n, 1))
+    in_cols = (cols >= left.view(n, 1)) & (cols < (left + wide).view(n, 1))
+    blank = in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w) & chosen.view(n, 1, 1, 1)
+    return x.masked_fill(blank.to(x.device), 0.0)
+
+
 class BatchAugment:
     """Callable(batch, generator) -> augmented batch, built from an AugmentConfig."""
 
@@ -79,6 +97,8 @@ class BatchAugment:
             x = affine(x, c, g)
         if c.brightness or c.contrast or c.saturation:
             x = colour(x, c, g)
+        if c.erase:
+            x = erase(x, c.erase, g)
         return x
 
 

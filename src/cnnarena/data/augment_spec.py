@@ -18,6 +18,7 @@ class AugmentConfig:
     brightness: float = 0.0  # multiply by uniform [1-b, 1+b]
     contrast: float = 0.0  # blend with the image mean by uniform [1-c, 1+c]
     saturation: float = 0.0  # blend with grayscale (RGB only)
+    erase: float = 0.0  # probability of blanking a random rectangle of 2-33% of the image (random erasing)
 
     @property
     def active(self) -> bool:
@@ -63,7 +64,7 @@ def parse_augment(value: str | dict | AugmentConfig | None) -> AugmentConfig:
 
 # the largest sensible value of each strength (a NaN or an infinite one trained to chance level, silently)
 LIMITS = {"translate": 512, "rotation": 180.0, "zoom": 0.9, "shear": 45.0, "brightness": 1.0, "contrast": 1.0,
-          "saturation": 1.0}
+          "saturation": 1.0, "erase": 1.0}
 
 
 def _checked(cfg: AugmentConfig) -> AugmentConfig:
