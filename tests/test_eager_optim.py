@@ -1,5 +1,9 @@
 """The optimisers that skip torch._dynamo's import update exactly as torch's own, and save and load the same."""
 
+import pickle
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -43,3 +47,22 @@ def test_an_eager_optimiser_resumes_from_a_state_saved_by_torchs():
     assert ours.state_dict()["state"][0]["step"] == 4
     ours.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1})
     assert [group["lr"] for group in ours.param_groups] == [0.05, 0.1]
+
+
+def test_an_eager_optimiser_made_after_one_of_torchs_still_skips_torch_dynamo():
+    """A plain optimiser's first construction wraps its class's step once more (torch's profiling hook); the eager
+    class must unwrap every layer. (Done by hand here: constructing torch's own would import torch._dynamo.)"""
+    code = ("import sys, torch; from cnnarena.train.eager_optim import eager; SGD = torch.optim.SGD; "
+            "SGD.step = SGD.profile_hook_step(SGD.step); SGD.step.hooked = True; "
+            "w = torch.nn.Parameter(torch.ones(2)); opt = eager(SGD)([w], lr=0.1); "
+            "(w ** 2).sum().backward(); opt.step(); opt.zero_grad(); "
+            "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'; "
+            "assert torch.allclose(w.detach(), torch.full((2,), 0.8))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_eager_optimiser_pickles():
+    model, ours = _trained(eager(torch.optim.SGD), {"momentum": 0.9})
+    again = pickle.loads(pickle.dumps(ours))
+    assert type(again) is type(ours) and again.state_dict()["param_groups"] == ours.state_dict()["param_groups"]

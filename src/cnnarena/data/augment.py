@@ -64,8 +64,9 @@ def colour(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Ten
 
 
 def erase(x: torch.Tensor, probability: float, g: torch.Generator) -> torch.Tensor:
-    """Random erasing (Zhong et al., 2017), drawn per image as torchvision's RandomErasing draws it: with
-    `probability`, a rectangle of 2-33% of the image's area, of aspect ratio 0.3-3.3, set to 0."""
+    """Random erasing (Zhong et al., 2017) drawn per image with torchvision's RandomErasing ranges: with
+    `probability`, a rectangle of 2-33% of the image's area and aspect ratio 0.3-3.3 (clamped to the image where
+    torchvision redraws) is set to 0, black, as the augmentations run before normalisation."""
     n, _, h, w = x.shape
     area = torch.rand(n, generator=g) * 0.31 + 0.02
     aspect = torch.exp(torch.rand(n, generator=g) * math.log(3.3 / 0.3) + math.log(0.3))
@@ -74,11 +75,12 @@ def erase(x: torch.Tensor, probability: float, g: torch.Generator) -> torch.Tens
     top = (torch.rand(n, generator=g) * (h - tall + 1)).floor()
     left = (torch.rand(n, generator=g) * (w - wide + 1)).floor()
     chosen = torch.rand(n, generator=g) < probability
-    rows, cols = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
-    in_rows = (rows >= top.view(n, 1)) & (rows < (top + tall).view(n, 1))
-    in_cols = (cols >= left.view(n, 1)) & (cols < (left + wide).view(n, 1))
-    blank = in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w) & chosen.view(n, 1, 1, 1)
-    return x.masked_fill(blank.to(x.device), 0.0)
+    # five numbers an image go to the batch's device, not an n x h x w mask
+    top, tall, left, wide, chosen = (v.to(x.device).view(n, 1) for v in (top, tall, left, wide, chosen))
+    rows, cols = torch.arange(h, device=x.device).view(1, h), torch.arange(w, device=x.device).view(1, w)
+    in_rows = (rows >= top) & (rows < top + tall) & chosen
+    in_cols = (cols >= left) & (cols < left + wide)
+    return x.masked_fill(in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w), 0.0)
 
 
 class BatchAugment:

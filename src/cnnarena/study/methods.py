@@ -93,8 +93,8 @@ def _augmentation(t: dict[str, Any]) -> str:
     augment = t.get("augment") or {}
     if not augment:
         return "No data augmentation."
-    parts = [k.replace("_", " ") if v is True else f"{k.replace('_', ' ')} {v}" for k, v in augment.items()
-             if v not in (None, False, 0, 0.0)]
+    parts = [k.replace("_", " ") if v is True else f"random erasing p={v}" if k == "erase" else
+             f"{k.replace('_', ' ')} {v}" for k, v in augment.items() if v not in (None, False, 0, 0.0)]
     return "Augmentation: " + (", ".join(parts) if parts else "none") + "."
 
 

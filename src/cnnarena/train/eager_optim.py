@@ -11,17 +11,19 @@ decorator's grad mode. torch's own classes, and the rest of the process, are not
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 
-_DYNAMO_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+_DYNAMO_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict", "step")
 
 
 @functools.cache
 def eager(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     """`kind`'s subclass that never imports torch._dynamo, or `kind` where its methods are not as expected."""
-    raw = {name: getattr(getattr(kind, name), "__wrapped__", None) for name in (*_DYNAMO_WRAPPED, "step")}
-    if any(method is None for method in raw.values()):
+    # unwrap all layers: a plain optimiser made before wraps `kind.step` once more (torch's profiling hook)
+    raw = {name: inspect.unwrap(getattr(kind, name)) for name in _DYNAMO_WRAPPED}
+    if any(method is getattr(kind, name) for name, method in raw.items()):
         return kind  # a torch whose optimiser is built differently: keep it as it is
     raw_step = raw.pop("step")
 
@@ -29,4 +31,13 @@ def eager(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
         with torch.set_grad_enabled(self.defaults["differentiable"]):
             return raw_step(self, closure)
 
-    return type(kind.__name__, (kind,), {**raw, "step": step, "__module__": __name__, "__qualname__": kind.__name__})
+    name = f"Eager{kind.__name__}"
+    return type(name, (kind,), {**raw, "step": step, "__module__": __name__, "__qualname__": name})
+
+
+def __getattr__(name: str):
+    """`EagerSGD` and its kin by name, so that pickle finds the classes `eager` made."""
+    kind = getattr(torch.optim, name.removeprefix("Eager"), None) if name.startswith("Eager") else None
+    if isinstance(kind, type) and issubclass(kind, torch.optim.Optimizer):
+        return eager(kind)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
