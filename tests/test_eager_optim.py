@@ -42,7 +42,7 @@ def test_an_eager_optimiser_steps_bit_identically_to_torchs(kind, options):
 
 def test_an_eager_optimiser_resumes_from_a_state_saved_by_torchs():
     _, stock = _trained(torch.optim.Adam, {})
-    model, ours = _trained(eager(torch.optim.Adam), {}, steps=0)
+    _, ours = _trained(eager(torch.optim.Adam), {}, steps=0)
     ours.load_state_dict(stock.state_dict())
     assert ours.state_dict()["state"][0]["step"] == 4
     ours.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1})
@@ -63,6 +63,6 @@ def test_an_eager_optimiser_made_after_one_of_torchs_still_skips_torch_dynamo():
 
 
 def test_an_eager_optimiser_pickles():
-    model, ours = _trained(eager(torch.optim.SGD), {"momentum": 0.9})
+    _, ours = _trained(eager(torch.optim.SGD), {"momentum": 0.9})
     again = pickle.loads(pickle.dumps(ours))
     assert type(again) is type(ours) and again.state_dict()["param_groups"] == ours.state_dict()["param_groups"]

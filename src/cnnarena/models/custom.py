@@ -56,7 +56,7 @@ PRESETS: dict[str, Spec] = {
         "flatten",
     ],
     # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU on 28 px images: the same design with 40/80
-    # filters and a 128-filter conv on the last, 3x3 grid (cheap there: a ninth of the pixels of the 80s); the
+    # filters and a 128-filter conv on the last, 3x3 grid (cheap there: under a fifth of the 80s' 7x7 pixels); the
     # variants measured against it: benchmarks/results/custom_presets.md.
     "fast-large": [
         {"conv": 32}, "maxpool", "batchnorm", "relu",
