@@ -255,6 +255,23 @@ def test_export_function_default_path_and_failed_checks(digits_run, tmp_path):
         export_onnx(digits_run, tmp_path / "model.bin")
 
 
+def test_a_loaded_model_runs_channels_last_as_it_trained(digits_run):
+    """Training runs the convolutions channels-last; a loaded model does too (oneDNN is faster so on a CPU), with
+    the same predictions, while the weights file stays plain contiguous tensors."""
+    from safetensors.torch import load_file
+
+    model = load_run_model(digits_run)
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)  # (one input channel: both layouts have the same strides)
+    assert all(t.is_contiguous() for t in load_file(str(digits_run / "model.safetensors")).values())
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        cl = model(x)
+        nchw = model.to(memory_format=torch.contiguous_format)(x)
+    torch.testing.assert_close(cl, nchw, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow  # ~8 s: an EfficientNet-Lite0 export
 def test_export_efficientnet_lite0_with_resize_inside(tmp_path):
     """timm's EfficientNet-Lite0 behind the adapter (gray 16×16 -> RGB 48×48) exports with a dynamic batch."""

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -83,7 +84,9 @@ def load_weights(model: Classifier, path: Path) -> None:
 
 def load_model(path: Path) -> Classifier:
     """Rebuild the architecture from the JSON metadata, load the safetensors weights, re-apply the freeze state
-    (models saved before it was recorded come back with every parameter trainable). In eval mode.
+    (models saved before it was recorded come back with every parameter trainable). In eval mode, with its conv
+    weights channels-last as training left them: oneDNN then runs the convolutions in that layout, faster than
+    NCHW on a CPU (benchmarks/results/loaded_layout.json). The weights file and the exports do not change.
 
     path: the stem of model.safetensors + model.json (RUN_DIR/model, checkpoints/best), or a run directory."""
     from .. import rundir
@@ -96,4 +99,4 @@ def load_model(path: Path) -> Classifier:
     load_weights(model, path)
     if "freeze" in saved:
         apply_freeze_state(model, saved["freeze"])
-    return model.eval()
+    return model.to(memory_format=torch.channels_last).eval()
