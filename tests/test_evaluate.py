@@ -5,13 +5,23 @@ import re
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+import yaml
 from cli_run import run_cli
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from cnnarena.config import build_config
+from cnnarena.data.sources import load_data
+from cnnarena.data.split import load_manifest
+from cnnarena.evaluate.inference import predict_logits, tta_views
+from cnnarena.evaluate.metrics import compute_metrics
 from cnnarena.evaluate.reevaluate import reevaluate, same_data
+from cnnarena.models.artefacts import load_model
+from cnnarena.models.registry import create_model
 from cnnarena.run import train_run
+from cnnarena.study.methods import _augmentation
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +59,55 @@ def test_tta_and_no_tta_override_the_run_and_the_output_says_which(fast_run, mon
     assert code == 0 and "test-time augmentation on (from the command line)" in out
     shown = float(out.split("test accuracy ")[1].split()[0])
     assert shown == round(saved(fast_run, "metrics.json")["test_accuracy"], 4)
+
+
+def test_tta_views_are_the_mirror_and_reflect_padded_shifts():
+    x = torch.arange(2 * 1 * 5 * 6, dtype=torch.float32).view(2, 1, 5, 6)
+    plain = list(tta_views(x))
+    assert len(plain) == 2 and torch.equal(plain[0], x) and torch.equal(plain[1], x.flip(3))
+    views = list(tta_views(x, shift=1))
+    assert len(views) == 10 and all(v.shape == x.shape for v in views)
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    assert torch.equal(views[2], padded[..., 1:6, 0:6])  # moved right: column 0 is the reflected column 1
+    assert torch.equal(views[2][..., 1:], x[..., :-1]) and torch.equal(views[2][..., 0], x[..., 1])
+    assert torch.equal(views[3], views[2].flip(3))
+    assert torch.equal(views[8][..., :-1, :], x[..., 1:, :])  # moved up
+    assert len({v.sum().item() for v in views[::2]}) == 5, "five different positions"
+    assert len(list(tta_views(x, shift=5))) == 2, "a shift as large as the image is left out"
+
+
+def test_predict_logits_averages_every_views_probabilities():
+    torch.manual_seed(0)
+    model = create_model("simple-2conv", num_classes=3, in_chans=1, data_size=(8, 8), classes=list("abc")).eval()
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    x = images.float() / 255
+    with torch.no_grad():
+        want = torch.stack([model(v).softmax(1) for v in tta_views(x, 1)]).mean(0).log()
+        mirror = torch.stack([model(v).softmax(1) for v in (x, x.flip(3))]).mean(0).log()
+    torch.testing.assert_close(predict_logits(model, images, batch_size=2, tta=True, shift=1), want)
+    torch.testing.assert_close(predict_logits(model, images, batch_size=2, tta=True), mirror)
+    torch.testing.assert_close(predict_logits(model, images, shift=1), model(x).detach(), msg="shift needs tta")
+
+
+def test_a_run_tested_on_shifts_says_so_and_evaluate_reproduces_it(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    cfg = build_config(None, {"data": "digits", "model": "fast", "epochs": 1, "image_size": 8, "augment": "light",
+                              "tta_shift": 1})
+    trained = train_run(cfg, run)
+    assert trained["tta"] is True and trained["tta_shift"] == 1
+    model = load_model(run)
+    test = load_manifest(run / "split.json", load_data(cfg)).test
+    mirror_only = compute_metrics(predict_logits(model, test.images, tta=True), test.labels, test.classes)
+    assert mirror_only["test_loss"] != pytest.approx(trained["test_loss"], abs=1e-6), "the shifts were not used"
+    again = reevaluate(run)
+    assert (again["test_accuracy"], again["tta_shift"]) == (trained["test_accuracy"], 1)
+    assert again["test_loss"] == pytest.approx(trained["test_loss"], abs=1e-5)
+    assert reevaluate(run, tta=False)["tta_shift"] == 0
+    code, out, _ = run_cli(["evaluate", str(run)], monkeypatch, capsys)
+    assert code == 0 and "test-time augmentation on with 1-px shifts (from the run's config)" in out
+    said = _augmentation(yaml.safe_load((run / "config.yaml").read_text())["train"])
+    assert said.endswith("Test predictions average the image and its mirror, and both moved 1 px left, right, up "
+                         "and down (10 views).") and said.startswith("Augmentation: flip, translate 2.")
 
 
 def test_data_naming_the_runs_own_dataset_uses_its_split_test_set(fast_run):

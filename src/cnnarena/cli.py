@@ -144,8 +144,8 @@ def evaluate(run_dir: Path, data: str | None, tta: bool | None) -> None:
 
     With no options this reproduces the test accuracy of the run's metrics.json; results go to evaluation.json."""
     m = api.evaluate(run_dir, data=data, tta=tta)
-    print(f"evaluated on {m['test_set']}; test-time augmentation {'on' if m['tta'] else 'off'} (from "
-          f"{m['tta_from']})\n")
+    print(f"evaluated on {m['test_set']}; test-time augmentation {'on' if m['tta'] else 'off'}"
+          f"{' with ' + str(m['tta_shift']) + '-px shifts' if m.get('tta_shift') else ''} (from {m['tta_from']})\n")
     print(api.per_class_text(m))
     print(f"\ntest accuracy {m['test_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  test loss {m['test_loss']:.4f}")
 

@@ -299,7 +299,8 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
     save_model(model, run_dir / "model", {"epoch": result.best_epoch})
     test = split.test
     t0 = time.perf_counter()
-    logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=cfg.train.tta)
+    logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=cfg.train.tta,
+                            shift=cfg.train.tta_shift)
     metrics = compute_metrics(logits, test.labels, test.classes)
     eval_seconds = time.perf_counter() - t0
     total, trainable = count_parameters(model)
@@ -327,6 +328,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "val_samples": len(split.val),
         "device": str(next(model.parameters()).device),
         "tta": cfg.train.tta,
+        "tta_shift": cfg.train.tta_shift if cfg.train.tta else 0,
         "phase_boundary": result.phase_boundary,
         "input_size": list(model.meta.input_size),
         "input_size_reason": input_size_reason,

@@ -1,28 +1,47 @@
-"""Batched prediction without gradients, optional flip test-time augmentation, speed measurement."""
+"""Batched prediction without gradients, optional test-time augmentation (mirror, shifts), speed measurement."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from ..models.base import Classifier
 
 
 @torch.inference_mode()
 def predict_logits(model: Classifier, images: torch.Tensor, *, batch_size: int = 1024,
-                   device: torch.device | str | None = None, tta: bool = False) -> torch.Tensor:
-    """Logits (float32, on CPU) for uint8 N×C×H×W images; `tta` averages with the mirrored image."""
+                   device: torch.device | str | None = None, tta: bool = False, shift: int = 0) -> torch.Tensor:
+    """Logits (float32, on CPU) for uint8 N×C×H×W images. `tta` averages the probabilities of the image and its
+    mirror, and with `shift` also of the image moved that many pixels left, right, up and down (reflect-padded, as
+    training's translate pads), each with its mirror."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval().to(device)
     out = []
     for lo in range(0, images.shape[0], batch_size):
         x = images[lo:lo + batch_size].to(device).float().div_(255.0)
-        logits = model(x).float()
         if tta:
-            logits = (logits.softmax(1) + model(x.flip(3)).float().softmax(1)).div_(2).log_()
-        out.append(logits.cpu())
+            probs, views = torch.zeros(()), 0
+            for view in tta_views(x, shift):  # one view at a time: a big image's batch is large
+                probs, views = probs + model(view).float().softmax(1), views + 1
+            out.append(probs.div_(views).log_().cpu())
+        else:
+            out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.meta.num_classes)
+
+
+def tta_views(x: torch.Tensor, shift: int = 0) -> Iterator[torch.Tensor]:
+    """The batch and its mirror; with `shift` (smaller than the image), also the batch moved `shift` pixels left,
+    right, up and down, each with its mirror."""
+    h, w = x.shape[-2:]
+    s = shift if 0 < shift < min(h, w) else 0
+    padded = F.pad(x, (s,) * 4, mode="reflect") if s else x
+    for dy, dx in ((0, 0), (0, -s), (0, s), (-s, 0), (s, 0)) if s else ((0, 0),):
+        view = x if dy == dx == 0 else padded[..., s + dy:s + dy + h, s + dx:s + dx + w]
+        yield view
+        yield view.flip(3)
 
 
 @torch.inference_mode()

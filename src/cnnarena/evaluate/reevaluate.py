@@ -8,8 +8,8 @@ Which images are evaluated:
 - another dataset: its official test split when it has one, else all of its images (nothing
   of it was seen in training, so there is nothing to hold out).
 
-Test-time augmentation follows the run's own `tta` setting unless `tta` says otherwise, so
-re-evaluating a run on its own split reproduces metrics.json's test accuracy.
+Test-time augmentation follows the run's own `tta` setting unless `tta` says otherwise (with the run's own
+`tta_shift` when on), so re-evaluating a run on its own split reproduces metrics.json's test accuracy.
 """
 
 from __future__ import annotations
@@ -89,12 +89,14 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = Non
     if not own_data:
         _warn_if_seen(test, run_dir)
     use_tta = cfg.train.tta if tta is None else tta
-    logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=use_tta)
+    shift = run_cfg.train.tta_shift if use_tta else 0  # the views the model's own training pays for
+    logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=use_tta, shift=shift)
     metrics = compute_metrics(logits, test.labels, test.classes)
     metrics.update({
         "evaluated_on": cfg.data,
         "test_set": described,
         "tta": use_tta,
+        "tta_shift": shift,
         "tta_from": "the run's config" if tta is None else "the command line",
     })
     (run_dir / rundir.EVALUATION).write_text(json.dumps(metrics, indent=1))

@@ -91,11 +91,14 @@ def _length(t: dict[str, Any], metrics: dict[str, Any], row: dict[str, Any]) -> 
 
 def _augmentation(t: dict[str, Any]) -> str:
     augment = t.get("augment") or {}
-    if not augment:
-        return "No data augmentation."
     parts = [k.replace("_", " ") if v is True else f"random erasing p={v}" if k == "erase" else
              f"{k.replace('_', ' ')} {v}" for k, v in augment.items() if v not in (None, False, 0, 0.0)]
-    return "Augmentation: " + (", ".join(parts) if parts else "none") + "."
+    said = ("Augmentation: " + ", ".join(parts) + ".") if parts else "No data augmentation."
+    if not t.get("tta"):
+        return said
+    shift = int(t.get("tta_shift") or 0)
+    return said + (" Test predictions average the image and its mirror" +
+                   (f", and both moved {shift} px left, right, up and down (10 views)" if shift else "") + ".")
 
 
 def _phases(cfg: dict[str, Any], t: dict[str, Any], row: dict[str, Any], metrics: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ class TrainConfig:
     monitor: str = _DEFAULTS["monitor"]  # val_loss or val_accuracy: what "best" means
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tta: bool = _DEFAULTS["tta"]  # average predictions over the image and its mirror at evaluation
+    tta_shift: int = _DEFAULTS["tta_shift"]  # with tta: and over the image moved this many pixels each way
     seed: int = _DEFAULTS["seed"]
     deterministic: bool = _DEFAULTS["deterministic"]
     # torchrun on GPUs: BatchNorm statistics over the whole batch, not each rank's part
