@@ -27,15 +27,15 @@ from cnnarena.train.callbacks import Callback
 class EpochTestClock(Callback):
     """Test accuracy after every epoch, with the wall time since `t0` (its own evaluations excluded)."""
 
-    def __init__(self, test: ImageSet, t0: float, tta: bool, log=lambda m: None) -> None:
-        self.test, self.t0, self.tta, self.log = test, t0, tta, log
+    def __init__(self, test: ImageSet, t0: float, tta: bool, log=lambda m: None, shift: int = 0) -> None:
+        self.test, self.t0, self.tta, self.log, self.shift = test, t0, tta, log, shift
         self.excluded = 0.0
         self.curve: list[dict[str, Any]] = []
 
     def on_epoch_end(self, s) -> None:
         t = time.perf_counter()
         elapsed = t - self.t0 - self.excluded
-        logits = predict_logits(s.model, self.test.images, batch_size=1024, tta=self.tta)
+        logits = predict_logits(s.model, self.test.images, batch_size=1024, tta=self.tta, shift=self.shift)
         acc = (logits.argmax(1) == self.test.labels).float().mean().item()
         took = time.perf_counter() - t
         self.excluded += took
@@ -58,7 +58,7 @@ def run_fast(test: ImageSet, workdir: Path, *, data: str = "fashion-mnist", data
     _cached_source.cache_clear()  # loading the data is part of the time
     original = run_module.standard_callbacks
     t0 = time.perf_counter()
-    clock = EpochTestClock(test, t0, cfg.train.tta, log)
+    clock = EpochTestClock(test, t0, cfg.train.tta, log, shift=cfg.train.tta_shift)
 
     def with_clock(*args, **kwargs):
         return [*original(*args, **kwargs), clock]

@@ -1,6 +1,6 @@
 """cnnarena as its users run it: `cnnarena train ARGS...`, the whole command in this process, plus one callback.
 
-The callback scores the official test set after every epoch (flip TTA when the recipe uses it, as the final
+The callback scores the official test set after every epoch (the recipe's TTA, mirror and shifts, as the final
 evaluation does) and prints it for the race; its own time is reported, and taken out of the clock.
 `python cnnarena_run.py DATA.npz train fashion-mnist --model fast --out DIR`
 """
@@ -27,7 +27,9 @@ class TestEveryEpoch(callbacks.Callback):
                 with np.load(self.npz) as d:
                     self.images = torch.from_numpy(d["x_test"]).unsqueeze(1).contiguous()
                     self.labels = torch.from_numpy(d["y_test"]).long()
-            logits = predict_logits(s.model, self.images, tta=bool(getattr(s.cfg, "tta", False)))
+            tta = bool(getattr(s.cfg, "tta", False))
+            shift = getattr(s.cfg, "tta_shift", 0) if tta else 0
+            logits = predict_logits(s.model, self.images, tta=tta, shift=shift)
             acc = (logits.argmax(1) == self.labels).float().mean().item()
         emit(s.epoch, acc, w.seconds)
 
