@@ -71,7 +71,9 @@ def saved_for_backward(loss: torch.Tensor) -> list[torch.Tensor]:
 @pytest.mark.slow  # uses that study's run
 def test_cpu_estimate_counts_each_saved_storage_once_and_weights_apart(study_twice):
     run_dir = study_twice[0]
-    model = load_model(run_dir / "model").train()
+    # NCHW: the layout of the count by hand below, in which PyTorch's own layers run (a loaded model is
+    # channels-last, as it trained, and runs cnnarena's fused BatchNorm -> pool -> ReLU kernels, which save less)
+    model = load_model(run_dir / "model").to(memory_format=torch.contiguous_format).train()
     batch, slots = 64, 2  # adam
     x = torch.rand(batch, model.meta.in_chans, *model.meta.data_size)
     loss = F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long))
