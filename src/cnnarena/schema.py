@@ -152,7 +152,7 @@ FAST = {
 }
 
 # The same recipe, for 22 epochs, with 2-px shifts added to the flips, and 1-px shifts added to the flip TTA (on
-# the validation split of 4 trained models, +0.08 to +0.33 points: benchmarks/results/custom_presets.md).
+# the validation split of 6 trained models, +0.08 to +0.33 points: benchmarks/results/custom_presets.md).
 FAST_LARGE = {**FAST, "augment": "light", "epochs": 22, "tta_shift": 1}
 
 TUNED = {"fast": FAST, "fast-large": FAST_LARGE}  # presets with a recipe of their own
