@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from cnnarena.config import build_config
 from cnnarena.data.sources import load_data
 from cnnarena.data.split import load_manifest
-from cnnarena.evaluate.inference import predict_logits, tta_views
+from cnnarena.evaluate.inference import applied_shift, predict_logits, tta_views
 from cnnarena.evaluate.metrics import compute_metrics
 from cnnarena.evaluate.reevaluate import reevaluate, same_data
 from cnnarena.models.artefacts import load_model
@@ -74,6 +74,7 @@ def test_tta_views_are_the_mirror_and_reflect_padded_shifts():
     assert torch.equal(views[8][..., :-1, :], x[..., 1:, :])  # moved up
     assert len({v.sum().item() for v in views[::2]}) == 5, "five different positions"
     assert len(list(tta_views(x, shift=5))) == 2, "a shift as large as the image is left out"
+    assert (applied_shift(5, (5, 6)), applied_shift(4, (5, 6)), applied_shift(0, (5, 6))) == (0, 4, 0)
 
 
 def test_predict_logits_averages_every_views_probabilities():
@@ -103,6 +104,9 @@ def test_a_run_tested_on_shifts_says_so_and_evaluate_reproduces_it(tmp_path, mon
     assert (again["test_accuracy"], again["tta_shift"]) == (trained["test_accuracy"], 1)
     assert again["test_loss"] == pytest.approx(trained["test_loss"], abs=1e-5)
     assert reevaluate(run, tta=False)["tta_shift"] == 0
+    too_far = train_run(build_config(None, {"data": "digits", "model": "fast", "epochs": 1, "image_size": 8,
+                                            "tta_shift": 8}), tmp_path / "far")
+    assert too_far["tta_shift"] == 0, "8 px on 8x8 images is not applied, and the run does not claim it"
     code, out, _ = run_cli(["evaluate", str(run)], monkeypatch, capsys)
     assert code == 0 and "test-time augmentation on with 1-px shifts (from the run's config)" in out
     said = _augmentation(yaml.safe_load((run / "config.yaml").read_text())["train"])

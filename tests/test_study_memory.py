@@ -95,6 +95,8 @@ def test_cpu_estimate_counts_each_saved_storage_once_and_weights_apart(study_twi
     # was 3,512,996: the weights the layers save (241,664 bytes), relu2's output twice (65,536) and the BatchNorm
     # running statistics (768) counted as activations, the buffers (792) not in the weights
     assert training_memory_bytes(model, batch, CPU, slots) == expected == 3_205_820
+    as_trained = load_model(run_dir / "model").train()  # channels-last, as the study measures it
+    assert training_memory_bytes(as_trained, batch, CPU, slots) <= expected
     from cnnarena.study.measure import cpu_training_memory
 
     assert cpu_training_memory(model, batch, slots) == {"activations": by_hand, "weights": weights + buffers,

@@ -31,7 +31,7 @@ from .data.health import leaked_pairs
 from .data.loader import BatchLoader
 from .data.sources import load_data
 from .data.split import Split, load_manifest, make_split, subsample, write_manifest
-from .evaluate.inference import predict_logits
+from .evaluate.inference import applied_shift, predict_logits
 from .evaluate.metrics import compute_metrics
 from .files import atomic_write_text
 from .models.artefacts import save_model
@@ -328,7 +328,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "val_samples": len(split.val),
         "device": str(next(model.parameters()).device),
         "tta": cfg.train.tta,
-        "tta_shift": cfg.train.tta_shift if cfg.train.tta else 0,
+        "tta_shift": applied_shift(cfg.train.tta_shift, test.size) if cfg.train.tta else 0,
         "phase_boundary": result.phase_boundary,
         "input_size": list(model.meta.input_size),
         "input_size_reason": input_size_reason,

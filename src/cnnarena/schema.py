@@ -151,8 +151,8 @@ FAST = {
     "schedule": "onecycle", "label_smoothing": 0.1, "augment": "flip", "tta": True, "epochs": 10,
 }
 
-# The same recipe, for 22 epochs, with 2-px shifts added to the flips, and 1-px shifts added to the flip TTA (on
-# the validation split of 6 trained models, +0.08 to +0.33 points: benchmarks/results/custom_presets.md).
+# The same recipe, for 22 epochs, with 2-px shifts added to the flips, and 1-px shifts added to the flip TTA
+# (chosen on the validation split of 4 trained models: +0.08 to +0.33 points; benchmarks/results/custom_presets.md).
 FAST_LARGE = {**FAST, "augment": "light", "epochs": 22, "tta_shift": 1}
 
 TUNED = {"fast": FAST, "fast-large": FAST_LARGE}  # presets with a recipe of their own

@@ -25,7 +25,8 @@ EVALUATE = _c(
            "channels and class map): the run's own dataset (its config.yaml spec) is evaluated on the run's test "
            "split (split.json), another on its official test split, or on all of its images when it has none",
            shown=""),
-    Option("tta", bool, None, "flip test-time augmentation", shown="default: the run's own setting, tta in its "
+    Option("tta", bool, None, "test-time augmentation: the mirror, and the shifts of the run's own --tta-shift",
+           shown="default: the run's own setting, tta in its "
            "config.yaml, as in its metrics.json"),
 )
 INSPECT = _c(

@@ -32,11 +32,16 @@ def predict_logits(model: Classifier, images: torch.Tensor, *, batch_size: int =
     return torch.cat(out) if out else torch.empty(0, model.meta.num_classes)
 
 
+def applied_shift(shift: int, size: tuple[int, int]) -> int:
+    """The shift the views use on images of `size` (H, W): none when it is as large as the image."""
+    return shift if 0 < shift < min(size) else 0
+
+
 def tta_views(x: torch.Tensor, shift: int = 0) -> Iterator[torch.Tensor]:
     """The batch and its mirror; with `shift` (smaller than the image), also the batch moved `shift` pixels left,
     right, up and down, each with its mirror."""
     h, w = x.shape[-2:]
-    s = shift if 0 < shift < min(h, w) else 0
+    s = applied_shift(shift, (h, w))
     padded = F.pad(x, (s,) * 4, mode="reflect") if s else x
     for dy, dx in ((0, 0), (0, -s), (0, s), (-s, 0), (s, 0)) if s else ((0, 0),):
         view = x if dy == dx == 0 else padded[..., s + dy:s + dy + h, s + dx:s + dx + w]

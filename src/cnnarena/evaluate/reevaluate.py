@@ -26,7 +26,7 @@ from ..data.sources import BUILTIN
 from ..data.split import load_manifest
 from ..errors import UserError
 from ..models.artefacts import load_model
-from .inference import predict_logits
+from .inference import applied_shift, predict_logits
 from .metrics import compute_metrics
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = Non
     if not own_data:
         _warn_if_seen(test, run_dir)
     use_tta = cfg.train.tta if tta is None else tta
-    shift = run_cfg.train.tta_shift if use_tta else 0  # the views the model's own training pays for
+    shift = applied_shift(run_cfg.train.tta_shift, test.size) if use_tta else 0  # the shifts its training paid for
     logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=use_tta, shift=shift)
     metrics = compute_metrics(logits, test.labels, test.classes)
     metrics.update({

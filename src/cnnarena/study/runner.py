@@ -353,9 +353,14 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
 def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:
     """The run's final model with the parameters trainable that were trainable when training ended (model.json
     records them): measured otherwise, a fine-tuned model's frozen stages would be charged gradients, optimizer
-    state and the activations autograd keeps for them. The count must equal the run's params_trainable_final."""
+    state and the activations autograd keeps for them. The count must equal the run's params_trainable_final.
+    In the memory layout the run trained in: channels-last unless its config says not."""
     path = Path(run_dir) / "model"
     model = load_model(path)
+    if not _saved_config(run_dir).get("train", {}).get("channels_last", True):
+        import torch
+
+        model.to(memory_format=torch.contiguous_format)
     if model.meta.is_pretrained and saved_freeze_state(path) is None:
         _replay_freeze_state(model, _saved_config(run_dir), metrics)
     want = metrics.get("params_trainable_final")
