@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits
 from cnnarena.config import build_config
 from cnnarena.data.sources import load_data
 from cnnarena.data.split import load_manifest
+from cnnarena.errors import UserError
 from cnnarena.evaluate.inference import applied_shift, predict_logits, tta_views
 from cnnarena.evaluate.metrics import compute_metrics
 from cnnarena.evaluate.reevaluate import reevaluate, same_data
@@ -75,6 +76,9 @@ def test_tta_views_are_the_mirror_and_reflect_padded_shifts():
     assert len({v.sum().item() for v in views[::2]}) == 5, "five different positions"
     assert len(list(tta_views(x, shift=5))) == 2, "a shift as large as the image is left out"
     assert (applied_shift(5, (5, 6)), applied_shift(4, (5, 6)), applied_shift(0, (5, 6))) == (0, 4, 0)
+    for bad in (-1, 9):  # the API and config files are held to the bounds the command line checks
+        with pytest.raises(UserError, match="--tta-shift must be between 0 and 8 pixels"):
+            build_config(None, {"data": "digits", "model": "fast", "tta_shift": bad})
 
 
 def test_predict_logits_averages_every_views_probabilities():

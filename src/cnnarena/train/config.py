@@ -105,6 +105,7 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (0 <= self.tta_shift <= 8, f"--tta-shift must be between 0 and 8 pixels (got {self.tta_shift})"),
             (self.monitor in ("val_loss", "val_accuracy"), "--monitor must be val_loss or val_accuracy"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
