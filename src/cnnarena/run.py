@@ -41,6 +41,7 @@ from .report import plots
 from .train.callbacks import Callback, standard_callbacks
 from .train.checkpoint import load_resume_point
 from .train.loop import TrainResult, fit, resolve_device, seed_everything
+from .train.precision import precision_name, uses_bf16
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,10 @@ def _train_run(cfg: RunConfig, run_dir: Path, extra: Sequence[Callback] = ()) ->
 
 def _say_what_trains(model: Classifier, cfg: RunConfig, messages: list[str], memory, ranks, device,
                      resolution: str | None = None) -> None:
-    tell([*model_lines(model, cfg, resolution), *messages, *([memory.note] if memory and memory.note else [])])
+    bf16 = uses_bf16(device, cfg.train.amp, model.meta.family) and cfg.train.amp is None
+    said = ["precision: bf16 autocast, the default for this model on this device (--no-amp: float32)"] \
+        if bf16 else []
+    tell([*model_lines(model, cfg, resolution), *said, *messages, *([memory.note] if memory and memory.note else [])])
     if ranks is not None:
         log.info(f"data parallel: {ranks.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), each "
                  f"with 1/{ranks.size} of every batch of {cfg.train.batch_size}")
@@ -327,6 +331,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         "train_samples": len(train_set),
         "val_samples": len(split.val),
         "device": str(next(model.parameters()).device),
+        "precision": precision_name(uses_bf16(next(model.parameters()).device, cfg.train.amp, model.meta.family)),
         "tta": cfg.train.tta,
         "tta_shift": applied_shift(cfg.train.tta_shift, test.size) if cfg.train.tta else 0,
         "phase_boundary": result.phase_boundary,

@@ -84,7 +84,9 @@ def _length(t: dict[str, Any], metrics: dict[str, Any], row: dict[str, Any]) -> 
         f"{t.get('epochs')} epochs"
     patience = t.get("early_stopping")
     early = f", early stopping after {patience} epochs without improvement" if patience else ""
-    return (f"It trained under {limit}{early}: {metrics.get('epochs_run')} epochs in {row['train_seconds']:.0f} s "
+    bf16 = metrics.get("precision") == "bf16 autocast"
+    how = " in bfloat16 mixed precision (autocast; weights in float32)" if bf16 else ""
+    return (f"It trained{how} under {limit}{early}: {metrics.get('epochs_run')} epochs in {row['train_seconds']:.0f} s "
             f"({metrics.get('stop_reason', 'completed')}), keeping the weights of epoch {metrics.get('best_epoch')} "
             f"(best {t.get('monitor', 'val_loss').replace('_', ' ')}).")
 

@@ -40,7 +40,7 @@ class TrainConfig:
     deterministic: bool = _DEFAULTS["deterministic"]
     # torchrun on GPUs: BatchNorm statistics over the whole batch, not each rank's part
     sync_bn: bool = _DEFAULTS["sync_bn"]
-    amp: bool | None = _DEFAULTS["amp"]  # bf16 autocast; None = on for CUDA only
+    amp: bool | None = _DEFAULTS["amp"]  # bf16 autocast; None = train.precision's rule
     channels_last: bool = _DEFAULTS["channels_last"]
     compile: bool = _DEFAULTS["compile"]  # torch.compile the model for training (pays off on GPUs; measure on CPUs)
     device: str = _DEFAULTS["device"]

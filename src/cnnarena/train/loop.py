@@ -26,6 +26,7 @@ from . import distributed
 from .budget import TimeBudget
 from .callbacks import Callback
 from .config import TrainConfig
+from .precision import autocast_for, uses_bf16
 from .schedule import LRController, build_optimizer
 from .threads import ThreadTuner
 
@@ -61,12 +62,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def autocast_for(device: torch.device, amp: bool | None):
-    """bf16 autocast on CUDA by default; plain fp32 elsewhere (CPU bf16 is slow without AMX)."""
-    use = (device.type == "cuda") if amp is None else amp
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use else nullcontext
 
 
 def wall_seconds(rows) -> float:
@@ -236,7 +231,7 @@ def fit(model: Classifier, train: BatchLoader, val: BatchLoader, cfg: TrainConfi
     ranks = distributed.world()
     tuner = ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and ranks is None and \
         ThreadTuner.wanted(cfg.deterministic) else None  # ranks share the cores: torchrun gives each one thread
-    autocast = autocast_for(device, cfg.amp)
+    autocast = autocast_for(device, uses_bf16(device, cfg.amp, model.meta.family))
     weights = cfg.class_weights if isinstance(cfg.class_weights, list) else None
     loss_weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
     # The compiled module shares parameters with `net`, so checkpoints and best weights stay as they are.
