@@ -44,7 +44,7 @@ def test_tuned_presets_bring_their_recipe_and_options_still_win():
     from cnnarena.config import build_config
 
     large = build_config(None, {"data": "digits", "model": "fast-large"}).train
-    assert (large.optimizer, large.epochs, large.tta, large.tta_shift) == ("sgd", 22, True, 1)
+    assert (large.optimizer, large.epochs, large.tta, large.tta_shift) == ("sgd", 30, True, 1)
     assert build_config(None, {"data": "digits", "model": "fast"}).train.tta_shift == 0
     assert build_config(None, {"data": "digits", "model": "fast-large", "epochs": 3}).train.epochs == 3
     assert build_config(None, {"data": "digits", "model": "simple-2conv"}).train.optimizer == "adam"

@@ -51,3 +51,11 @@ def test_a_run_records_its_precision_and_the_methods_say_it(tmp_path):
     assert "bfloat16" not in model_methods(_row(tmp_path / "fp32", fp32), None, {})
     saved = load_file(tmp_path / "bf16" / "model.safetensors").values()
     assert {t.dtype for t in saved} <= {torch.float32, torch.int64}  # only the step ran in bf16
+
+
+def test_bf16_runs_under_deterministic_are_bit_identical(tmp_path):
+    cfg = {"data": "digits", "model": "fast", "epochs": 2, "batch_size": 64, "amp": True, "deterministic": True}
+    for name in ("a", "b"):
+        train_run(build_config(None, cfg), tmp_path / name)
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
