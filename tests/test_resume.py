@@ -64,7 +64,7 @@ def test_killed_and_resumed_run_trains_exactly_like_an_uninterrupted_one(tmp_pat
     # shuffling and shifts draw from the loader's generator; reduce-on-plateau (patience 1 at a high LR)
     # changes the LR mid-run: all of it must carry over the kill
     args = ["digits", "--model", "simple-2conv", "--epochs", "7", "--fraction", "0.3", "--batch-size", "16",
-            "--lr", "2e-2", "--reduce-on-plateau", "1", "--augment", "translate=2"]
+            "--lr", "5e-2", "--reduce-on-plateau", "1", "--augment", "translate=2"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     first, killed = train_side_by_side((args, whole), (args, broken, 3))
     assert first.returncode == 0, first.stderr[-2000:]
