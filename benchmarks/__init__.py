@@ -21,8 +21,8 @@ def opt_in() -> None:
 
 def machine() -> str:
     """The CPU's model name with its family and model numbers (a VM may name only "AMD EPYC", which covers several
-    generations), the vector extensions int8 and float kernels pick between, and the logical CPUs: the figures of one
-    session's machine are not another's (these VMs change CPU between sessions)."""
+    generations), the vector extensions int8, bf16 and float kernels pick between, and the logical CPUs: the figures
+    of one session's machine are not another's (these VMs change CPU between sessions)."""
     import os
     import platform
     from pathlib import Path
@@ -39,7 +39,8 @@ def machine() -> str:
                 numbers.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
+    isa = [f for f in wanted if f in flags]
     if len(numbers) == 2:
         name += f" (family {numbers['cpu family']}, model {numbers['model']})"
     return f"{name}, {os.cpu_count()} logical CPUs" + (f" ({' '.join(isa)})" if isa else "")

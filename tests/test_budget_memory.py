@@ -130,6 +130,21 @@ def test_the_plan_splits_the_batch_to_fit_and_refuses_what_cannot():
         plan(est, 64, 1024, budget=600 << 20, held=500 << 20, what="m")
 
 
+def test_test_time_shifts_charge_the_padded_copy_and_a_view_to_each_evaluated_image():
+    from cnnarena.evaluate.inference import tta_views
+    from cnnarena.train.memory_plan import with_shifted_views
+
+    est = MemoryEstimate(fixed=100 << 20, train_per_sample=10 << 20, eval_per_sample=2 << 20)
+    assert with_shifted_views(est, 3, (224, 224), 0) == est
+    shifted = with_shifted_views(est, 3, (224, 224), 1)
+    x = torch.rand(2, 3, 224, 224)
+    padded = torch.nn.functional.pad(x, (1,) * 4, mode="reflect")
+    one_view = list(tta_views(x, 1))[2].contiguous()  # a shifted view, as a network copies it
+    assert shifted.eval_per_sample - est.eval_per_sample == (padded.nbytes + one_view.nbytes) // 2
+    budget = dict(budget=1 << 30, held=500 << 20, what="m")
+    assert plan(shifted, 64, 1024, **budget).eval_batch < plan(est, 64, 1024, **budget).eval_batch
+
+
 def test_small_images_get_a_resolution_from_their_size():
     assert auto_input_size((28, 28), (224, 224)) == (48, 48)
     assert auto_input_size((32, 32), (224, 224)) == (48, 48)

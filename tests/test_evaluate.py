@@ -16,7 +16,7 @@ from cnnarena.config import build_config
 from cnnarena.data.sources import load_data
 from cnnarena.data.split import load_manifest
 from cnnarena.errors import UserError
-from cnnarena.evaluate.inference import applied_shift, predict_logits, tta_views
+from cnnarena.evaluate.inference import applied_shift, predict_logits, predict_views, tta_views
 from cnnarena.evaluate.metrics import compute_metrics
 from cnnarena.evaluate.reevaluate import reevaluate, same_data
 from cnnarena.models.artefacts import load_model
@@ -116,6 +116,23 @@ def test_a_run_tested_on_shifts_says_so_and_evaluate_reproduces_it(tmp_path, mon
     said = _augmentation(yaml.safe_load((run / "config.yaml").read_text())["train"])
     assert said.endswith("Test predictions average the image and its mirror, and both moved 1 px left, right, up "
                          "and down (10 views).") and said.startswith("Augmentation: flip, translate 2.")
+
+
+def test_a_tta_run_also_records_and_prints_what_one_view_scores(fast_run, monkeypatch, capsys):
+    # an exported model predicts one view: the card and the printout carry that accuracy beside the TTA one
+    model = load_model(fast_run)
+    cfg = build_config(None, {"data": "digits", "model": "fast", "image_size": 8})
+    test = load_manifest(fast_run / "split.json", load_data(cfg)).test
+    alone = compute_metrics(predict_logits(model, test.images), test.labels, test.classes)["test_accuracy"]
+    logits, one_view = predict_views(model, test.images, batch_size=7, tta=True, shift=1)
+    torch.testing.assert_close(logits, predict_logits(model, test.images, tta=True, shift=1))
+    torch.testing.assert_close(one_view, predict_logits(model, test.images))
+    assert saved(fast_run, "metrics.json")["test_accuracy_one_view"] == pytest.approx(alone, abs=1e-9)
+    code, out, _ = run_cli(["evaluate", str(fast_run)], monkeypatch, capsys)
+    assert code == 0 and f"one view, as an exported model predicts: {alone:.4f})" in out
+    assert saved(fast_run, "evaluation.json")["test_accuracy_one_view"] == pytest.approx(alone, abs=1e-9)
+    code, out, _ = run_cli(["evaluate", str(fast_run), "--no-tta"], monkeypatch, capsys)
+    assert code == 0 and "one view" not in out and "test_accuracy_one_view" not in saved(fast_run, "evaluation.json")
 
 
 def test_data_naming_the_runs_own_dataset_uses_its_split_test_set(fast_run):

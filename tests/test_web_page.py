@@ -136,3 +136,27 @@ def test_the_heat_map_toggle_shows_the_overlay_for_uploads_and_the_webcam(page, 
     page.wait_for_selector("#video", state="hidden")
     page.uncheck("#heat-on")
     assert page.locator("#heat-box").is_hidden()
+
+
+def test_a_run_tested_with_tta_shows_the_one_view_accuracy_the_server_predicts_with(page, tmp_path):
+    import json
+
+    from cnnarena.config import build_config
+    from cnnarena.run import train_run
+
+    run = tmp_path / "tta"
+    train_run(build_config(None, {"data": "digits", "model": "fast", "epochs": 1, "image_size": 8}), run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["tta"] and "test_accuracy_one_view" in metrics
+    # two values the page cannot confuse (on 360 test digits the two accuracies may round alike)
+    metrics.update(test_accuracy=0.9876, test_accuracy_one_view=0.5432)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with ServerProcess(run, "--log-level", "warning") as server:
+        other = page.context.new_page()  # the module's browser: one Playwright per process
+        try:
+            other.goto(server.url + "/")
+            other.wait_for_function("document.querySelector('#model').textContent.includes('test accuracy')")
+            shown = other.inner_text("#model")
+        finally:
+            other.close()
+    assert "test accuracy 54.3%" in shown and "98.8" not in shown

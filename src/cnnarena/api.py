@@ -13,6 +13,7 @@ from typing import Any
 
 from . import rundir, runtime, schema
 from .commands import (  # noqa: F401 - the CLI's other commands, and what it prints with
+    accuracy_text,
     check_output_file,
     configure_for_command_line,
     describe_text,

@@ -113,9 +113,8 @@ def train(data: str, **options) -> None:
     if main_rank:
         m = run.metrics
         print(api.per_class_text(m))
-        print(f"\ntest accuracy {m['test_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  test loss "
-              f"{m['test_loss']:.4f}  ({m['epochs_run']} epochs, {m['train_seconds']:.1f}s training)\n"
-              f"run directory: {run.path}")
+        tail = f"  ({m['epochs_run']} epochs, {m['train_seconds']:.1f}s training)"
+        print(f"\n{api.accuracy_text(m, tail)}\nrun directory: {run.path}")
 
 
 STUDY_OPTIONS = {"data": schema.Option("data", str, "auto", schema.DATA_HELP + "; auto = Fashion-MNIST when "
@@ -147,7 +146,7 @@ def evaluate(run_dir: Path, data: str | None, tta: bool | None) -> None:
     print(f"evaluated on {m['test_set']}; test-time augmentation {'on' if m['tta'] else 'off'}"
           f"{' with ' + str(m['tta_shift']) + '-px shifts' if m.get('tta_shift') else ''} (from {m['tta_from']})\n")
     print(api.per_class_text(m))
-    print(f"\ntest accuracy {m['test_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  test loss {m['test_loss']:.4f}")
+    print(f"\n{api.accuracy_text(m)}")
 
 
 @command("inspect", "Example: cnnarena inspect ./RealWaste --out inspect-realwaste")

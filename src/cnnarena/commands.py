@@ -118,6 +118,13 @@ def per_class_text(metrics: dict[str, Any]) -> str:
     return format_per_class(metrics)
 
 
+def accuracy_text(metrics: dict[str, Any], tail: str = "") -> str:
+    """The closing accuracy line, with the one-view accuracy under test-time augmentation."""
+    from .evaluate.metrics import format_accuracy
+
+    return format_accuracy(metrics, tail)
+
+
 def unreadable_text(rows: list, total: int) -> str:
     from .evaluate.predict import unreadable_summary
 

@@ -31,8 +31,8 @@ from .data.health import leaked_pairs
 from .data.loader import BatchLoader
 from .data.sources import load_data
 from .data.split import Split, load_manifest, make_split, subsample, write_manifest
-from .evaluate.inference import applied_shift, predict_logits
-from .evaluate.metrics import compute_metrics
+from .evaluate.inference import applied_shift, predict_views
+from .evaluate.metrics import compute_metrics, one_view_accuracy
 from .files import atomic_write_text
 from .models.artefacts import save_model
 from .models.base import Classifier, count_parameters
@@ -278,7 +278,7 @@ def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.d
     """The memory plan of a CPU training (--max-memory, default a share of what is free, at most 4 GB); None when
     there is no cap (--max-memory none, or a GPU without an explicit --max-memory)."""
     from .machine import allocated_bytes
-    from .train.memory_plan import default_budget, estimate, parse_memory, plan
+    from .train.memory_plan import default_budget, estimate, parse_memory, plan, with_shifted_views
 
     t = cfg.train
     budget = parse_memory(t.max_memory)
@@ -291,7 +291,8 @@ def plan_memory(model: Classifier, cfg: RunConfig, split: Split, device: torch.d
     sample = split.train.images[:2].float().div(255.0)
     if t.channels_last:
         sample = sample.contiguous(memory_format=torch.channels_last)
-    est = estimate(model, sample, t.optimizer)
+    shift = applied_shift(t.tta_shift, model.meta.data_size) if t.tta else 0
+    est = with_shifted_views(estimate(model, sample, t.optimizer), model.meta.in_chans, model.meta.data_size, shift)
     return plan(est, t.batch_size, t.eval_batch_size, budget=budget or default_budget(), held=allocated_bytes(),
                 what=f"{model.meta.name} at batch {t.batch_size}")
 
@@ -303,9 +304,7 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
     save_model(model, run_dir / "model", {"epoch": result.best_epoch})
     test = split.test
     t0 = time.perf_counter()
-    logits = predict_logits(model, test.images, batch_size=cfg.train.eval_batch_size, tta=cfg.train.tta,
-                            shift=cfg.train.tta_shift)
-    metrics = compute_metrics(logits, test.labels, test.classes)
+    metrics, logits = _test_metrics(model, test, cfg.train)
     eval_seconds = time.perf_counter() - t0
     total, trainable = count_parameters(model)
     history, best = result.history, result.best_epoch
@@ -356,6 +355,15 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         log_final(run_dir, cfg.to_dict(), metrics)
     atomic_write_text(run_dir / rundir.METRICS, json.dumps(metrics, indent=1))
     return metrics
+
+
+def _test_metrics(model: Classifier, test, t) -> tuple[dict[str, Any], torch.Tensor]:
+    """The test split's metrics and logits; under TTA also the accuracy of one view, what an exported model scores."""
+    logits, one_view = predict_views(model, test.images, batch_size=t.eval_batch_size, tta=t.tta, shift=t.tta_shift)
+    metrics = compute_metrics(logits, test.labels, test.classes)
+    if t.tta:
+        metrics["test_accuracy_one_view"] = one_view_accuracy(one_view, test.labels)
+    return metrics, logits
 
 
 def _write_predictions(path: Path, test, logits: torch.Tensor) -> None:

@@ -11,25 +11,39 @@ import torch.nn.functional as F
 from ..models.base import Classifier
 
 
-@torch.inference_mode()
 def predict_logits(model: Classifier, images: torch.Tensor, *, batch_size: int = 1024,
                    device: torch.device | str | None = None, tta: bool = False, shift: int = 0) -> torch.Tensor:
     """Logits (float32, on CPU) for uint8 N×C×H×W images. `tta` averages the probabilities of the image and its
     mirror, and with `shift` also of the image moved that many pixels left, right, up and down (reflect-padded, as
     training's translate pads), each with its mirror."""
+    return predict_views(model, images, batch_size=batch_size, device=device, tta=tta, shift=shift)[0]
+
+
+@torch.inference_mode()
+def predict_views(model: Classifier, images: torch.Tensor, *, batch_size: int = 1024,
+                  device: torch.device | str | None = None, tta: bool = False,
+                  shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """predict_logits' logits, and the logits of the image alone: what one forward pass gives, as an exported
+    model predicts (the same tensor without `tta`). The image alone is TTA's first view, so it costs nothing."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval().to(device)
-    out = []
+    out, plain = [], []
     for lo in range(0, images.shape[0], batch_size):
         x = images[lo:lo + batch_size].to(device).float().div_(255.0)
         if tta:
             probs, views = torch.zeros(()), 0
             for view in tta_views(x, shift):  # one view at a time: a big image's batch is large
-                probs, views = probs + model(view).float().softmax(1), views + 1
+                logits = model(view).float()
+                if views == 0:
+                    plain.append(logits.cpu())
+                probs, views = probs + logits.softmax(1), views + 1
             out.append(probs.div_(views).log_().cpu())
         else:
             out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, model.meta.num_classes)
+    if not out:
+        return (torch.empty(0, model.meta.num_classes),) * 2
+    logits = torch.cat(out)
+    return logits, (torch.cat(plain) if tta else logits)
 
 
 def applied_shift(shift: int, size: tuple[int, int]) -> int:

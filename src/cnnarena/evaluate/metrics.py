@@ -39,6 +39,21 @@ def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[st
     }
 
 
+def one_view_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of the image alone (predict_views' second tensor), beside a test-time-augmented accuracy."""
+    return (logits.argmax(1) == labels.long()).float().mean().item() if labels.numel() else 0.0
+
+
+def format_accuracy(m: dict[str, Any], tail: str = "") -> str:
+    """The closing line(s): accuracy, macro F1 and loss, then, under test-time augmentation, the one-view accuracy an
+    exported model gets."""
+    line = f"test accuracy {m['test_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  test loss {m['test_loss']:.4f}{tail}"
+    if "test_accuracy_one_view" in m:
+        line += (f"\n  (test-time augmentation; one view, as an exported model predicts: "
+                 f"{m['test_accuracy_one_view']:.4f})")
+    return line
+
+
 def format_per_class(metrics: dict[str, Any]) -> str:
     """The per-class table a person reads (like sklearn's classification_report)."""
     rows = metrics["per_class"]

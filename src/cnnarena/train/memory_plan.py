@@ -12,6 +12,7 @@ anonymous resident memory, machine.allocated_bytes; shared libraries' pages are 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -110,6 +111,16 @@ def estimate(model: nn.Module, sample: torch.Tensor, optimizer: str) -> MemoryEs
     saved = _saved_per_sample(probe, x) * scale
     return MemoryEstimate(fixed=fixed, train_per_sample=int(BACKWARD_FACTOR * saved),
                           eval_per_sample=int(_eval_peak_per_sample(probe, x) * scale))
+
+
+def with_shifted_views(est: MemoryEstimate, chans: int, size: tuple[int, int], shift: int) -> MemoryEstimate:
+    """Test-time shifts (evaluate.inference.tta_views) hold a reflect-padded float copy of the batch and one shifted
+    view beside the network's activations: charge both to each evaluated image."""
+    if shift <= 0:
+        return est
+    h, w = size
+    extra = 4 * chans * ((h + 2 * shift) * (w + 2 * shift) + h * w)
+    return dataclasses.replace(est, eval_per_sample=est.eval_per_sample + extra)
 
 
 @dataclass(frozen=True)
