@@ -7,7 +7,7 @@ measured side by side in one run on this machine, printed as one table and writt
 
 1. Training throughput of simple-2conv on Fashion-MNIST at batch 32 and 256.
 2. Time to accuracy: the report pipeline (Keras, 10 epochs, batch 32) against cnnarena's `fast` preset;
-   `fast-large` (its 22 epochs take ~8 min on a Zen 4 VM) for the 94.0%-in-10-minutes target.
+   `fast-large` (its 30 epochs take ~8.5 min in bf16 on a Zen 4 VM) for the 94.0%-in-10-minutes target.
 3. Inference throughput at batch 1 and 256: PyTorch eager, ONNX Runtime, Keras predict() and model(x).
 Targets from the issue are judged MET / MISSED with the figure, or NOT MEASURED with the reason.
 """

@@ -152,7 +152,7 @@ FAST = {
     "schedule": "onecycle", "label_smoothing": 0.1, "augment": "flip", "tta": True, "epochs": 10,
 }
 
-# The same recipe, for 30 epochs (what bf16 training fits in ~8 minutes of a 2-core Zen 4; ~11 in float32), with
+# The same recipe, for 30 epochs (what bf16 training fits in ~8.5 minutes of a 2-core Zen 4; ~13 in float32), with
 # 2-px shifts added to the flips, and 1-px shifts added to the flip TTA (chosen on the validation split of 4
 # trained models: +0.08 to +0.33 points). The measurements: benchmarks/results/custom_presets.md.
 FAST_LARGE = {**FAST, "augment": "light", "epochs": 30, "tta_shift": 1}

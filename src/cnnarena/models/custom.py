@@ -55,9 +55,9 @@ PRESETS: dict[str, Spec] = {
         {"conv": 64}, "batchnorm", "relu", {"conv": 64}, "maxpool", "batchnorm", "relu",
         "flatten",
     ],
-    # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU on 28 px images: the same design with 40/80
-    # filters and a 128-filter conv on the last, 3x3 grid (cheap there: under a fifth of the 80s' 7x7 pixels); the
-    # variants measured against it: benchmarks/results/custom_presets.md.
+    # `fast`'s larger sibling, for ~10 minutes of a 2-core CPU with bf16 instructions on 28 px images: the same
+    # design with 40/80 filters and a 128-filter conv on the last, 3x3 grid (cheap there: under a fifth of the 80s'
+    # 7x7 pixels); the variants measured against it: benchmarks/results/custom_presets.md.
     "fast-large": [
         {"conv": 32}, "maxpool", "batchnorm", "relu",
         {"conv": 40}, "batchnorm", "relu", {"conv": 40}, "maxpool", "batchnorm", "relu",

@@ -16,6 +16,7 @@ from ..data.loader import BatchLoader
 from ..errors import UserError
 from ..models.base import Classifier
 from .config import TrainConfig
+from .precision import autocast_for, uses_bf16
 from .schedule import build_optimizer
 
 
@@ -48,6 +49,7 @@ def lr_find(model: Classifier, loader: BatchLoader, cfg: TrainConfig, *, start_l
     check_range(start_lr, end_lr, steps)
     model = copy.deepcopy(model).to(loader.device).train()
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    autocast = autocast_for(loader.device, uses_bf16(loader.device, cfg.amp, model.meta.family))  # as fit() trains
     gamma = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     lrs, losses = [], []
     avg, best = 0.0, math.inf
@@ -57,7 +59,8 @@ def lr_find(model: Classifier, loader: BatchLoader, cfg: TrainConfig, *, start_l
             lr = start_lr * gamma**step
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            with autocast():
+                loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
