@@ -64,3 +64,23 @@ def test_bf16_runs_under_deterministic_are_bit_identical(tmp_path):
         train_run(build_config(None, cfg), tmp_path / name)
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_lr_range_test_runs_in_the_precision_training_uses():
+    from cnnarena.data.dataset import ImageSet
+    from cnnarena.data.loader import BatchLoader
+    from cnnarena.models.registry import create_model
+    from cnnarena.train.config import TrainConfig
+    from cnnarena.train.lr_finder import lr_find
+
+    model = create_model("simple-2conv", num_classes=10, in_chans=1, data_size=(8, 8), classes=list("0123456789"))
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    data = ImageSet(images, torch.arange(64) % 10, list("0123456789"), [f"x/{k}" for k in range(64)])
+    loader = BatchLoader(data, 16, device=CPU)
+    seen = {}
+    for amp in (True, False):
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        handle = conv.register_forward_hook(lambda m, i, o, amp=amp: seen.setdefault(amp, o.dtype) and None)
+        lr_find(model, loader, TrainConfig(amp=amp), steps=5)  # trains a copy, hook included
+        handle.remove()
+    assert seen == {True: torch.bfloat16, False: torch.float32}
