@@ -60,10 +60,13 @@ def test_a_budget_plans_the_epochs_that_fit_and_keeps_the_best_weights(tmp_path)
     from cnnarena.data.sources import load_data
     from cnnarena.data.split import load_manifest
     from cnnarena.train.loop import evaluate_loader
+    from cnnarena.train.precision import autocast_for, uses_bf16
 
     model = load_model(run / "model")
     split = load_manifest(run / "split.json", load_data(digits_cfg()))
-    _, val_acc = evaluate_loader(model, BatchLoader(split.val, 512))
+    cpu = torch.device("cpu")  # validated in the precision it trained in (bf16 on a CPU with bf16 instructions)
+    autocast = autocast_for(cpu, uses_bf16(cpu, None, model.meta.family))
+    _, val_acc = evaluate_loader(model, BatchLoader(split.val, 512), autocast)
     assert val_acc == pytest.approx(best["val_accuracy"], abs=1e-6)
 
 
