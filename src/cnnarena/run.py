@@ -31,8 +31,8 @@ from .data.health import leaked_pairs
 from .data.loader import BatchLoader
 from .data.sources import load_data
 from .data.split import Split, load_manifest, make_split, subsample, write_manifest
-from .evaluate.inference import applied_shift, predict_views
-from .evaluate.metrics import compute_metrics, one_view_accuracy
+from .evaluate.inference import applied_shift
+from .evaluate.metrics import score_images
 from .files import atomic_write_text
 from .models.artefacts import save_model
 from .models.base import Classifier, count_parameters
@@ -304,7 +304,9 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
     save_model(model, run_dir / "model", {"epoch": result.best_epoch})
     test = split.test
     t0 = time.perf_counter()
-    metrics, logits = _test_metrics(model, test, cfg.train)
+    t = cfg.train
+    metrics, logits = score_images(model, test.images, test.labels, test.classes, batch_size=t.eval_batch_size,
+                                   tta=t.tta, shift=t.tta_shift)
     eval_seconds = time.perf_counter() - t0
     total, trainable = count_parameters(model)
     history, best = result.history, result.best_epoch
@@ -355,15 +357,6 @@ def finish_run(model: Classifier, cfg: RunConfig, split: Split, train_set, resul
         log_final(run_dir, cfg.to_dict(), metrics)
     atomic_write_text(run_dir / rundir.METRICS, json.dumps(metrics, indent=1))
     return metrics
-
-
-def _test_metrics(model: Classifier, test, t) -> tuple[dict[str, Any], torch.Tensor]:
-    """The test split's metrics and logits; under TTA also the accuracy of one view, what an exported model scores."""
-    logits, one_view = predict_views(model, test.images, batch_size=t.eval_batch_size, tta=t.tta, shift=t.tta_shift)
-    metrics = compute_metrics(logits, test.labels, test.classes)
-    if t.tta:
-        metrics["test_accuracy_one_view"] = one_view_accuracy(one_view, test.labels)
-    return metrics, logits
 
 
 def _write_predictions(path: Path, test, logits: torch.Tensor) -> None:

@@ -39,9 +39,18 @@ def compute_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[st
     }
 
 
-def one_view_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy of the image alone (predict_views' second tensor), beside a test-time-augmented accuracy."""
-    return (logits.argmax(1) == labels.long()).float().mean().item() if labels.numel() else 0.0
+def score_images(model, images: torch.Tensor, labels: torch.Tensor, classes: list[str], *, batch_size: int,
+                 tta: bool, shift: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """The metrics and logits of a model on labelled images; under test-time augmentation also
+    `test_accuracy_one_view`, what an exported model (one view) scores. The run's test and `cnnarena evaluate`."""
+    from .inference import predict_views
+
+    logits, one_view = predict_views(model, images, batch_size=batch_size, tta=tta, shift=shift)
+    metrics = compute_metrics(logits, labels, classes)
+    if tta:
+        metrics["test_accuracy_one_view"] = (one_view.argmax(1) == labels.long()).float().mean().item() \
+            if labels.numel() else 0.0
+    return metrics, logits
 
 
 def format_accuracy(m: dict[str, Any], tail: str = "") -> str:

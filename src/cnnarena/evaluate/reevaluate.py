@@ -26,8 +26,8 @@ from ..data.sources import BUILTIN
 from ..data.split import load_manifest
 from ..errors import UserError
 from ..models.artefacts import load_model
-from .inference import applied_shift, predict_views
-from .metrics import compute_metrics, one_view_accuracy
+from .inference import applied_shift
+from .metrics import score_images
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,8 @@ def reevaluate(run_dir: Path, *, data: str | None = None, tta: bool | None = Non
         _warn_if_seen(test, run_dir)
     use_tta = cfg.train.tta if tta is None else tta
     shift = applied_shift(run_cfg.train.tta_shift, test.size) if use_tta else 0  # the shifts its training paid for
-    logits, one_view = predict_views(model, test.images, batch_size=cfg.train.eval_batch_size, tta=use_tta,
-                                     shift=shift)
-    metrics = compute_metrics(logits, test.labels, test.classes)
-    if use_tta:
-        metrics["test_accuracy_one_view"] = one_view_accuracy(one_view, test.labels)
+    metrics, _ = score_images(model, test.images, test.labels, test.classes, batch_size=cfg.train.eval_batch_size,
+                              tta=use_tta, shift=shift)
     metrics.update({
         "evaluated_on": cfg.data,
         "test_set": described,

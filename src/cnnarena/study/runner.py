@@ -356,13 +356,13 @@ def load_as_trained(run_dir: Path, metrics: dict[str, Any]) -> Classifier:
     state and the activations autograd keeps for them. The count must equal the run's params_trainable_final.
     In the memory layout the run trained in: channels-last unless its config says not."""
     path = Path(run_dir) / "model"
-    model = load_model(path)
-    if not _saved_config(run_dir).get("train", {}).get("channels_last", True):
+    model, cfg = load_model(path), _saved_config(run_dir)
+    if not cfg.get("train", {}).get("channels_last", True):
         import torch
 
         model.to(memory_format=torch.contiguous_format)
     if model.meta.is_pretrained and saved_freeze_state(path) is None:
-        _replay_freeze_state(model, _saved_config(run_dir), metrics)
+        _replay_freeze_state(model, cfg, metrics)
     want = metrics.get("params_trainable_final")
     got = count_parameters(model)[1]
     if want is not None and got != want:
